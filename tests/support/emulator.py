@@ -1,0 +1,266 @@
+"""A local S3/SQS/SNS/EventBridge emulator (moto server) over real HTTP on 127.0.0.1.
+
+Used by the integration tests, the demo and the benchmarks. It is configured the way AWS is
+(bucket notifications to a queue, SNS topics with subscriptions, redrive policies), so the
+messages s3sqsd sees are produced by the emulator itself, not written by hand.
+
+Two fixes are applied to stock moto, both races that AWS does not have (measured with moto
+5.2.5):
+
+- ``Queue.delete_message`` rebuilds the queue's message list without the queue's lock, so a
+  concurrent delete or send can be lost (0-9 of 1,500 deleted messages came back).
+- ``SQSBackend.receive_message`` walks the list without the lock, so two concurrent receives can
+  hand out the same message.
+
+Both are wrapped in the queue's own re-entrant ``_messages_lock`` (a ``Condition`` over an
+``RLock``; the long-poll wait inside ``receive_message`` releases it while it waits).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+# Never let botocore reach a real endpoint or the instance-metadata address from tests.
+TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - the emulator's dummy credentials
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+_PATCH_LOCK = threading.Lock()
+_PATCHED = {"done": False}
+
+
+def _apply_moto_fixes() -> None:
+    """Serialise moto's SQS delete/receive on the queue's own lock (see the module docstring)."""
+    from moto.sqs import models
+
+    with _PATCH_LOCK:
+        if _PATCHED["done"]:
+            return
+        original_delete = models.Queue.delete_message
+        original_receive = models.SQSBackend.receive_message
+
+        @functools.wraps(original_delete)
+        def delete_message(self: Any, receipt_handle: str) -> None:
+            with self._messages_lock:
+                original_delete(self, receipt_handle)
+
+        @functools.wraps(original_receive)
+        def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+            queue = self.get_queue(queue_name)
+            with queue._messages_lock:
+                return original_receive(self, queue_name, *args, **kwargs)
+
+        models.Queue.delete_message = delete_message
+        models.SQSBackend.receive_message = receive_message
+        _PATCHED["done"] = True
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A bucket wired to a queue the way AWS does it; URLs and ARNs for the tests."""
+
+    bucket: str
+    queue_url: str
+    queue_arn: str
+    dlq_url: str | None
+    topic_arn: str | None
+    via: str
+
+
+class Emulator:
+    """moto's ThreadedMotoServer on 127.0.0.1 with an OS-chosen port, plus AWS-like setup."""
+
+    def __init__(self) -> None:
+        for name, value in TEST_ENV.items():
+            os.environ.setdefault(name, value)
+        _apply_moto_fixes()
+        from moto.server import ThreadedMotoServer
+
+        # werkzeug logs one line per request to stderr; tests and the demo want their own output.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            region_name=REGION,
+            endpoint_url=self.endpoint,
+            aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def unique(self, prefix: str) -> str:
+        with self._lock:
+            self._counter += 1
+            return f"{prefix}-{self._counter}-{os.getpid()}"
+
+    def create_queue(
+        self, name: str, *, dlq_arn: str | None = None, max_receive_count: int = 5
+    ) -> tuple[str, str]:
+        sqs = self.client("sqs")
+        attributes = {}
+        if dlq_arn is not None:
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            )
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        return url, arn
+
+    def pipeline(
+        self,
+        *,
+        via: str = "direct",
+        redrive: bool = True,
+        max_receive_count: int = 5,
+        versioned: bool = False,
+        drain_test_event: bool = True,
+    ) -> Pipeline:
+        """Create bucket + queue (+ DLQ with a redrive policy) and the notification path.
+
+        ``via``: ``direct`` (S3 -> SQS), ``sns`` (S3 -> SNS -> SQS, envelope),
+        ``sns_raw`` (raw message delivery), ``eventbridge`` (S3 -> EventBridge rule -> SQS).
+        ``drain_test_event`` removes the ``s3:TestEvent`` S3 sends when the notification is saved.
+        """
+        s3 = self.client("s3")
+        bucket = self.unique("bucket")
+        s3.create_bucket(Bucket=bucket)
+        if versioned:
+            s3.put_bucket_versioning(
+                Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+            )
+        dlq_url = None
+        dlq_arn = None
+        if redrive:
+            dlq_url, dlq_arn = self.create_queue(self.unique("dlq"))
+        queue_url, queue_arn = self.create_queue(
+            self.unique("queue"), dlq_arn=dlq_arn, max_receive_count=max_receive_count
+        )
+        topic_arn = None
+        events = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+        if via == "direct":
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket,
+                NotificationConfiguration={
+                    "QueueConfigurations": [{"QueueArn": queue_arn, "Events": events}]
+                },
+            )
+        elif via in ("sns", "sns_raw"):
+            sns = self.client("sns")
+            topic_arn = sns.create_topic(Name=self.unique("topic"))["TopicArn"]
+            attributes = {"RawMessageDelivery": "true"} if via == "sns_raw" else {}
+            sns.subscribe(
+                TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes=attributes
+            )
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket,
+                NotificationConfiguration={
+                    "TopicConfigurations": [{"TopicArn": topic_arn, "Events": events}]
+                },
+            )
+        elif via == "eventbridge":
+            events_client = self.client("events")
+            rule = self.unique("rule")
+            events_client.put_rule(
+                Name=rule,
+                EventPattern=json.dumps(
+                    {"source": ["aws.s3"], "detail": {"bucket": {"name": [bucket]}}}
+                ),
+            )
+            events_client.put_targets(Rule=rule, Targets=[{"Id": "q", "Arn": queue_arn}])
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket,
+                NotificationConfiguration={"EventBridgeConfiguration": {}},
+            )
+        else:
+            raise ValueError(f"unknown via {via!r}")
+        if drain_test_event and via != "eventbridge":
+            self.drain(queue_url)
+        return Pipeline(
+            bucket=bucket,
+            queue_url=queue_url,
+            queue_arn=queue_arn,
+            dlq_url=dlq_url,
+            topic_arn=topic_arn,
+            via=via,
+        )
+
+    def drain(self, queue_url: str) -> int:
+        """Delete whatever is visible now (e.g. the TestEvent); returns how many."""
+        sqs = self.client("sqs")
+        count = 0
+        while True:
+            messages = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return count
+            for message in messages:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                count += 1
+
+    def queue_counts(self, queue_url: str) -> tuple[int, int]:
+        """(visible, in flight) messages, as SQS reports them."""
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )["Attributes"]
+        return (
+            int(attrs["ApproximateNumberOfMessages"]),
+            int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@contextmanager
+def running_emulator() -> Iterator[Emulator]:
+    emulator = Emulator()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
