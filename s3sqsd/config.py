@@ -12,6 +12,7 @@ from s3sqsd.errors import ConfigError  # noqa: F401
 from s3sqsd.events import KeyDecodingPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/s3sqsd/config.yaml")
+DEFAULT_DOWNLOAD_FOLDER = Path("/var/lib/s3sqsd/downloads")  # StateDirectory=s3sqsd in the unit
 CONFIG_ENV_VAR = "S3SQSD_CONFIG"
 
 
@@ -29,7 +30,7 @@ class Config:
     """The validated configuration. Nothing past config.py sees the raw YAML."""
 
     sqs_queue_url: str
-    download_folder: Path
+    download_folder: Path = DEFAULT_DOWNLOAD_FOLDER
     aws_region: str | None = None
     s3_bucket_name: tuple[str, ...] = ()  # allow-list; empty means any bucket
     endpoint_url: str | None = None
