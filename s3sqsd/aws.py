@@ -1,0 +1,96 @@
+"""The only place boto3 sessions and clients are made.
+
+Clients are built once and shared by threads (boto3 clients are thread-safe; sessions are not).
+Timeouts are explicit so no call can hang the daemon: the receive client's read timeout is longer
+than the long poll, the control client (delete, visibility, dead-letter) fails fast.
+Credentials come only from boto3's standard chain (environment, shared files, instance role).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import NoRegionError
+
+from s3sqsd.config import Config
+from s3sqsd.errors import ConfigError
+
+USER_AGENT = "s3sqsd"
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """The three clients the daemon uses; all built from one session."""
+
+    s3: Any
+    sqs_receive: Any  # used only by the receiving thread, for long polls
+    sqs_control: Any  # deletes, visibility changes, dead-letter sends, queue attributes
+
+
+def endpoint_for(
+    service: str, configured: str | None, *, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The endpoint for ``service``: the config's, else ``AWS_ENDPOINT_URL_<SERVICE>``, else
+    ``AWS_ENDPOINT_URL``, else None (AWS).
+
+    Recent botocore reads these variables itself; Debian bookworm's 1.26 does not, so we read
+    them here and behave the same on both.
+    """
+    if configured:
+        return configured
+    env = os.environ if environ is None else environ
+    return env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or env.get("AWS_ENDPOINT_URL") or None
+
+
+def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) -> Clients:
+    """Build the S3 and SQS clients; a missing region is a configuration error."""
+    session = boto3.session.Session(region_name=config.region)
+    s3_endpoint = endpoint_for("s3", config.s3_endpoint, environ=environ)
+    sqs_endpoint = endpoint_for("sqs", config.sqs_endpoint, environ=environ)
+    common: dict[str, Any] = {"user_agent_extra": USER_AGENT, "connect_timeout": 5}
+    # S3-compatible stores and emulators usually need path-style addressing (Vector's default).
+    s3_options: Any = {"addressing_style": "path"} if s3_endpoint else {}
+    try:
+        s3 = session.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            config=BotoConfig(
+                **common,
+                read_timeout=60,
+                retries={"mode": "standard", "max_attempts": 3},
+                max_pool_connections=max(10, config.workers + 2),
+                s3=s3_options,
+            ),
+        )
+        sqs_receive = session.client(
+            "sqs",
+            endpoint_url=sqs_endpoint,
+            config=BotoConfig(
+                **common,
+                # Longer than the long poll, or every idle poll would time out.
+                read_timeout=config.wait_time_seconds + 10,
+                # The receive loop has its own backoff and logs state changes itself.
+                retries={"mode": "standard", "max_attempts": 1},
+            ),
+        )
+        sqs_control = session.client(
+            "sqs",
+            endpoint_url=sqs_endpoint,
+            config=BotoConfig(
+                **common,
+                read_timeout=10,
+                retries={"mode": "standard", "max_attempts": 3},
+                max_pool_connections=4,
+            ),
+        )
+    except NoRegionError as exc:
+        raise ConfigError(
+            "aws_region: no region configured, none in the queue URL and none in the "
+            "environment (AWS_REGION / AWS_DEFAULT_REGION)"
+        ) from exc
+    return Clients(s3=s3, sqs_receive=sqs_receive, sqs_control=sqs_control)

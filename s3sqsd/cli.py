@@ -1,0 +1,105 @@
+"""Command line: ``s3sqsd [--config PATH]``, ``s3sqsd check-config``, ``s3sqsd --version``.
+
+Wires everything together and maps failures to exit statuses; no other module reads argv or
+the process environment for configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from s3sqsd import __version__
+from s3sqsd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, load_config
+from s3sqsd.daemon import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Daemon
+from s3sqsd.errors import ConfigError
+from s3sqsd.logs import configure_logging, set_level
+
+logger = logging.getLogger("s3sqsd")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s3sqsd",
+        description="Download objects announced by S3 event notifications on an SQS queue.",
+    )
+    parser.add_argument("--version", action="version", version=f"s3sqsd {__version__}")
+    config_help = f"configuration file (default: ${CONFIG_ENV_VAR} or {DEFAULT_CONFIG_PATH})"
+    parser.add_argument("--config", type=Path, help=config_help)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the daemon in the foreground (the default)")
+    run.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    check = commands.add_parser("check-config", help="validate the configuration and exit")
+    check.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    return parser
+
+
+def _config_path(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    from_env = os.environ.get(CONFIG_ENV_VAR)
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = _config_path(args.config)
+    if args.command == "check-config":
+        return _check_config(path)
+    return _run(path)
+
+
+def _check_config(path: Path) -> int:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"s3sqsd: {path}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"s3sqsd: {path}: configuration is valid")
+    return EXIT_OK
+
+
+def _run(path: Path) -> int:
+    # Log as JSON from the first line, so even a config error reaches the journal as JSON.
+    configure_logging(level="info")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        _report_config_error(path, exc)
+        return EXIT_CONFIG
+    set_level(config.log_level)
+    try:
+        return Daemon(config=config, config_path=path).run()
+    except ConfigError as exc:
+        _report_config_error(path, exc)
+        return EXIT_CONFIG
+    except Exception:
+        logger.critical(
+            "s3sqsd stopped on an unexpected error",
+            exc_info=True,
+            extra={"event": "daemon.crashed"},
+        )
+        return EXIT_SOFTWARE
+
+
+def _report_config_error(path: Path, exc: ConfigError) -> None:
+    for problem in exc.problems:
+        logger.error(
+            "%s: %s",
+            path,
+            problem,
+            extra={
+                "event": "config.invalid",
+                "config_key": problem.split(":", 1)[0],
+                "path": str(path),
+            },
+        )
+    print(
+        f"s3sqsd: {path}: invalid configuration ({len(exc.problems)} problem(s)); not starting",
+        file=sys.stderr,
+    )

@@ -1,0 +1,203 @@
+"""Lifecycle: build the parts, handle signals, run the worker, and exit with a named status.
+
+Signal handlers only set events and wake the loop; all work happens in the loop thread. The first
+SIGTERM/SIGINT drains; a second one exits at once (nothing partial can be left at a final path,
+because files only reach their final name by an atomic rename; temp files are swept at the next
+start). SIGHUP rereads the configuration and applies what can change without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import fields
+from pathlib import Path
+from types import FrameType
+
+from s3sqsd import __version__
+from s3sqsd.aws import make_clients
+from s3sqsd.config import Config, load_config
+from s3sqsd.errors import ConfigError, LocalError
+from s3sqsd.fetcher import Fetcher
+from s3sqsd.logs import set_level
+from s3sqsd.notify import Notifier
+from s3sqsd.sqs import Queue
+from s3sqsd.worker import Worker, WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+# Exit statuses (sysexits.h names where one fits). systemd's unit prevents restarts on 78.
+EXIT_OK = 0
+EXIT_FORCED = 1  # a second signal during the drain
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: an unexpected internal error
+EXIT_CONFIG = 78  # EX_CONFIG: configuration problem, including an unusable download folder
+
+# Settings a reload cannot change in a running process: they shape clients, the fetcher or the
+# queue binding. A reload that changes them says so and keeps the running values.
+RESTART_ONLY = frozenset(
+    {
+        "sqs_queue_url",
+        "download_folder",
+        "aws_region",
+        "endpoint_url",
+        "s3_endpoint_url",
+        "sqs_endpoint_url",
+        "dead_letter_queue_url",
+        "file_mode",
+        "directory_mode",
+    }
+)
+
+
+class Daemon:
+    """One run of the service, from start-up to exit status."""
+
+    def __init__(self, *, config: Config, config_path: Path) -> None:
+        self._config = config
+        self._config_path = config_path
+        self._notifier = Notifier()
+        self._stop = threading.Event()
+        self._signals = 0
+        self._worker: Worker | None = None
+
+    def run(self) -> int:
+        config = self._config
+        logger.info(
+            "s3sqsd %s starting: queue %s, download folder %s",
+            __version__,
+            config.sqs_queue_url,
+            config.download_folder,
+            extra={
+                "event": "daemon.starting",
+                "version": __version__,
+                "queue_url": config.sqs_queue_url,
+                "path": str(config.download_folder),
+            },
+        )
+        clients = make_clients(config)
+        fetcher = Fetcher(
+            s3=clients.s3,
+            root=config.download_folder,
+            file_mode=config.file_mode,
+            directory_mode=config.directory_mode,
+        )
+        try:
+            swept = fetcher.prepare()
+        except LocalError as exc:
+            logger.error("%s", exc, extra={"event": "daemon.folder_unusable", "error": str(exc)})
+            return EXIT_CONFIG
+        logger.info(
+            "swept %d temporary files left by an earlier run",
+            swept,
+            extra={"event": "temp.swept", "count": swept},
+        )
+        if fetcher.xattrs_supported is False:
+            logger.warning(
+                "%s has no extended attributes: provenance is not recorded, so stale or "
+                "duplicate events cannot be recognised and are downloaded again",
+                config.download_folder,
+                extra={"event": "provenance.unavailable", "path": str(config.download_folder)},
+            )
+        dead_letter = (
+            Queue(client=clients.sqs_control, url=config.dead_letter_queue_url)
+            if config.dead_letter_queue_url
+            else None
+        )
+        worker = Worker(
+            receive_queue=Queue(client=clients.sqs_receive, url=config.sqs_queue_url),
+            control_queue=Queue(client=clients.sqs_control, url=config.sqs_queue_url),
+            dead_letter_queue=dead_letter,
+            fetcher=fetcher,
+            settings=WorkerSettings.from_config(config),
+            notifier=self._notifier,
+            reload=self._reload,
+        )
+        self._worker = worker
+        self._install_signal_handlers()
+        worker.run(stop=self._stop)
+        busy = worker.busy_threads()
+        logger.info(
+            "stopped: %d downloaded, %d deleted, %d dead-lettered",
+            worker.counters.downloaded,
+            worker.counters.deleted,
+            worker.counters.dead_lettered,
+            extra={"event": "daemon.stopped"},
+        )
+        if busy:
+            # Download threads stuck in a socket read would hold up interpreter exit (the pool
+            # joins its threads at exit). Their messages are released; their temp files are
+            # swept at the next start.
+            _flush_and_exit(EXIT_OK)
+        return EXIT_OK
+
+    # ---- signals -----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning(
+                "second %s: exiting now without waiting for downloads",
+                signal.Signals(signum).name,
+                extra={"event": "daemon.forced_exit"},
+            )
+            _flush_and_exit(EXIT_FORCED)
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.wake()
+
+    def _on_reload_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._worker is not None:
+            self._worker.request_reload()
+
+    # ---- reload (called by the worker in the loop thread) ------------------------------------
+
+    def _reload(self) -> WorkerSettings | None:
+        self._notifier.reloading()
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                logger.error(
+                    "reload refused, keeping the running configuration: %s",
+                    problem,
+                    extra={"event": "config.reload_failed", "error": problem},
+                )
+            self._notifier.ready()
+            return None
+        changed = [
+            f.name for f in fields(Config) if getattr(new, f.name) != getattr(self._config, f.name)
+        ]
+        needs_restart = sorted(set(changed) & RESTART_ONLY)
+        if needs_restart:
+            logger.warning(
+                "changes to %s take effect only after a restart (systemctl restart s3sqsd)",
+                ", ".join(needs_restart),
+                extra={"event": "config.restart_required", "keys": needs_restart},
+            )
+        applied = sorted(set(changed) - RESTART_ONLY)
+        set_level(new.log_level)
+        self._config = new
+        logger.info(
+            "configuration reloaded; applied: %s",
+            ", ".join(applied) or "nothing changed",
+            extra={"event": "config.reloaded", "keys": applied},
+        )
+        self._notifier.ready()
+        return WorkerSettings.from_config(new)
+
+
+def _flush_and_exit(status: int) -> None:
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(OSError, ValueError):
+            handler.flush()
+    sys.stdout.flush()
+    os._exit(status)

@@ -1,0 +1,110 @@
+"""Logging: one JSON object per line on stdout; the only module that installs handlers.
+
+Every line has ``level``, ``message``, ``time`` and a stable ``event`` name, plus the context
+fields a call passes in ``extra`` (``bucket``, ``key``, ``path``, ``size``, ``message_id``,
+``duration_ms``...). Message bodies and credentials are never logged: the AWS libraries' own
+loggers are held at WARNING whatever ``log_level`` says, because their debug output contains
+request headers (session tokens, signatures).
+
+Under systemd, stdout is the journal (``JOURNAL_STREAM`` names its device and inode). Each line
+then starts with the sd-daemon priority prefix (``<4>`` for a warning), which journald strips
+and turns into ``PRIORITY``, so ``journalctl -p warning`` works on JSON lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import IO, Any
+
+try:  # python-json-logger >= 3
+    from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
+except ImportError:  # python-json-logger 2.x (Debian bookworm ships 2.0.1)
+    from pythonjsonlogger.jsonlogger import (  # type: ignore[attr-defined, no-redef]
+        JsonFormatter as _BaseJsonFormatter,
+    )
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+# sd-daemon(3) priorities for the prefix journald understands.
+_SYSLOG_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+# Libraries whose debug output would carry headers with credentials or whole bodies.
+_QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
+class JsonFormatter(_BaseJsonFormatter):  # type: ignore[misc, valid-type]
+    """JSON lines with the field names operators query: ``level``, ``event``, ``message``."""
+
+    def add_fields(
+        self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_record, record, message_dict)
+        log_record["time"] = (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z"
+        )
+        log_record["level"] = record.levelname.lower()
+        log_record.setdefault("event", "log")
+        log_record["logger"] = record.name
+        log_record.pop("levelname", None)
+
+
+class _PriorityHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Prefix each line with ``<N>`` so journald records the right PRIORITY."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        return f"<{priority}>" + super().format(record)
+
+
+def stdout_is_journal(
+    stream: IO[str] | None = None, *, environ: dict[str, str] | None = None
+) -> bool:
+    """True when ``stream`` is the journal stream systemd connected (``JOURNAL_STREAM=dev:ino``)."""
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        device, inode = (int(part) for part in value.split(":", 1))
+        st = os.fstat((stream or sys.stdout).fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
+def configure_logging(
+    *, level: str = "info", stream: IO[str] | None = None, journal: bool | None = None
+) -> None:
+    """Install the one JSON handler on the root logger (replacing any previous one)."""
+    out = stream or sys.stdout
+    use_prefix = stdout_is_journal(out) if journal is None else journal
+    handler: logging.Handler = _PriorityHandler(out) if use_prefix else logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter("%(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """Apply ``log_level`` (also on reload); AWS libraries stay at WARNING or above."""
+    numeric = LEVELS.get(level, logging.INFO)
+    logging.getLogger().setLevel(numeric)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,885 @@
+"""The work loop: receive, lease, download, renew, settle, drain. The only module with threads.
+
+Design (read this before changing anything here):
+
+- **Three kinds of thread.** One *receiver* thread does nothing but long-poll ReceiveMessage. N
+  *download* threads (a bounded pool) run the fetcher: S3 GETs and local disk work, never an SQS
+  call. The *loop* thread (the caller of ``Worker.run``, the process's main thread) owns every
+  other SQS call (delete, visibility, dead-letter send) and every decision. Threads talk only
+  through one inbox queue, so leases and counters have a single owner and need no locks.
+- **Why the long poll has its own thread.** A 20 s long poll cannot be interrupted. If the loop
+  made it, a SIGTERM would wait up to 20 s and watchdog pings would stall. With the poll apart,
+  the loop wakes at least once a second: an idle daemon stops within a second or two, and the
+  watchdog ping proves the loop that settles messages is alive (it also checks that the receiver
+  thread has made progress recently, so a hung receiver stops the pings too).
+- **Leases.** Every message in hand has a lease (receipt handle, receive time, visible-until).
+  The receiver reserves capacity before each poll, so the daemon never holds more messages than
+  ``workers`` plus a small prefetch (``workers`` more, at most 10): a message is never received
+  long before a thread can work on it. Every lease, started or still queued, is renewed
+  (ChangeMessageVisibility back to ``visibility_timeout_seconds``) once half of it has run out,
+  within SQS's 12 h cap counted from the receive.
+- **Settling.** Success: DeleteMessageBatch, partial failures checked and retried. A transient
+  failure: the message is made visible again after a capped, jittered exponential delay (a
+  visibility change, never a sleep), and its attempt number is SQS's ApproximateReceiveCount, so
+  it survives restarts; after ``retry.max_attempts`` it is dead-lettered. A permanent failure:
+  dead-lettered at once. A local failure (disk full, read-only): the message is returned with a
+  delay and receiving pauses for that delay; it never counts towards dead-lettering.
+- **Dead-lettering.** With ``dead_letter_queue_url``: send the original body there with the
+  reason in message attributes, then delete it here. Without: leave it for the queue's own redrive
+  policy (returned with the maximum retry delay, so it does not hot-loop until then).
+- **Drain.** On stop: no new receives; queued-but-unstarted messages are released at once
+  (visibility 0) so another host takes them; downloads in progress may finish within
+  ``shutdown_timeout_seconds`` while leases keep being renewed and the watchdog fed. Past the
+  deadline, downloads are cancelled (their temp files removed) and their messages released.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue as queue_module
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+from s3sqsd.backoff import ReceiveBackoff, retry_delay, visibility_seconds
+from s3sqsd.config import Config
+from s3sqsd.errors import (
+    AttemptsExhaustedError,
+    BucketNotAllowedError,
+    FetchError,
+    LocalError,
+    MessageError,
+    PermanentError,
+    QueueError,
+    TransientError,
+)
+from s3sqsd.events import KeyDecodingPolicy, ObjectCreated, parse_message
+from s3sqsd.fetcher import FetchOutcome, FetchResult
+from s3sqsd.notify import Notifier
+from s3sqsd.sqs import BatchResult, Message, error_code
+
+logger = logging.getLogger(__name__)
+
+RECEIPT_GONE = ("ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight")
+MAX_LOOP_SLEEP_SECONDS = 0.5
+MAX_DELETE_TRIES = 3
+ABANDON_GRACE_SECONDS = 3.0
+DLQ_ERROR_TEXT_LIMIT = 1000
+
+
+class QueueLike(Protocol):
+    """What the worker needs of a queue (``sqs.Queue``, or an in-memory stub in tests)."""
+
+    url: str
+
+    def receive(
+        self, *, max_messages: int, wait_seconds: int, visibility_timeout: int
+    ) -> list[Message]: ...
+
+    def delete(self, messages: Sequence[Message]) -> BatchResult: ...
+
+    def change_visibility(self, items: Sequence[tuple[Message, int]]) -> BatchResult: ...
+
+    def send(self, *, body: str, attributes: dict[str, str]) -> str: ...
+
+    def attributes(self, names: Sequence[str]) -> dict[str, str]: ...
+
+
+class FetcherLike(Protocol):
+    def fetch(self, obj: ObjectCreated, *, cancel: threading.Event) -> FetchResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """The settings the loop uses; a reload swaps the whole object."""
+
+    workers: int = 8
+    wait_time_seconds: int = 20
+    visibility_timeout_seconds: int = 120
+    shutdown_timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    base_delay_seconds: float = 2.0
+    max_delay_seconds: float = 300.0
+    allowed_buckets: frozenset[str] = frozenset()
+    key_decoding: KeyDecodingPolicy = field(default_factory=KeyDecodingPolicy)
+
+    @classmethod
+    def from_config(cls, config: Config) -> WorkerSettings:
+        return cls(
+            workers=config.workers,
+            wait_time_seconds=config.wait_time_seconds,
+            visibility_timeout_seconds=config.visibility_timeout_seconds,
+            shutdown_timeout_seconds=config.shutdown_timeout_seconds,
+            max_attempts=config.retry.max_attempts,
+            base_delay_seconds=config.retry.base_delay_seconds,
+            max_delay_seconds=config.retry.max_delay_seconds,
+            allowed_buckets=frozenset(config.s3_bucket_name),
+            key_decoding=config.key_decoding,
+        )
+
+    @property
+    def capacity(self) -> int:
+        """Messages in hand at most: one per download thread plus a prefetch of up to 10."""
+        return self.workers + min(self.workers, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a download thread reports for one message."""
+
+    error: MessageError | None = None
+    downloaded: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Lease:
+    """A message in hand. Owned by the loop thread only."""
+
+    message: Message
+    received_at: float
+    visible_until: float
+    future: Future[Outcome] | None = None
+    delete_tries: int = 0
+    cap_warned: bool = False
+    lost: bool = False
+
+
+@dataclass(slots=True)
+class Counters:
+    """Live counters for STATUS= and logs. Written by the loop thread only."""
+
+    received: int = 0
+    downloaded: int = 0
+    deleted: int = 0
+    retried: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    ignored_records: int = 0
+    last_error: str = ""
+
+
+class Worker:
+    """Runs the loop until ``stop`` is set and the drain is over."""
+
+    def __init__(
+        self,
+        *,
+        receive_queue: QueueLike,
+        control_queue: QueueLike,
+        dead_letter_queue: QueueLike | None,
+        fetcher: FetcherLike,
+        settings: WorkerSettings,
+        notifier: Notifier,
+        reload: Callable[[], WorkerSettings | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._receive_queue = receive_queue
+        self._queue = control_queue
+        self._dlq = dead_letter_queue
+        self._fetcher = fetcher
+        self._settings = settings
+        self._notifier = notifier
+        self._reload_hook = reload
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._inbox: queue_module.SimpleQueue[tuple[object, ...]] = queue_module.SimpleQueue()
+        self._leases: dict[str, _Lease] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.workers, thread_name_prefix="s3sqsd-download"
+        )
+        self._old_pools: list[ThreadPoolExecutor] = []
+        self._cancel = threading.Event()
+        self._stop_receiving = threading.Event()
+        self._reload_requested = threading.Event()
+        # Capacity shared with the receiver thread (the only state two threads write).
+        self._capacity_lock = threading.Condition()
+        self._reserved = 0
+        self._paused_until = 0.0
+        self._receiver_alive = clock()
+        self._receiver = threading.Thread(
+            target=self._receive_loop, name="s3sqsd-receiver", daemon=True
+        )
+        self._pending_deletes: list[_Lease] = []
+        self._pending_visibility: list[tuple[_Lease, int]] = []
+        self._pending_dlq: list[tuple[_Lease, MessageError]] = []
+        self._local_failures = 0
+        self._last_ping = 0.0
+        self._last_status_at = 0.0
+        self.counters = Counters()
+
+    # ---- called from signal handlers (must stay trivial) ------------------------------------
+
+    def wake(self) -> None:
+        """Wake the loop now (SimpleQueue.put is safe to call from a signal handler)."""
+        self._inbox.put(("wake",))
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+        self.wake()
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def run(self, *, stop: threading.Event) -> None:
+        """Receive and work until ``stop`` is set; then drain and return."""
+        self._receiver.start()
+        self._notifier.ready(self._status_text())
+        logger.info(
+            "s3sqsd is running: queue %s, %d download threads",
+            self._queue.url,
+            self._settings.workers,
+            extra={"event": "daemon.ready", "queue_url": self._queue.url},
+        )
+        deadline: float | None = None
+        while True:
+            self._wait_and_dispatch(deadline)
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._reload()
+            self._settle()
+            now = self._clock()
+            self._renew(now)
+            self._heartbeat(now)
+            if stop.is_set() and deadline is None:
+                deadline = now + self._settings.shutdown_timeout_seconds
+                self._begin_drain()
+                self._settle()
+            if deadline is not None:
+                if not self._leases:
+                    break
+                if now >= deadline:
+                    self._abandon()
+                    break
+        self._shutdown_pools()
+
+    def busy_threads(self) -> int:
+        """Download threads still running a task (stuck in a socket read, say)."""
+        return sum(1 for lease in self._leases.values() if lease.future and lease.future.running())
+
+    # ---- receiving (receiver thread) ---------------------------------------------------------
+
+    def _receive_loop(self) -> None:
+        backoff = ReceiveBackoff(rng=random.Random())  # noqa: S311 - jitter
+        failing: str | None = None
+        failing_since = 0.0
+        redrive_checked = False
+        while not self._stop_receiving.is_set():
+            self._receiver_alive = self._clock()
+            pause = self._paused_until - self._clock()
+            if pause > 0:
+                self._stop_receiving.wait(min(pause, 1.0))
+                continue
+            wanted = self._reserve(timeout=MAX_LOOP_SLEEP_SECONDS)
+            if wanted == 0:
+                continue
+            settings = self._settings
+            try:
+                if not redrive_checked:
+                    self._check_redrive()
+                    redrive_checked = True
+                messages = self._receive_queue.receive(
+                    max_messages=wanted,
+                    wait_seconds=settings.wait_time_seconds,
+                    visibility_timeout=settings.visibility_timeout_seconds,
+                )
+            except QueueError as exc:
+                self._unreserve(wanted)
+                code = error_code(exc.__cause__ or exc)
+                if code != failing:
+                    failing, failing_since = code, self._clock()
+                    logger.error(
+                        "cannot receive from %s (%s); retrying with backoff, next message when "
+                        "it recovers",
+                        self._receive_queue.url,
+                        exc,
+                        extra={"event": "sqs.receive.failed", "error": str(exc), "code": code},
+                    )
+                self._inbox.put(("receive_error", str(exc)))
+                self._stop_receiving.wait(backoff.next_delay())
+                continue
+            self._receiver_alive = self._clock()
+            if failing is not None:
+                logger.info(
+                    "receiving from %s again after %d failed attempts",
+                    self._receive_queue.url,
+                    backoff.failures,
+                    extra={
+                        "event": "sqs.receive.recovered",
+                        "attempts": backoff.failures,
+                        "duration_ms": int((self._clock() - failing_since) * 1000),
+                    },
+                )
+                failing = None
+            backoff.reset()
+            self._unreserve(wanted - len(messages))
+            if messages:
+                self._inbox.put(("received", messages, self._clock()))
+
+    def _check_redrive(self) -> None:
+        """Warn once when permanent failures would have nowhere to go."""
+        if self._dlq is not None:
+            return
+        attributes = self._receive_queue.attributes(["RedrivePolicy"])
+        if not attributes.get("RedrivePolicy"):
+            logger.warning(
+                "queue %s has no redrive policy and dead_letter_queue_url is not set: messages "
+                "that can never succeed will come back until the queue's retention expires",
+                self._receive_queue.url,
+                extra={"event": "queue.no_redrive"},
+            )
+
+    def _reserve(self, *, timeout: float) -> int:
+        with self._capacity_lock:
+            free = self._settings.capacity - self._reserved
+            if free <= 0:
+                self._capacity_lock.wait(timeout)
+                free = self._settings.capacity - self._reserved
+                if free <= 0:
+                    return 0
+            wanted = min(10, free)
+            self._reserved += wanted
+            return wanted
+
+    def _unreserve(self, count: int) -> None:
+        if count <= 0:
+            return
+        with self._capacity_lock:
+            self._reserved -= count
+            self._capacity_lock.notify_all()
+
+    # ---- dispatch (loop thread) --------------------------------------------------------------
+
+    def _wait_and_dispatch(self, deadline: float | None) -> None:
+        timeout = MAX_LOOP_SLEEP_SECONDS
+        if self._notifier.watchdog_interval:
+            timeout = min(timeout, self._notifier.watchdog_interval / 4)
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue_module.Empty:
+            return
+        while True:
+            self._dispatch(item, draining=deadline is not None)
+            try:
+                item = self._inbox.get_nowait()
+            except queue_module.Empty:
+                return
+
+    def _dispatch(self, item: tuple[object, ...], *, draining: bool) -> None:
+        kind = item[0]
+        if kind == "received":
+            messages = cast(list[Message], item[1])
+            received_at = cast(float, item[2])
+            for message in messages:
+                self._accept(message, received_at=received_at, draining=draining)
+        elif kind == "done":
+            self._finished(cast(_Lease, item[1]))
+        elif kind == "receive_error":
+            self.counters.last_error = str(item[1])[:200]
+
+    def _accept(self, message: Message, *, received_at: float, draining: bool) -> None:
+        settings = self._settings
+        lease = _Lease(
+            message=message,
+            received_at=received_at,
+            visible_until=received_at + settings.visibility_timeout_seconds,
+        )
+        self._leases[message.receipt_handle] = lease
+        self.counters.received += 1
+        if draining:
+            self._release([lease], why="received while stopping")
+            return
+        try:
+            parsed = parse_message(message.body, decoding=settings.key_decoding)
+        except PermanentError as exc:
+            self._fail(lease, exc)
+            return
+        if parsed.test_event is not None:
+            logger.info(
+                "s3:TestEvent for bucket %s acknowledged",
+                parsed.test_event.bucket,
+                extra={
+                    "event": "message.test_event",
+                    "bucket": parsed.test_event.bucket,
+                    "message_id": message.message_id,
+                },
+            )
+            self._pending_deletes.append(lease)
+            return
+        for record in parsed.other:
+            self.counters.ignored_records += 1
+            logger.info(
+                "%s for s3://%s/%s acknowledged; nothing to download, local files kept",
+                record.event_name,
+                record.bucket,
+                record.key,
+                extra={
+                    "event": "record.ignored",
+                    "bucket": record.bucket,
+                    "key": record.key,
+                    "event_name": record.event_name,
+                    "message_id": message.message_id,
+                },
+            )
+        if settings.allowed_buckets:
+            for obj in parsed.created:
+                if obj.bucket not in settings.allowed_buckets:
+                    self._fail(
+                        lease,
+                        BucketNotAllowedError(
+                            f"s3://{obj.bucket}/{obj.key}: bucket {obj.bucket!r} is not in "
+                            "s3_bucket_name"
+                        ),
+                    )
+                    return
+        if not parsed.created:
+            self._pending_deletes.append(lease)
+            return
+        future = self._pool.submit(self._work, message, parsed.created)
+        lease.future = future
+        future.add_done_callback(functools.partial(self._post_done, lease))
+
+    def _post_done(self, lease: _Lease, _future: Future[Outcome]) -> None:
+        """Runs in the download thread (or here, if already done): hand the lease back."""
+        self._inbox.put(("done", lease))
+
+    # ---- downloading (download threads) ------------------------------------------------------
+
+    def _work(self, message: Message, objects: tuple[ObjectCreated, ...]) -> Outcome:
+        """Fetch every object of one message, in order; stop at the first failure."""
+        downloaded = 0
+        for obj in objects:
+            try:
+                result = self._fetcher.fetch(obj, cancel=self._cancel)
+            except MessageError as exc:
+                return Outcome(error=exc, downloaded=downloaded)
+            except Exception as exc:  # a bug must not kill the thread or lose the message
+                logger.exception(
+                    "unexpected error while fetching s3://%s/%s",
+                    obj.bucket,
+                    obj.key,
+                    extra={
+                        "event": "object.unexpected_error",
+                        "bucket": obj.bucket,
+                        "key": obj.key,
+                        "message_id": message.message_id,
+                    },
+                )
+                return Outcome(
+                    error=FetchError(f"s3://{obj.bucket}/{obj.key}: unexpected error: {exc!r}"),
+                    downloaded=downloaded,
+                )
+            self._log_result(obj, result, message)
+            if result.outcome is FetchOutcome.DOWNLOADED:
+                downloaded += 1
+        return Outcome(downloaded=downloaded)
+
+    @staticmethod
+    def _log_result(obj: ObjectCreated, result: FetchResult, message: Message) -> None:
+        fields = {
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "path": str(result.path) if result.path else None,
+            "message_id": message.message_id,
+        }
+        if result.outcome is FetchOutcome.DOWNLOADED:
+            logger.info(
+                "downloaded s3://%s/%s to %s (%d bytes)",
+                obj.bucket,
+                obj.key,
+                result.path,
+                result.size,
+                extra={
+                    "event": "object.downloaded",
+                    "size": result.size,
+                    "duration_ms": result.duration_ms,
+                    "version_id": result.version_id,
+                    "etag": result.etag,
+                    **fields,
+                },
+            )
+        elif result.outcome is FetchOutcome.STALE:
+            logger.info(
+                "s3://%s/%s: event older than the file on disk (sequencer %s); kept the newer file",
+                obj.bucket,
+                obj.key,
+                obj.sequencer,
+                extra={"event": "object.stale", "sequencer": obj.sequencer, **fields},
+            )
+        elif result.outcome is FetchOutcome.DUPLICATE:
+            logger.info(
+                "s3://%s/%s: already on disk (duplicate event)",
+                obj.bucket,
+                obj.key,
+                extra={"event": "object.duplicate", **fields},
+            )
+        else:
+            logger.info(
+                "s3://%s/%s is a folder marker; nothing written",
+                obj.bucket,
+                obj.key,
+                extra={"event": "object.folder_marker", **fields},
+            )
+
+    # ---- outcomes (loop thread) --------------------------------------------------------------
+
+    def _finished(self, lease: _Lease) -> None:
+        if self._leases.get(lease.message.receipt_handle) is not lease:
+            return  # released or abandoned already
+        future = lease.future
+        if future is None or future.cancelled():
+            return
+        try:
+            outcome = future.result()
+        except Exception as exc:  # noqa: BLE001 - _work catches everything; a last defence
+            outcome = Outcome(error=FetchError(f"download task failed: {exc!r}"))
+        self.counters.downloaded += outcome.downloaded
+        if outcome.error is None:
+            self._local_failures = 0
+            self._pending_deletes.append(lease)
+        else:
+            self._fail(lease, outcome.error)
+
+    def _fail(self, lease: _Lease, exc: MessageError) -> None:
+        settings = self._settings
+        message = lease.message
+        self.counters.failed += 1
+        self.counters.last_error = str(exc)[:200]
+        if isinstance(exc, LocalError):
+            self._local_failures += 1
+            delay = retry_delay(
+                self._local_failures,
+                base_seconds=settings.base_delay_seconds,
+                max_seconds=settings.max_delay_seconds,
+                rng=self._rng,
+            )
+            self._paused_until = self._clock() + delay
+            logger.error(
+                "%s; message returned, receiving paused for %.0f s (not counted as an attempt)",
+                exc,
+                delay,
+                extra={
+                    "event": "local.storage_error",
+                    "message_id": message.message_id,
+                    "error": str(exc),
+                    "reason": exc.reason,
+                    "delay_seconds": round(delay, 1),
+                },
+            )
+            self._return_later(lease, delay)
+        elif isinstance(exc, TransientError):
+            if message.receive_count >= settings.max_attempts:
+                self._dead_letter(
+                    lease,
+                    AttemptsExhaustedError(
+                        f"{exc} (attempt {message.receive_count} of {settings.max_attempts})"
+                    ),
+                )
+                return
+            delay = retry_delay(
+                message.receive_count,
+                base_seconds=settings.base_delay_seconds,
+                max_seconds=settings.max_delay_seconds,
+                rng=self._rng,
+            )
+            self.counters.retried += 1
+            logger.warning(
+                "%s; retrying in %.0f s (attempt %d of %d)",
+                exc,
+                delay,
+                message.receive_count,
+                settings.max_attempts,
+                extra={
+                    "event": "message.retry",
+                    "message_id": message.message_id,
+                    "error": str(exc),
+                    "reason": exc.reason,
+                    "attempt": message.receive_count,
+                    "receive_count": message.receive_count,
+                    "delay_seconds": round(delay, 1),
+                },
+            )
+            self._return_later(lease, delay)
+        else:
+            self._dead_letter(lease, exc)
+
+    def _dead_letter(self, lease: _Lease, exc: MessageError) -> None:
+        if self._dlq is not None:
+            self._pending_dlq.append((lease, exc))
+            return
+        logger.error(
+            "message %s cannot succeed (%s): %s; left for the queue's redrive policy",
+            lease.message.message_id,
+            exc.reason,
+            exc,
+            extra={
+                "event": "message.left_for_redrive",
+                "message_id": lease.message.message_id,
+                "reason": exc.reason,
+                "error": str(exc),
+                "receive_count": lease.message.receive_count,
+            },
+        )
+        self._return_later(lease, self._settings.max_delay_seconds)
+
+    def _return_later(self, lease: _Lease, delay: float) -> None:
+        held = self._clock() - lease.received_at
+        self._pending_visibility.append((lease, visibility_seconds(delay, held_for_seconds=held)))
+
+    def _release(self, leases: Sequence[_Lease], *, why: str) -> None:
+        """Make messages visible again at once, so another consumer can take them now."""
+        for lease in leases:
+            logger.info(
+                "message %s released (%s)",
+                lease.message.message_id,
+                why,
+                extra={"event": "message.released", "message_id": lease.message.message_id},
+            )
+            self._pending_visibility.append((lease, 0))
+
+    # ---- settling (loop thread; the only SQS calls besides receive) --------------------------
+
+    def _settle(self) -> None:
+        if self._pending_dlq:
+            batch, self._pending_dlq = self._pending_dlq, []
+            for lease, exc in batch:
+                self._send_to_dlq(lease, exc)
+        if self._pending_deletes:
+            batch_leases, self._pending_deletes = self._pending_deletes, []
+            self._delete(batch_leases)
+        if self._pending_visibility:
+            changes, self._pending_visibility = self._pending_visibility, []
+            result = self._queue.change_visibility([(lease.message, s) for lease, s in changes])
+            for failure in result.failed:
+                logger.warning(
+                    "could not return message %s (%s: %s); it comes back when its visibility "
+                    "timeout ends",
+                    failure.message_id,
+                    failure.code,
+                    failure.text,
+                    extra={
+                        "event": "sqs.visibility.failed",
+                        "message_id": failure.message_id,
+                        "code": failure.code,
+                    },
+                )
+            self._forget([lease for lease, _ in changes])
+
+    def _send_to_dlq(self, lease: _Lease, exc: MessageError) -> None:
+        if self._dlq is None:  # only queued when a dead-letter queue is configured
+            return
+        message = lease.message
+        try:
+            self._dlq.send(
+                body=message.body,
+                attributes={
+                    "s3sqsd.reason": exc.reason,
+                    "s3sqsd.error": str(exc)[:DLQ_ERROR_TEXT_LIMIT],
+                    "s3sqsd.source_message_id": message.message_id,
+                    "s3sqsd.receive_count": str(message.receive_count),
+                },
+            )
+        except QueueError as send_error:
+            logger.error(
+                "could not dead-letter message %s (%s); it will be retried",
+                message.message_id,
+                send_error,
+                extra={
+                    "event": "sqs.dead_letter.failed",
+                    "message_id": message.message_id,
+                    "error": str(send_error),
+                },
+            )
+            self._return_later(lease, self._settings.base_delay_seconds)
+            return
+        self.counters.dead_lettered += 1
+        logger.error(
+            "message %s dead-lettered (%s): %s",
+            message.message_id,
+            exc.reason,
+            exc,
+            extra={
+                "event": "message.dead_lettered",
+                "message_id": message.message_id,
+                "reason": exc.reason,
+                "error": str(exc),
+                "receive_count": message.receive_count,
+            },
+        )
+        self._pending_deletes.append(lease)  # deleted in this same settle pass
+
+    def _delete(self, leases: list[_Lease]) -> None:
+        if not leases:
+            return
+        result = self._queue.delete([lease.message for lease in leases])
+        by_id = {lease.message.message_id: lease for lease in leases}
+        done = [by_id[mid] for mid in result.succeeded if mid in by_id]
+        self.counters.deleted += len(done)
+        for failure in result.failed:
+            lease = by_id.get(failure.message_id)
+            if lease is None:
+                continue
+            lease.delete_tries += 1
+            if failure.code not in RECEIPT_GONE and lease.delete_tries < MAX_DELETE_TRIES:
+                self._pending_deletes.append(lease)  # retried on the next pass
+                continue
+            logger.warning(
+                "could not delete message %s (%s: %s); it will be delivered again and the "
+                "download repeated (harmless: files are replaced atomically)",
+                failure.message_id,
+                failure.code,
+                failure.text,
+                extra={
+                    "event": "sqs.delete.failed",
+                    "message_id": failure.message_id,
+                    "code": failure.code,
+                },
+            )
+            done.append(lease)
+        self._forget(done)
+
+    def _forget(self, leases: Sequence[_Lease]) -> None:
+        count = 0
+        for lease in leases:
+            if self._leases.pop(lease.message.receipt_handle, None) is not None:
+                count += 1
+        self._unreserve(count)
+
+    # ---- renewal and health (loop thread) ----------------------------------------------------
+
+    def _renew(self, now: float) -> None:
+        timeout = self._settings.visibility_timeout_seconds
+        due: list[tuple[_Lease, int]] = []
+        for lease in self._leases.values():
+            if lease.lost or lease.visible_until - now > timeout / 2:
+                continue
+            seconds = visibility_seconds(timeout, held_for_seconds=now - lease.received_at)
+            if seconds <= max(0.0, lease.visible_until - now):
+                if not lease.cap_warned:
+                    lease.cap_warned = True
+                    logger.warning(
+                        "message %s reaches SQS's 12 h visibility cap; it will be delivered "
+                        "again if its download does not finish first",
+                        lease.message.message_id,
+                        extra={
+                            "event": "lease.cap_reached",
+                            "message_id": lease.message.message_id,
+                        },
+                    )
+                continue
+            due.append((lease, seconds))
+        if not due:
+            return
+        result = self._queue.change_visibility([(lease.message, s) for lease, s in due])
+        ok = set(result.succeeded)
+        for lease, seconds in due:
+            if lease.message.message_id in ok:
+                lease.visible_until = now + seconds
+        for failure in result.failed:
+            logger.warning(
+                "could not extend visibility of message %s (%s: %s)",
+                failure.message_id,
+                failure.code,
+                failure.text,
+                extra={
+                    "event": "sqs.visibility.extend_failed",
+                    "message_id": failure.message_id,
+                    "code": failure.code,
+                },
+            )
+            if failure.code in RECEIPT_GONE:
+                for lease, _ in due:
+                    if lease.message.message_id == failure.message_id:
+                        lease.lost = True
+
+    def _heartbeat(self, now: float) -> None:
+        interval = self._notifier.watchdog_interval
+        if interval and now - self._last_ping >= interval / 4 and self._receiver_healthy(now):
+            self._notifier.watchdog()
+            self._last_ping = now
+        if now - self._last_status_at >= 1.0:
+            self._last_status_at = now
+            self._notifier.status(self._status_text())
+
+    def _receiver_healthy(self, now: float) -> bool:
+        """The receiver thread made progress recently (a poll is at most wait + timeouts)."""
+        if not self._receiver.is_alive() and not self._stop_receiving.is_set():
+            return False
+        limit = self._settings.wait_time_seconds + 60.0
+        return self._stop_receiving.is_set() or now - self._receiver_alive < limit
+
+    def _status_text(self) -> str:
+        c = self.counters
+        text = (
+            f"in flight {len(self._leases)}, downloaded {c.downloaded}, failed {c.failed}, "
+            f"dead-lettered {c.dead_lettered}"
+        )
+        if c.last_error:
+            text += f"; last error: {c.last_error[:120]}"
+        return text
+
+    # ---- reload and shutdown (loop thread) ---------------------------------------------------
+
+    def _reload(self) -> None:
+        if self._reload_hook is None:
+            return
+        new = self._reload_hook()
+        if new is None:
+            return
+        old = self._settings
+        self._settings = new
+        if new.workers != old.workers:
+            self._old_pools.append(self._pool)
+            self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(
+                max_workers=new.workers, thread_name_prefix="s3sqsd-download"
+            )
+        with self._capacity_lock:
+            self._capacity_lock.notify_all()
+
+    def _begin_drain(self) -> None:
+        self._stop_receiving.set()
+        unstarted = [
+            lease
+            for lease in self._leases.values()
+            if lease.future is not None and lease.future.cancel()
+        ]
+        self._release(unstarted, why="stopping before its download started")
+        in_progress = len(self._leases) - len(unstarted)
+        text = f"stopping: {in_progress} downloads finishing"
+        self._notifier.stopping(text)
+        logger.info(
+            "stopping: %d downloads in progress may finish within %.0f s; %d queued messages "
+            "released",
+            in_progress,
+            self._settings.shutdown_timeout_seconds,
+            len(unstarted),
+            extra={"event": "daemon.stopping"},
+        )
+
+    def _abandon(self) -> None:
+        """The drain deadline passed: cancel downloads, release their messages."""
+        self._cancel.set()
+        running = [lease.future for lease in self._leases.values() if lease.future is not None]
+        wait_futures(running, timeout=ABANDON_GRACE_SECONDS)
+        self._wait_and_dispatch(deadline=0.0)
+        leftover = list(self._leases.values())
+        self._release(leftover, why="shutdown timeout reached")
+        self._settle()
+        if leftover:
+            logger.warning(
+                "shutdown_timeout_seconds reached: %d downloads cancelled and their messages "
+                "released",
+                len(leftover),
+                extra={"event": "daemon.drain_timeout"},
+            )
+
+    def _shutdown_pools(self) -> None:
+        self._stop_receiving.set()
+        for pool in [*self._old_pools, self._pool]:
+            pool.shutdown(wait=False, cancel_futures=True)
