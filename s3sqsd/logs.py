@@ -92,9 +92,12 @@ def configure_logging(
 ) -> None:
     """Install the one JSON handler on the root logger (replacing any previous one)."""
     out = stream or sys.stdout
+    if out is sys.stdout and hasattr(out, "reconfigure"):
+        # Keys are logged as UTF-8 text, readable; anything unencodable is escaped, never fatal.
+        out.reconfigure(errors="backslashreplace", line_buffering=True)
     use_prefix = stdout_is_journal(out) if journal is None else journal
     handler: logging.Handler = _PriorityHandler(out) if use_prefix else logging.StreamHandler(out)
-    handler.setFormatter(JsonFormatter("%(message)s"))
+    handler.setFormatter(JsonFormatter("%(message)s", json_ensure_ascii=False))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -16,19 +16,23 @@ import sdnotify
 
 logger = logging.getLogger(__name__)
 
+# With debug=True sdnotify re-raises whatever its bare excepts caught.
+_SDNOTIFY_ERRORS = (OSError, TypeError, ValueError, UnicodeError)
+
 
 class Notifier:
     """READY/STATUS/WATCHDOG/STOPPING/RELOADING to the service manager, if there is one."""
 
-    def __init__(self, *, environ: Mapping[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
+    def __init__(self, *, enabled: bool = True) -> None:
+        # sdnotify reads NOTIFY_SOCKET from the process environment itself, so we do too.
+        env = os.environ if enabled else {}
         self._socket_path = env.get("NOTIFY_SOCKET", "")
         self._client: sdnotify.SystemdNotifier | None = None
         self._failed = False
         if self._socket_path:
             try:
                 self._client = sdnotify.SystemdNotifier(debug=True)
-            except OSError as exc:
+            except _SDNOTIFY_ERRORS as exc:
                 self._report(exc)
         self.watchdog_interval = _watchdog_interval(env)
         self._last_status = ""
@@ -43,7 +47,7 @@ class Notifier:
             return
         try:
             self._client.notify("\n".join(fields))
-        except OSError as exc:
+        except _SDNOTIFY_ERRORS as exc:
             self._report(exc)
 
     def ready(self, status: str = "") -> None:
@@ -68,7 +72,7 @@ class Notifier:
             self._last_status = text
             self.send(f"STATUS={text}")
 
-    def _report(self, exc: OSError) -> None:
+    def _report(self, exc: Exception) -> None:
         if not self._failed:
             self._failed = True
             logger.warning(

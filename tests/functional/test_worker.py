@@ -1,0 +1,402 @@
+"""The worker's rules, against an in-memory queue and a scripted fetcher (no network).
+
+Synchronisation uses events and deadline polling, never fixed sleeps. Each test runs the real
+``Worker.run`` loop in a thread and stops it the way the daemon does (setting ``stop``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from s3sqsd.errors import FetchError, LocalError, QueueError, UnsafeKeyError
+from s3sqsd.events import ObjectCreated
+from s3sqsd.fetcher import FetchOutcome, FetchResult
+from s3sqsd.notify import Notifier
+from s3sqsd.worker import Worker, WorkerSettings
+from tests.support.emulator import wait_until
+from tests.support.stub_queue import StubQueue
+
+
+def s3_body(*keys: str, bucket: str = "inbox") -> str:
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventSource": "aws:s3",
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1}},
+                }
+                for key in keys
+            ]
+        }
+    )
+
+
+class ScriptedFetcher:
+    """Calls ``behaviour(obj, cancel)`` for each fetch; records the keys fetched."""
+
+    def __init__(
+        self, behaviour: Callable[[ObjectCreated, threading.Event], FetchResult] | None = None
+    ) -> None:
+        self.behaviour = behaviour or (lambda obj, cancel: ok(obj))
+        self.fetched: list[str] = []
+        self.running = 0
+        self.max_running = 0
+        self._lock = threading.Lock()
+
+    def fetch(self, obj: ObjectCreated, *, cancel: threading.Event) -> FetchResult:
+        with self._lock:
+            self.fetched.append(obj.key)
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            return self.behaviour(obj, cancel)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def ok(obj: ObjectCreated) -> FetchResult:
+    return FetchResult(
+        outcome=FetchOutcome.DOWNLOADED,
+        path=Path("/nonexistent") / obj.key,
+        size=1,
+        etag=None,
+        version_id=None,
+        duration_ms=1,
+    )
+
+
+SETTINGS = WorkerSettings(
+    workers=2,
+    wait_time_seconds=1,
+    visibility_timeout_seconds=30,
+    shutdown_timeout_seconds=5,
+    max_attempts=3,
+    base_delay_seconds=10,
+    max_delay_seconds=40,
+)
+
+
+@contextmanager
+def running(
+    queue: StubQueue,
+    fetcher: ScriptedFetcher,
+    *,
+    settings: WorkerSettings = SETTINGS,
+    dlq: StubQueue | None = None,
+) -> Iterator[tuple[Worker, threading.Event]]:
+    worker = Worker(
+        receive_queue=queue,
+        control_queue=queue,
+        dead_letter_queue=dlq,
+        fetcher=fetcher,
+        settings=settings,
+        notifier=Notifier(enabled=False),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        yield worker, stop
+    finally:
+        stop.set()
+        worker.wake()
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "worker did not stop"
+
+
+class TestSuccess:
+    def test_deletes_only_after_the_fetch_returns(self) -> None:
+        """The message is still in the queue while its file is being fetched."""
+        gate = threading.Event()
+        started = threading.Event()
+
+        def slow(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            started.set()
+            assert gate.wait(10)
+            return ok(obj)
+
+        queue = StubQueue()
+        message_id = queue.put(s3_body("a.txt"))
+        with running(queue, ScriptedFetcher(slow)):
+            assert started.wait(10)
+            assert queue.remaining() == [message_id]
+            assert queue.deleted == []
+            gate.set()
+            wait_until(lambda: queue.deleted == [message_id], what="delete")
+        assert queue.remaining() == []
+
+    def test_every_record_of_a_message_is_fetched_before_the_delete(self) -> None:
+        queue = StubQueue()
+        queue.put(s3_body("a", "b", "c"))
+        fetcher = ScriptedFetcher()
+        with running(queue, fetcher):
+            wait_until(lambda: queue.remaining() == [], what="delete")
+        assert fetcher.fetched == ["a", "b", "c"]
+
+    def test_one_failing_record_keeps_the_whole_message(self) -> None:
+        def second_fails(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            if obj.key == "b":
+                raise FetchError("s3://inbox/b: 503")
+            return ok(obj)
+
+        queue = StubQueue()
+        message_id = queue.put(s3_body("a", "b", "c"))
+        fetcher = ScriptedFetcher(second_fails)
+        with running(queue, fetcher):
+            wait_until(lambda: queue.visibility_calls, what="message returned")
+        assert queue.deleted == []
+        assert queue.remaining() == [message_id]
+        assert fetcher.fetched == ["a", "b"]
+
+    def test_in_hand_messages_are_bounded_by_workers_plus_prefetch(self) -> None:
+        """Never more messages received than can be worked on soon (2 workers -> 4 in hand)."""
+        gate = threading.Event()
+
+        def blocked(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            gate.wait(10)
+            return ok(obj)
+
+        queue = StubQueue()
+        for i in range(30):
+            queue.put(s3_body(f"k{i}"))
+        fetcher = ScriptedFetcher(blocked)
+        with running(queue, fetcher):
+            wait_until(lambda: fetcher.running == 2, what="two downloads")
+            wait_until(lambda: queue.in_flight() == SETTINGS.capacity, what="prefetch")
+            assert queue.max_in_flight <= SETTINGS.capacity
+            gate.set()
+            wait_until(lambda: queue.remaining() == [], timeout=20, what="all deleted")
+        assert queue.max_in_flight <= SETTINGS.capacity
+        assert fetcher.max_running == 2
+        assert sorted(queue.deleted) == sorted(f"m{i}" for i in range(1, 31))
+
+    def test_test_event_and_removals_are_acknowledged_without_a_fetch(self) -> None:
+        queue = StubQueue()
+        queue.put(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}))
+        queue.put(
+            json.dumps(
+                {
+                    "Records": [
+                        {
+                            "eventVersion": "2.1",
+                            "eventName": "ObjectRemoved:Delete",
+                            "s3": {"bucket": {"name": "b"}, "object": {"key": "x"}},
+                        }
+                    ]
+                }
+            )
+        )
+        fetcher = ScriptedFetcher()
+        with running(queue, fetcher):
+            wait_until(lambda: queue.remaining() == [], what="both acknowledged")
+        assert fetcher.fetched == []
+
+
+class TestFailures:
+    def test_transient_failure_returns_the_message_with_backoff(self) -> None:
+        def missing(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            raise FetchError("s3://inbox/a: NoSuchKey")
+
+        queue = StubQueue()
+        message_id = queue.put(s3_body("a"))
+        with running(queue, ScriptedFetcher(missing)):
+            wait_until(lambda: queue.visibility_calls, what="backoff")
+        (changed_id, seconds), *_ = queue.visibility_calls
+        assert changed_id == message_id
+        # attempt 1 with base 10: equal jitter gives 5..10 s
+        assert 5 <= seconds <= 10
+        assert queue.deleted == []
+
+    def test_exhausted_attempts_are_dead_lettered_with_the_reason(self) -> None:
+        def missing(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            raise FetchError("s3://inbox/a: NoSuchKey")
+
+        queue = StubQueue()
+        dlq = StubQueue("stub://dlq")
+        body = s3_body("a")
+        message_id = queue.put(body, receive_count=2)  # the next receive is attempt 3 of 3
+        with running(queue, ScriptedFetcher(missing), dlq=dlq):
+            wait_until(lambda: queue.deleted, what="dead-lettered and deleted")
+        assert queue.deleted == [message_id]
+        [(sent_body, attributes)] = dlq.sent
+        assert sent_body == body
+        assert attributes["s3sqsd.reason"] == "too_many_attempts"
+        assert attributes["s3sqsd.source_message_id"] == message_id
+        assert attributes["s3sqsd.receive_count"] == "3"
+        assert "NoSuchKey" in attributes["s3sqsd.error"]
+
+    def test_garbage_is_dead_lettered_at_once(self) -> None:
+        queue = StubQueue()
+        dlq = StubQueue("stub://dlq")
+        queue.put("this is not json")
+        fetcher = ScriptedFetcher()
+        with running(queue, fetcher, dlq=dlq):
+            wait_until(lambda: queue.remaining() == [], what="deleted")
+        assert [a["s3sqsd.reason"] for _, a in dlq.sent] == ["bad_message"]
+        assert fetcher.fetched == []
+
+    def test_without_dead_letter_queue_a_permanent_failure_is_left_for_redrive(self) -> None:
+        def unsafe(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            raise UnsafeKeyError("s3://inbox/../x: '..' segment")
+
+        queue = StubQueue()
+        message_id = queue.put(s3_body("../x"))
+        with running(queue, ScriptedFetcher(unsafe)):
+            wait_until(lambda: queue.visibility_calls, what="returned")
+        assert queue.deleted == []
+        assert queue.remaining() == [message_id]
+        assert queue.visibility_calls[0] == (message_id, SETTINGS.max_delay_seconds)
+
+    def test_bucket_outside_the_allow_list_is_dead_lettered(self) -> None:
+        settings = WorkerSettings(
+            workers=1, wait_time_seconds=1, allowed_buckets=frozenset({"inbox"})
+        )
+        queue = StubQueue()
+        dlq = StubQueue("stub://dlq")
+        queue.put(s3_body("a", bucket="elsewhere"))
+        fetcher = ScriptedFetcher()
+        with running(queue, fetcher, settings=settings, dlq=dlq):
+            wait_until(lambda: dlq.sent, what="dead-lettered")
+        assert dlq.sent[0][1]["s3sqsd.reason"] == "bucket_not_allowed"
+        assert fetcher.fetched == []
+
+    def test_local_failure_never_dead_letters(self) -> None:
+        """A full disk is not the message's fault, even past max_attempts."""
+
+        def disk_full(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            raise LocalError("s3://inbox/a: No space left on device")
+
+        queue = StubQueue()
+        dlq = StubQueue("stub://dlq")
+        message_id = queue.put(s3_body("a"), receive_count=10)
+        with running(queue, ScriptedFetcher(disk_full), dlq=dlq):
+            wait_until(lambda: queue.visibility_calls, what="returned")
+        assert dlq.sent == []
+        assert queue.deleted == []
+        assert queue.remaining() == [message_id]
+
+    def test_failed_delete_is_retried(self) -> None:
+        queue = StubQueue()
+        message_id = queue.put(s3_body("a"))
+        queue.delete_failures[message_id] = 1
+        with running(queue, ScriptedFetcher()):
+            wait_until(lambda: queue.deleted == [message_id], what="delete after a retry")
+
+    def test_receive_errors_log_once_per_state_and_recover(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="s3sqsd")
+        queue = StubQueue()
+        queue.receive_error = QueueError("ReceiveMessage failed: endpoint down")
+        with running(queue, ScriptedFetcher()):
+            wait_until(
+                lambda: any(
+                    getattr(r, "event", "") == "sqs.receive.failed" for r in caplog.records
+                ),
+                what="failure logged",
+            )
+            wait_until(lambda: queue.receive_error is not None, what="still failing")
+            # Receive retries back off (1 s, 2 s ...); let it fail a few times.
+            threading.Event().wait(3.5)
+            queue.receive_error = None
+            message_id = queue.put(s3_body("a"))
+            wait_until(lambda: queue.deleted == [message_id], timeout=30, what="recovered")
+        failed = [r for r in caplog.records if getattr(r, "event", "") == "sqs.receive.failed"]
+        recovered = [
+            r for r in caplog.records if getattr(r, "event", "") == "sqs.receive.recovered"
+        ]
+        assert len(failed) == 1
+        assert len(recovered) == 1
+        assert recovered[0].attempts >= 2  # type: ignore[attr-defined]
+
+
+class TestLeases:
+    def test_visibility_is_renewed_for_running_and_queued_messages(self) -> None:
+        """Heartbeat for every message in hand, not only the one downloading."""
+        settings = WorkerSettings(
+            workers=1, wait_time_seconds=1, visibility_timeout_seconds=2, shutdown_timeout_seconds=5
+        )
+        gate = threading.Event()
+
+        def blocked(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            gate.wait(10)
+            return ok(obj)
+
+        queue = StubQueue()
+        first = queue.put(s3_body("a"))
+        second = queue.put(s3_body("b"))
+        with running(queue, ScriptedFetcher(blocked), settings=settings):
+            wait_until(
+                lambda: {first, second} <= {mid for mid, _ in queue.visibility_calls},
+                timeout=10,
+                what="both renewed",
+            )
+            # Nobody else could have received them meanwhile: still in flight, never redelivered.
+            assert queue.in_flight() == 2
+            gate.set()
+            wait_until(lambda: queue.remaining() == [], what="deleted")
+        assert all(seconds == 2 for _, seconds in queue.visibility_calls)
+
+    def test_drain_releases_queued_messages_and_finishes_the_running_one(self) -> None:
+        settings = WorkerSettings(workers=1, wait_time_seconds=1, shutdown_timeout_seconds=10)
+        started = threading.Event()
+        gate = threading.Event()
+
+        def blocked(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            started.set()
+            gate.wait(10)
+            return ok(obj)
+
+        queue = StubQueue()
+        ids = [queue.put(s3_body(f"k{i}")) for i in range(2)]
+        fetcher = ScriptedFetcher(blocked)
+        worker = Worker(
+            receive_queue=queue,
+            control_queue=queue,
+            dead_letter_queue=None,
+            fetcher=fetcher,
+            settings=settings,
+            notifier=Notifier(enabled=False),
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
+        thread.start()
+        assert started.wait(10)
+        wait_until(lambda: queue.in_flight() == 2, what="second message prefetched")
+        stop.set()
+        worker.wake()
+        wait_until(lambda: (ids[1], 0) in queue.visibility_calls, what="queued one released")
+        assert thread.is_alive(), "must wait for the running download"
+        gate.set()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert queue.deleted == [ids[0]]
+        assert queue.remaining() == [ids[1]]
+        assert fetcher.fetched == ["k0"]
+
+    def test_drain_timeout_cancels_and_releases(self) -> None:
+        settings = WorkerSettings(workers=1, wait_time_seconds=1, shutdown_timeout_seconds=0.5)
+        started = threading.Event()
+
+        def until_cancelled(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            started.set()
+            assert cancel.wait(20)
+            raise FetchError(f"s3://inbox/{obj.key}: cancelled")
+
+        queue = StubQueue()
+        message_id = queue.put(s3_body("big"))
+        with running(queue, ScriptedFetcher(until_cancelled), settings=settings) as (_, stop):
+            assert started.wait(10)
+            stop.set()
+        assert queue.deleted == []
+        assert (message_id, 0) in queue.visibility_calls

@@ -1,0 +1,49 @@
+"""Client construction: endpoint precedence and a missing region as a config error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s3sqsd.aws import endpoint_for, make_clients
+from s3sqsd.config import Config
+from s3sqsd.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("configured", "environ", "expected"),
+    [
+        ("http://cfg", {"AWS_ENDPOINT_URL": "http://env"}, "http://cfg"),
+        (None, {"AWS_ENDPOINT_URL_S3": "http://s3", "AWS_ENDPOINT_URL": "http://env"}, "http://s3"),
+        (None, {"AWS_ENDPOINT_URL": "http://env"}, "http://env"),
+        (None, {"AWS_ENDPOINT_URL_SQS": "http://sqs"}, None),  # another service's variable
+        (None, {}, None),
+    ],
+)
+def test_endpoint_precedence(
+    configured: str | None, environ: dict[str, str], expected: str | None
+) -> None:
+    assert endpoint_for("s3", configured, environ=environ) == expected
+
+
+def test_missing_region_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    config = Config(sqs_queue_url="http://127.0.0.1:9/000000000000/q", download_folder=Path("/x"))
+    with pytest.raises(ConfigError, match="aws_region"):
+        make_clients(config)
+
+
+def test_region_from_an_aws_queue_url_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    config = Config(
+        sqs_queue_url="https://sqs.eu-west-3.amazonaws.com/123456789012/q",
+        download_folder=Path("/x"),
+    )
+    clients = make_clients(config)
+    assert clients.s3.meta.region_name == "eu-west-3"
+    assert clients.sqs_control.meta.region_name == "eu-west-3"
