@@ -52,7 +52,7 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
     session = boto3.session.Session(region_name=config.region)
     s3_endpoint = endpoint_for("s3", config.s3_endpoint, environ=environ)
     sqs_endpoint = endpoint_for("sqs", config.sqs_endpoint, environ=environ)
-    common: dict[str, Any] = {"user_agent_extra": USER_AGENT, "connect_timeout": 5}
+    common: dict[str, Any] = {"user_agent_extra": USER_AGENT, "connect_timeout": 3}
     # S3-compatible stores and emulators usually need path-style addressing (Vector's default).
     s3_options: Any = {"addressing_style": "path"} if s3_endpoint else {}
     try:
@@ -83,8 +83,10 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
             endpoint_url=sqs_endpoint,
             config=BotoConfig(
                 **common,
+                # The loop thread makes these calls: fail fast (worst case about 2 x 13 s, well
+                # inside WatchdogSec) and let the loop retry on its next pass.
                 read_timeout=10,
-                retries={"mode": "standard", "max_attempts": 3},
+                retries={"mode": "standard", "max_attempts": 2},
                 max_pool_connections=4,
             ),
         )

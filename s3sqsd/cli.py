@@ -58,7 +58,7 @@ def _check_config(path: Path) -> int:
         load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"s3sqsd: {path}: {problem}", file=sys.stderr)
+            print(f"s3sqsd: {_with_path(path, problem)}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"s3sqsd: {path}: configuration is valid")
     return EXIT_OK
@@ -89,13 +89,13 @@ def _run(path: Path) -> int:
 
 def _report_config_error(path: Path, exc: ConfigError) -> None:
     for problem in exc.problems:
+        about_file = problem.startswith(f"{path}: ")
         logger.error(
-            "%s: %s",
-            path,
-            problem,
+            "%s",
+            _with_path(path, problem),
             extra={
                 "event": "config.invalid",
-                "config_key": problem.split(":", 1)[0],
+                "config_key": None if about_file else problem.split(":", 1)[0],
                 "path": str(path),
             },
         )
@@ -103,3 +103,8 @@ def _report_config_error(path: Path, exc: ConfigError) -> None:
         f"s3sqsd: {path}: invalid configuration ({len(exc.problems)} problem(s)); not starting",
         file=sys.stderr,
     )
+
+
+def _with_path(path: Path, problem: str) -> str:
+    """Problems about a key get the file name in front; problems about the file have it."""
+    return problem if problem.startswith(f"{path}: ") else f"{path}: {problem}"

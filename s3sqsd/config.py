@@ -5,11 +5,20 @@ TYPES AND SIGNATURES ABOVE THE LINE BELOW ARE THE CONTRACT OTHER MODULES USE.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
-from s3sqsd.errors import ConfigError  # noqa: F401
-from s3sqsd.events import KeyDecodingPolicy
+import yaml
+
+from s3sqsd.errors import ConfigError
+from s3sqsd.events import KeyDecoding, KeyDecodingPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/s3sqsd/config.yaml")
 DEFAULT_DOWNLOAD_FOLDER = Path("/var/lib/s3sqsd/downloads")  # StateDirectory=s3sqsd in the unit
@@ -60,17 +69,623 @@ class Config:
     @property
     def region(self) -> str | None:
         """``aws_region``, else the region in an AWS queue URL, else boto3's own chain."""
-        raise NotImplementedError
+        return self.aws_region or _region_from_queue_url(self.sqs_queue_url)
 
 
 def load_config(path: Path) -> Config:
     """Read and validate the file; raise ConfigError listing every problem found."""
-    raise NotImplementedError
+    return _load_config(path)
 
 
 def parse_config(data: object, *, source: str = "config") -> Config:
     """Validate already-loaded YAML data (pure); raise ConfigError listing every problem."""
-    raise NotImplementedError
+    return _parse_config(data, source=source)
 
 
 # ---- implementation below -------------------------------------------------------------------
+
+# Limits that come from SQS itself.
+_MAX_WAIT_TIME_SECONDS = 20  # ReceiveMessage long-poll maximum
+_MAX_VISIBILITY_SECONDS = 43200  # ChangeMessageVisibility maximum: 12 hours
+_MAX_FILE_BYTES = 1024 * 1024  # a configuration file is a few KiB; refuse anything absurd
+_MAX_SHOWN_CHARS = 200  # longer values are described, never echoed
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_TOP_KEYS = tuple(f.name for f in fields(Config))
+_SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "retry": tuple(f.name for f in fields(RetryConfig)),
+    "key_decoding": tuple(f.name for f in fields(KeyDecodingPolicy)),
+}
+
+# Hosts of AWS queue URLs: sqs.<region>.amazonaws.com (current), <region>.queue.amazonaws.com
+# (legacy), with the .com.cn suffix in China; also the FIPS and dual-stack forms.
+_AWS_QUEUE_HOST = re.compile(
+    r"(?:sqs|sqs-fips)\.(?P<a>[a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)"
+    r"|(?P<b>[a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?"
+)
+_REGION = re.compile(r"[a-z0-9-]+")
+_OCTAL_MODE = re.compile(r"(?:0[oO])?([0-7]{1,4})")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,80}")
+
+
+def _region_from_queue_url(url: str) -> str | None:
+    """The region named by an AWS SQS queue URL's host, or None (not AWS, or not parseable)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if host is None:
+        return None
+    match = _AWS_QUEUE_HOST.fullmatch(host)
+    if match is None:
+        return None
+    return match.group("a") or match.group("b")
+
+
+# ---- reading the file -----------------------------------------------------------------------
+
+
+def _load_config(path: Path) -> Config:
+    name = str(path)
+    text = _read_text(path)
+    if not text.strip():
+        raise ConfigError(f"{name}: the file is empty; it must set at least sqs_queue_url")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(f"{name}: not valid YAML: {_describe_yaml_error(exc)}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(
+            f"{name}: not valid YAML: line {line}, column {column}: the control character "
+            f"U+{int(exc.character):04X} is not allowed"
+        ) from None
+    except yaml.YAMLError as exc:
+        first_line = (str(exc).splitlines() or ["unknown error"])[0]
+        raise ConfigError(f"{name}: not valid YAML: {first_line}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: not valid YAML: nested too deeply") from None
+    if root is None:
+        # Only comments (the shipped template): no settings at all, so report what is required.
+        data = {}
+    problems = _source_problems(root)
+    try:
+        config = parse_config(data, source=name)
+    except ConfigError as exc:
+        # A key already reported from the text (e.g. a decimal mode) is not reported twice.
+        reported = tuple(line.split(": ", 1)[0] + ": " for line in problems)
+        rest = [line for line in exc.problems if not line.startswith(reported)]
+        raise ConfigError([*problems, *rest]) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _read_text(path: Path) -> str:
+    name = str(path)
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(_MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{name}: is a directory, not a configuration file") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{name}: a component of the path is not a directory") from None
+    except PermissionError:
+        raise ConfigError(
+            f"{name}: permission denied; the file must be readable by the user s3sqsd runs as"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > _MAX_FILE_BYTES:
+        raise ConfigError(f"{name}: larger than {_MAX_FILE_BYTES} bytes; not a configuration file")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def _describe_yaml_error(exc: yaml.MarkedYAMLError) -> str:
+    """'line L, column C: problem' from yaml's marks, without yaml's echo of the file's text."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = exc.problem or exc.context or "unknown error"
+    if exc.problem and exc.context:
+        context_mark = exc.context_mark
+        at = f" at line {context_mark.line + 1}" if context_mark is not None else ""
+        what = f"{exc.problem} ({exc.context}{at})"
+    return where + what
+
+
+def _source_problems(root: yaml.Node | None) -> list[str]:
+    """Problems only the YAML text shows, not the loaded data.
+
+    - A key given twice in one mapping: yaml keeps the last one silently, which hides edits.
+    - A mode written in decimal (``file_mode: 440``): YAML reads 440 as decimal, which is the
+      valid but unintended mode 0670; only a leading 0 (``0440``) makes it octal.
+    """
+    problems: list[str] = []
+
+    def check(node: yaml.Node, prefix: str, depth: int) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                problems.append(
+                    f"{prefix}{_key_text(key)}: duplicate key (lines {first_line[key]} and "
+                    f"{line}); keep only one"
+                )
+            else:
+                first_line[key] = line
+            if depth == 0:
+                check(value_node, f"{prefix}{_key_text(key)}.", depth + 1)
+                if key in _MODE_KEYS and _written_in_decimal(value_node):
+                    text = str(value_node.value).lstrip("+")
+                    example = f"0{text}" if set(text) <= set("01234567") else "0640"
+                    problems.append(
+                        f"{key}: {text} is a decimal number; write the mode in octal with a "
+                        f"leading 0, such as {example} or '{example}'"
+                    )
+
+    if root is not None:
+        check(root, "", 0)
+    return problems
+
+
+_MODE_KEYS = ("file_mode", "directory_mode")
+
+
+def _written_in_decimal(node: yaml.Node) -> bool:
+    return (
+        isinstance(node, yaml.ScalarNode)
+        and node.tag == "tag:yaml.org,2002:int"
+        and re.fullmatch(r"\+?[1-9][0-9_]+", str(node.value)) is not None
+    )
+
+
+# ---- validating the data --------------------------------------------------------------------
+
+
+_Check = Callable[["_Problems", str, object], Any]
+
+
+class _Problems:
+    """Collects one line per problem, each starting with the dotted key path."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.lines.append(f"{path}: {message}")
+
+
+def _parse_config(data: object, *, source: str) -> Config:
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of keys to values (key: value lines), "
+            f"got {_show(data)}"
+        )
+    problems = _Problems()
+    values: dict[str, Any] = {}
+
+    queue_url = data.get("sqs_queue_url")
+    if queue_url is None:
+        problems.add("sqs_queue_url", "required key is missing")
+    else:
+        values["sqs_queue_url"] = _url(problems, "sqs_queue_url", queue_url, queue=True)
+
+    checks: dict[str, _Check] = {
+        "download_folder": _download_folder,
+        "aws_region": _aws_region,
+        "s3_bucket_name": _bucket_names,
+        "endpoint_url": _endpoint_url,
+        "s3_endpoint_url": _endpoint_url,
+        "sqs_endpoint_url": _endpoint_url,
+        "dead_letter_queue_url": _queue_url,
+        "workers": _int_range(1, 256),
+        "wait_time_seconds": _int_range(
+            1, _MAX_WAIT_TIME_SECONDS, note="the SQS long-poll maximum; short polling is refused"
+        ),
+        "visibility_timeout_seconds": _int_range(5, _MAX_VISIBILITY_SECONDS, note="12 hours"),
+        "shutdown_timeout_seconds": _seconds_range(0.0, 3600.0),
+        "retry": _retry,
+        "key_decoding": _key_decoding,
+        "file_mode": _mode(0o600, "read and write"),
+        "directory_mode": _mode(0o700, "read, write and search (rwx)"),
+        "log_level": _log_level,
+    }
+    for key, check in checks.items():
+        raw = data.get(key)
+        if raw is not None:  # null means "use the default", like an absent key
+            values[key] = check(problems, key, raw)
+
+    queue = values.get("sqs_queue_url")
+    dlq = values.get("dead_letter_queue_url")
+    if queue is not None and dlq is not None and _same_url(queue, dlq):
+        problems.add(
+            "dead_letter_queue_url", "must differ from sqs_queue_url (it is the same queue)"
+        )
+
+    _unknown_keys(problems, data, "", _TOP_KEYS)
+
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return Config(**{key: value for key, value in values.items() if value is not None})
+
+
+def _unknown_keys(
+    problems: _Problems, data: Mapping[Any, Any], prefix: str, valid: tuple[str, ...]
+) -> None:
+    for key in data:
+        if isinstance(key, str) and key in valid:
+            continue
+        path = prefix + _key_text(key)
+        problems.add(path, "unknown key" + _suggest_key(key, prefix, valid))
+
+
+def _suggest_key(key: object, prefix: str, valid: tuple[str, ...]) -> str:
+    if not isinstance(key, str):
+        return " (keys are names such as 'workers')"
+    wanted = key.strip().lower().replace("-", "_").replace(" ", "_")
+    close = difflib.get_close_matches(wanted, valid, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    # The right name at the wrong level is usually an indentation mistake.
+    elsewhere: dict[str, str] = {}  # name -> how to refer to it
+    if prefix:
+        elsewhere.update((name, f"the top-level key {name!r}") for name in _TOP_KEYS)
+    for section, keys in _SECTION_KEYS.items():
+        if f"{section}." != prefix:
+            elsewhere.update((name, repr(f"{section}.{name}")) for name in keys)
+    close = difflib.get_close_matches(wanted, list(elsewhere), n=1, cutoff=0.8)
+    if close:
+        return f" (did you mean {elsewhere[close[0]]}? check the indentation)"
+    return ""
+
+
+def _url(problems: _Problems, path: str, value: object, *, queue: bool) -> str | None:
+    what = "an http:// or https:// queue URL" if queue else "an http:// or https:// URL"
+    if not isinstance(value, str):
+        problems.add(path, f"must be {what}, got {_show(value)}")
+        return None
+    if value.startswith("arn:"):
+        problems.add(path, f"must be {what}, not an ARN, got {_show(value)}")
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        problems.add(path, f"must be {what}, got {_show(value)}")
+        return None
+    if parts.username is not None or parts.password is not None:
+        # Never echo the value: it holds what looks like a credential.
+        problems.add(
+            path,
+            "must not contain user:password@; credentials come from boto3's standard chain, "
+            "never from this file",
+        )
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        problems.add(path, f"must be {what} with a host, got {_show(value)}")
+        return None
+    if any(ch.isspace() for ch in value):
+        problems.add(path, f"must not contain whitespace, got {_show(value)}")
+        return None
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        problems.add(path, f"must not have a query string or fragment, got {_show(value)}")
+        return None
+    if queue and parts.path.strip("/") == "":
+        problems.add(
+            path,
+            "must include the queue's path, as in "
+            f"https://sqs.<region>.amazonaws.com/<account>/<queue>, got {_show(value)}",
+        )
+        return None
+    return value
+
+
+def _queue_url(problems: _Problems, path: str, value: object) -> str | None:
+    return _url(problems, path, value, queue=True)
+
+
+def _endpoint_url(problems: _Problems, path: str, value: object) -> str | None:
+    return _url(problems, path, value, queue=False)
+
+
+def _same_url(a: str, b: str) -> bool:
+    def canonical(url: str) -> tuple[str, str | None, int | None, str]:
+        parts: SplitResult = urlsplit(url)
+        return (parts.scheme.lower(), parts.hostname, parts.port, parts.path.rstrip("/"))
+
+    return canonical(a) == canonical(b)
+
+
+def _download_folder(problems: _Problems, path: str, value: object) -> Path | None:
+    if not isinstance(value, str) or not value.startswith("/"):
+        problems.add(path, f"must be an absolute path (starting with /), got {_show(value)}")
+        return None
+    if "\0" in value:
+        problems.add(path, "must not contain a NUL character")
+        return None
+    # normpath keeps a leading '//' (POSIX leaves it implementation-defined; on Linux it is '/').
+    normal = "/" + os.path.normpath(value).lstrip("/")
+    if normal == "/":
+        problems.add(path, f"must not be the root directory, got {_show(value)}")
+        return None
+    return Path(normal)
+
+
+def _aws_region(problems: _Problems, path: str, value: object) -> str | None:
+    if not isinstance(value, str) or not _REGION.fullmatch(value):
+        problems.add(
+            path,
+            "must be an AWS region name such as 'eu-west-1' (lower-case letters, digits and '-'), "
+            f"got {_show(value)}",
+        )
+        return None
+    return value
+
+
+def _bucket_names(problems: _Problems, path: str, value: object) -> tuple[str, ...] | None:
+    if isinstance(value, Mapping):
+        problems.add(path, f"must be a bucket name or a list of bucket names, got {_show(value)}")
+        return None
+    if not isinstance(value, list):
+        return (str(value),) if _bucket_name(problems, path, value) else None
+    if not value:
+        problems.add(path, "must list at least one bucket; leave it unset to accept every bucket")
+        return None
+    ok = [_bucket_name(problems, f"{path}[{index}]", item) for index, item in enumerate(value)]
+    if not all(ok):
+        return None
+    return tuple(dict.fromkeys(value))  # duplicates are harmless: drop them, keep the order
+
+
+def _bucket_name(problems: _Problems, path: str, value: object) -> bool:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        problems.add(path, f"must be a bucket name, got the number {_show(value)}; quote it")
+        return False
+    if not isinstance(value, str):
+        problems.add(path, f"must be a bucket name, got {_show(value)}")
+        return False
+    if not value:
+        problems.add(path, "must be a bucket name, got an empty string")
+        return False
+    if "/" in value:
+        problems.add(
+            path, f"must be a bucket name only, without s3:// or a '/', got {_show(value)}"
+        )
+        return False
+    if any(ch.isspace() for ch in value):
+        problems.add(path, f"must not contain whitespace, got {_show(value)}")
+        return False
+    return True
+
+
+def _int_range(
+    low: int, high: int, *, note: str = ""
+) -> Callable[[_Problems, str, object], int | None]:
+    suffix = f" ({note})" if note else ""
+
+    def check(problems: _Problems, path: str, value: object) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.add(
+                path,
+                f"must be an integer from {low} to {high}{suffix}, got {_show(value)}"
+                + _quoted_number_hint(value),
+            )
+            return None
+        return value
+
+    return check
+
+
+def _seconds_range(low: float, high: float) -> Callable[[_Problems, str, object], float | None]:
+    def check(problems: _Problems, path: str, value: object) -> float | None:
+        number = _number(value)
+        if number is None or not low <= number <= high:
+            problems.add(
+                path,
+                f"must be a number of seconds from {low:g} to {high:g}, got {_show(value)}"
+                + _quoted_number_hint(value),
+            )
+            return None
+        return number
+
+    return check
+
+
+def _number(value: object) -> float | None:
+    """A finite int or float as float; None for anything else (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _retry(problems: _Problems, path: str, value: object) -> RetryConfig | None:
+    section = _section(problems, path, value)
+    if section is None:
+        return None
+    default = RetryConfig()
+    before = len(problems.lines)
+
+    attempts = default.max_attempts
+    attempts_raw = section.get("max_attempts")
+    if attempts_raw is not None:
+        checked = _int_range(1, 1000)(problems, f"{path}.max_attempts", attempts_raw)
+        attempts = attempts if checked is None else checked
+
+    base_raw = section.get("base_delay_seconds")
+    base = default.base_delay_seconds
+    base_ok = True
+    if base_raw is not None:
+        number = _number(base_raw)
+        if number is None or not 0 < number <= _MAX_VISIBILITY_SECONDS:
+            base_ok = False
+            problems.add(
+                f"{path}.base_delay_seconds",
+                f"must be a number of seconds > 0 and <= {_MAX_VISIBILITY_SECONDS}, "
+                f"got {_show(base_raw)}" + _quoted_number_hint(base_raw),
+            )
+        else:
+            base = number
+
+    max_raw = section.get("max_delay_seconds")
+    top = default.max_delay_seconds
+    if max_raw is not None:
+        number = _number(max_raw)
+        if number is None or not 0 < number <= _MAX_VISIBILITY_SECONDS:
+            problems.add(
+                f"{path}.max_delay_seconds",
+                f"must be a number of seconds > 0 and <= {_MAX_VISIBILITY_SECONDS} "
+                f"(12 hours, the SQS visibility limit), got {_show(max_raw)}"
+                + _quoted_number_hint(max_raw),
+            )
+        elif base_ok and number < base:
+            problems.add(
+                f"{path}.max_delay_seconds",
+                f"must be >= {path}.base_delay_seconds ({base!r}), got {_show(max_raw)}",
+            )
+        else:
+            top = number
+    elif base_ok and base > top:
+        problems.add(
+            f"{path}.base_delay_seconds",
+            f"must be <= {path}.max_delay_seconds ({top!r}, the default), got {_show(base_raw)}; "
+            f"set {path}.max_delay_seconds too",
+        )
+
+    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS["retry"])
+    if len(problems.lines) != before:
+        return None
+    return RetryConfig(
+        max_attempts=attempts,
+        base_delay_seconds=base,
+        max_delay_seconds=top,
+    )
+
+
+def _key_decoding(problems: _Problems, path: str, value: object) -> KeyDecodingPolicy | None:
+    section = _section(problems, path, value)
+    if section is None:
+        return None
+    before = len(problems.lines)
+    chosen: dict[str, KeyDecoding] = {}
+    for name in _SECTION_KEYS["key_decoding"]:
+        raw = section.get(name)
+        if raw is None:
+            continue
+        if isinstance(raw, str) and raw.lower() in ("url", "none"):
+            chosen[name] = KeyDecoding(raw.lower())
+            continue
+        hint = "; write none (not false, no or off)" if isinstance(raw, bool) else ""
+        problems.add(f"{path}.{name}", f"must be 'url' or 'none', got {_show(raw)}{hint}")
+    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS["key_decoding"])
+    if len(problems.lines) != before:
+        return None
+    return KeyDecodingPolicy(**chosen)
+
+
+def _section(problems: _Problems, path: str, value: object) -> Mapping[Any, Any] | None:
+    if not isinstance(value, Mapping):
+        keys = ", ".join(_SECTION_KEYS[path])
+        problems.add(path, f"must be a mapping with the keys {keys}, got {_show(value)}")
+        return None
+    return value
+
+
+def _mode(required: int, required_text: str) -> Callable[[_Problems, str, object], int | None]:
+    def check(problems: _Problems, path: str, value: object) -> int | None:
+        mode: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            mode = value
+        elif isinstance(value, str) and (match := _OCTAL_MODE.fullmatch(value)):
+            mode = int(match.group(1), 8)
+        if mode is None or not 0 <= mode <= 0o777:
+            hint = ""
+            if isinstance(value, int) and not isinstance(value, bool) and _octal_digits(value):
+                hint = f" ({value} is read as decimal; write 0{value} or '0{value}')"
+            problems.add(
+                path,
+                f"must be an octal permission mode from 0000 to 0777 such as 0640 or '0640', "
+                f"got {_show(value)}{hint}",
+            )
+            return None
+        if mode & required != required:
+            problems.add(
+                path,
+                f"must include the owner's {required_text} permission (0{required:03o}), "
+                f"got 0{mode:03o}",
+            )
+            return None
+        return mode
+
+    return check
+
+
+def _octal_digits(value: int) -> bool:
+    """True for a decimal int such as 640 that was surely meant as the octal mode 0640."""
+    return 0o777 < value <= 777 and set(str(value)) <= set("01234567")
+
+
+def _log_level(problems: _Problems, path: str, value: object) -> str | None:
+    if isinstance(value, str) and value.lower() in _LOG_LEVELS:
+        return value.lower()
+    suggestion = ""
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value.lower(), _LOG_LEVELS, n=1, cutoff=0.6)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+    problems.add(path, f"must be one of {', '.join(_LOG_LEVELS)}, got {_show(value)}{suggestion}")
+    return None
+
+
+# ---- showing values in messages ---------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    """A value as it may appear in an error: short scalars as written, everything else described."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value) if value.bit_length() < 128 else "a very large integer"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        if len(value) > _MAX_SHOWN_CHARS:
+            return f"a string of {len(value)} characters"
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a value of type {type(value).__name__}"
+
+
+def _quoted_number_hint(value: object) -> str:
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (a string; remove the quotes)"
+    return ""
+
+
+def _key_text(key: object) -> str:
+    if isinstance(key, str):
+        return key if _PLAIN_KEY.fullmatch(key) else _show(key[:80])
+    return _show(key)

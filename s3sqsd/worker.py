@@ -853,6 +853,9 @@ class Worker:
         in_progress = len(self._leases) - len(unstarted)
         text = f"stopping: {in_progress} downloads finishing"
         self._notifier.stopping(text)
+        # The configured drain may be longer than the unit's TimeoutStopSec (an operator raised
+        # shutdown_timeout_seconds): ask systemd for the time the config grants, plus a margin.
+        self._notifier.extend_timeout(self._settings.shutdown_timeout_seconds + 15)
         logger.info(
             "stopping: %d downloads in progress may finish within %.0f s; %d queued messages "
             "released",

@@ -1,0 +1,81 @@
+"""Object key -> local path inside ``download_folder``. Pure: no I/O, no boto3, no logging.
+
+A key is mapped one to one, ``root / key``, and refused when that mapping could leave the root,
+collide with another key or the daemon's own temp folder, or hit a kernel limit. Refusing is
+preferred to rewriting: a rewritten name (``..`` -> ``_``) could silently merge two different
+keys into one file, while a refusal is visible and counted. Symlinks are not looked at here;
+the fetcher, which does the I/O, checks them when it opens the directories.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from s3sqsd.errors import UnsafeKeyError
+from s3sqsd.events import object_url
+
+TEMP_DIR_NAME = ".s3sqsd-tmp"
+"""The daemon's hidden temp folder directly under ``download_folder``; no key may use it."""
+
+NAME_MAX = 255
+"""Longest file name component in bytes (Linux ``NAME_MAX`` on ext4, xfs, btrfs, tmpfs)."""
+
+PATH_MAX = 4095
+"""Longest full path in bytes: Linux ``PATH_MAX`` is 4096 including the terminating NUL."""
+
+
+def _is_forbidden_char(char: str) -> bool:
+    """C0 controls (NUL, newline...), DEL, C1 controls, and lone surrogates.
+
+    Control characters in file names break shell scripts and log lines that consumers of the
+    download folder use; a lone surrogate cannot be encoded as UTF-8 at all.
+    """
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF
+
+
+def local_path(root: Path, key: str, *, bucket: str) -> Path | None:
+    """Map ``key`` to ``root/<key>``; None for a folder marker (a key ending in ``/``).
+
+    ``root`` must be absolute and normalised (the caller guarantees it). Raise UnsafeKeyError,
+    naming ``s3://bucket/key`` and the rule broken, for any key that is not a plain relative
+    path of non-empty, non-dot components within the kernel's length limits.
+    """
+    # A folder marker ("a/b/") stands for a directory, which needs no download; it is still
+    # validated like any other key so that "../x/" is refused, not quietly skipped.
+    folder_marker = key.endswith("/")
+    segments = (key[:-1] if folder_marker else key).split("/")
+    problem = _problem(root, key, segments)
+    if problem is not None:
+        raise UnsafeKeyError(f"unsafe key {object_url(bucket, key)}: {problem}")
+    return None if folder_marker else root.joinpath(*segments)
+
+
+def _problem(root: Path, key: str, segments: list[str]) -> str | None:
+    """The first rule ``key`` breaks, or None when it maps safely under ``root``."""
+    if not key:
+        return "empty key"
+    if key.startswith("/"):
+        return "absolute path (starts with '/')"
+    if any(_is_forbidden_char(char) for char in key):
+        return "control character, NUL or lone surrogate in key"
+    for segment in segments:
+        if not segment:
+            return "empty path component ('//' or a trailing '//')"
+        if segment in (".", ".."):
+            return f"'{segment}' path component"
+        if len(segment.encode("utf-8")) > NAME_MAX:
+            return f"path component longer than {NAME_MAX} bytes"
+    if segments[0] == TEMP_DIR_NAME:
+        return f"'{TEMP_DIR_NAME}' is reserved for the daemon's temporary files"
+    target = os.path.join(root, *segments)
+    if len(os.fsencode(target)) > PATH_MAX:
+        return f"full local path longer than {PATH_MAX} bytes"
+    # Belt and braces: the rules above already exclude every way out, but the guarantee that
+    # matters is this one, so it is checked directly as well.
+    base = os.path.normpath(root)
+    inside = os.path.normpath(target)
+    if inside == base or os.path.commonpath([base, inside]) != base:
+        return "resolves outside download_folder"
+    return None
