@@ -1,0 +1,738 @@
+"""Download one announced object into ``download_folder``: atomically, verified, durably.
+
+The bytes go to a file with a random name in the hidden temp folder ``root/.s3sqsd-tmp`` (same
+filesystem as every final path, checked by ``prepare``). Its removal is registered before the
+first byte is written, so every failure path, cancellation included, leaves no temp file. The
+file is checked against what S3 announced (length, event size, MD5 ETag, full-object
+checksums), fsynced, labelled with its provenance (xattr ``user.s3sqsd``), renamed over the
+final path and the parent directory is fsynced. Only then does ``fetch`` report ``DOWNLOADED``
+and may the caller delete the message.
+
+Provenance orders overwrites: an event older than the file on disk (S3 ``sequencer``) is
+``STALE``, the same event again is ``DUPLICATE``; neither replaces the file. The check runs
+before the GET (no GET for an old event) and again under a per-path lock right before the
+rename (two workers racing on one key). On a filesystem without user xattrs there is no
+provenance and every event downloads and replaces (``Fetcher.xattrs_supported`` is False).
+A file whose size no longer matches its provenance (edited by hand) is not trusted. The
+recorded sequencer is the event's even when an unversioned GET returned a newer object: a later
+event then downloads once more, which is harmless, while the reverse could skip new bytes.
+
+Symlinks: every existing directory on the way must resolve inside ``root``; this is checked
+before the GET and again when the directories are made, not atomically with the rename, which
+is enough against keys but not against a local user racing symlinks into the folder. A missing
+temp folder is never re-created here (the folder may be an unmounted mount point): that is a
+LocalError until ``prepare`` runs again.
+
+Checksums verified here: MD5 (single-part, non-KMS/SSE-C ETag), SHA256, SHA1, CRC32. CRC32C
+and CRC64NVME need extra dependencies and are not checked here (botocore >= 1.36 validates
+them itself when ``awscrt`` is installed).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import enum
+import errno
+import hashlib
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import urllib3.exceptions
+from botocore.exceptions import BotoCoreError, ClientError
+
+from s3sqsd.errors import (
+    FetchError,
+    IntegrityError,
+    LocalError,
+    MessageError,
+    ObjectAccessError,
+    PathConflictError,
+    UnsafeKeyError,
+)
+from s3sqsd.events import ObjectCreated, object_url, sequencer_newer
+from s3sqsd.paths import TEMP_DIR_NAME, local_path
+
+XATTR_NAME = "user.s3sqsd"
+TEMP_SUFFIX = ".part"
+
+# S3 error codes that no retry can fix for this object. Everything else (NoSuchKey right after
+# the notification, throttling, 5xx, expired credentials, unknown codes) is retried by the
+# worker and dead-lettered after retry.max_attempts.
+_PERMANENT_CODES = frozenset(
+    {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidObjectState"}
+)
+_PERMANENT_PREFIXES = ("KMS",)  # "KMS.DisabledException", "KMSAccessDenied", ...
+_TRANSIENT_WORDS = ("Throttl", "Internal", "Timeout", "Unavailable")  # KMS having a bad minute
+
+_NO_XATTR_ERRNOS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
+_UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+_CONFLICT_ERRNOS = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR})
+_URL_QUERY = re.compile(r"\?[^\s\"'<>]*")
+
+
+class FetchOutcome(enum.Enum):
+    DOWNLOADED = "downloaded"  # the file at ``path`` now holds the object
+    STALE = "stale"  # the file on disk comes from a later event: kept as it is
+    DUPLICATE = "duplicate"  # the file on disk comes from this very event (or version)
+    FOLDER_MARKER = "folder_marker"  # a key ending in "/": nothing to download
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    outcome: FetchOutcome
+    path: Path | None
+    size: int
+    etag: str | None
+    version_id: str | None
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What a downloaded file was made from; stored as compact JSON in xattr ``user.s3sqsd``."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str | None
+    sequencer: str | None
+    size: int
+
+    def encode(self) -> bytes:
+        fields = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "etag": self.etag,
+            "sequencer": self.sequencer,
+            "size": self.size,
+        }
+        return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Provenance | None:
+        """Parse an xattr value; None for anything that is not ours or not well formed."""
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        strings = ("bucket", "key")
+        optional = ("version_id", "etag", "sequencer")
+        if not all(isinstance(data.get(name), str) for name in strings):
+            return None
+        if not all(data.get(name) is None or isinstance(data[name], str) for name in optional):
+            return None
+        size = data.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return None
+        return cls(
+            bucket=data["bucket"],
+            key=data["key"],
+            version_id=data.get("version_id"),
+            etag=data.get("etag"),
+            sequencer=data.get("sequencer"),
+            size=size,
+        )
+
+
+def read_provenance(path: Path) -> Provenance | None:
+    """The provenance of the file at ``path`` if it is a regular file whose size still matches."""
+    try:
+        raw = os.getxattr(path, XATTR_NAME, follow_symlinks=False)
+        st = os.lstat(path)
+    except OSError:
+        return None  # no file, no xattr, no xattr support, a symlink: nothing to trust
+    provenance = Provenance.decode(raw)
+    if provenance is None or not stat.S_ISREG(st.st_mode) or st.st_size != provenance.size:
+        return None  # edited or truncated since it was written: not what it claims to be
+    return provenance
+
+
+def s3_url(obj: ObjectCreated) -> str:
+    """``s3://bucket/key`` as error texts show it (long keys cut, unprintables escaped)."""
+    return object_url(obj.bucket, obj.key)
+
+
+def _redact(text: str) -> str:
+    """Drop URL query strings (a presigned URL carries its signature there)."""
+    return _URL_QUERY.sub("?...", text)
+
+
+# ---- verification (pure: no file system, no network) ------------------------------------------
+
+
+class Readable(Protocol):
+    def read(self, amt: int, /) -> bytes: ...
+
+
+def _strip_etag(etag: str | None) -> str | None:
+    return None if etag is None else etag.strip().strip('"')
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What the bytes of one GET must match; built from the response and the event."""
+
+    url: str
+    content_length: int | None
+    event_size: int | None  # only when the response ETag is the event's (same object)
+    md5_hex: str | None  # the ETag, when it is a plain MD5
+    checksums: tuple[tuple[str, str], ...]  # (algorithm, base64 value) full-object checksums
+
+    @classmethod
+    def from_response(cls, response: Mapping[str, Any], obj: ObjectCreated) -> Expected:
+        etag = _strip_etag(response.get("ETag"))
+        length = response.get("ContentLength")
+        event_size = obj.size if etag is not None and etag == _strip_etag(obj.etag) else None
+        md5_hex = None
+        encrypted = str(response.get("ServerSideEncryption") or "").startswith("aws:kms") or (
+            response.get("SSECustomerAlgorithm") is not None
+        )
+        if etag is not None and re.fullmatch(r"[0-9a-fA-F]{32}", etag) and not encrypted:
+            md5_hex = etag.lower()
+        checksums: list[tuple[str, str]] = []
+        if response.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+            for algorithm in ("SHA256", "SHA1", "CRC32"):
+                value = response.get(f"Checksum{algorithm}")
+                # "...-N" is a checksum of part checksums (multipart): not of the bytes.
+                if isinstance(value, str) and value and "-" not in value:
+                    checksums.append((algorithm, value))
+        return cls(
+            url=s3_url(obj),
+            content_length=length if isinstance(length, int) else None,
+            event_size=event_size,
+            md5_hex=md5_hex,
+            checksums=tuple(checksums),
+        )
+
+
+class Digests:
+    """Running digests of the bytes written, only those that ``Expected`` can check."""
+
+    def __init__(self, expected: Expected) -> None:
+        self._expected = expected
+        self.length = 0
+        self._md5 = hashlib.md5(usedforsecurity=False) if expected.md5_hex else None
+        self._hashes: dict[str, Any] = {}
+        self._crc32: int | None = None
+        for algorithm, _ in expected.checksums:
+            if algorithm == "SHA256":
+                self._hashes[algorithm] = hashlib.sha256()
+            elif algorithm == "SHA1":
+                self._hashes[algorithm] = hashlib.sha1(usedforsecurity=False)
+            elif algorithm == "CRC32":
+                self._crc32 = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.length += len(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
+        for digest in self._hashes.values():
+            digest.update(chunk)
+        if self._crc32 is not None:
+            self._crc32 = zlib.crc32(chunk, self._crc32)
+
+    def _checksum(self, algorithm: str) -> bytes:
+        if algorithm == "CRC32":
+            return (self._crc32 or 0).to_bytes(4, "big")
+        return bytes(self._hashes[algorithm].digest())
+
+    def verify(self) -> None:
+        """Raise IntegrityError (expected vs got) on the first mismatch."""
+        exp = self._expected
+        got = self.length
+        if exp.content_length is not None and got != exp.content_length:
+            raise IntegrityError(
+                f"{exp.url}: length mismatch: expected {exp.content_length} bytes "
+                f"(Content-Length), got {got}"
+            )
+        if exp.event_size is not None and got != exp.event_size:
+            raise IntegrityError(
+                f"{exp.url}: size mismatch: expected {exp.event_size} bytes (event), got {got}"
+            )
+        if self._md5 is not None and self._md5.hexdigest() != exp.md5_hex:
+            raise IntegrityError(
+                f"{exp.url}: MD5 mismatch: expected {exp.md5_hex} (ETag), "
+                f"got {self._md5.hexdigest()}"
+            )
+        for algorithm, value in exp.checksums:
+            try:
+                wanted = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue  # not a checksum we can read: nothing to compare against
+            actual = self._checksum(algorithm)
+            if actual != wanted:
+                raise IntegrityError(
+                    f"{exp.url}: {algorithm} checksum mismatch: expected {value}, "
+                    f"got {base64.b64encode(actual).decode('ascii')}"
+                )
+
+
+def remote_error(exc: BaseException, obj: ObjectCreated) -> MessageError:
+    """Classify a failed GET (or body read) for ``obj``; the text never carries credentials."""
+    url = s3_url(obj)
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "FlexibleChecksumError" in names:  # botocore's own checksum check (class absent in old)
+        return IntegrityError(f"{url}: checksum mismatch reported by botocore: {exc}")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = _redact(str(error.get("Message", "")))
+        detail = f"{code} (HTTP {status})" if status else code
+        text = f"GET {url} failed: {detail}" + (f": {message}" if message else "")
+        if code in _PERMANENT_CODES or (
+            code.startswith(_PERMANENT_PREFIXES)
+            and not any(word in code for word in _TRANSIENT_WORDS)
+        ):
+            return ObjectAccessError(text)
+        return FetchError(text)
+    return FetchError(f"GET {url} failed: {type(exc).__name__}: {_redact(str(exc))}")
+
+
+# What a body read can raise when the network fails (OSError: a reset socket).
+_REMOTE_ERRORS = (
+    BotoCoreError,
+    ClientError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+
+
+def stream_and_verify(
+    body: Readable,
+    write: Callable[[bytes], object],
+    *,
+    response: Mapping[str, Any],
+    obj: ObjectCreated,
+    chunk_size: int,
+    cancel: threading.Event,
+) -> int:
+    """Copy ``body`` to ``write`` in chunks of at most ``chunk_size``, then verify the bytes.
+
+    Errors raised by ``write`` (local I/O) propagate unchanged; read errors become FetchError,
+    mismatches IntegrityError, a set ``cancel`` FetchError. Returns the number of bytes.
+    """
+    digests = Digests(Expected.from_response(response, obj))
+    while True:
+        if cancel.is_set():
+            raise FetchError(f"download of {s3_url(obj)} cancelled")
+        try:
+            chunk = body.read(chunk_size)
+        except _REMOTE_ERRORS as exc:
+            raise remote_error(exc, obj) from exc
+        if not chunk:
+            break
+        write(chunk)
+        digests.update(chunk)
+    digests.verify()
+    return digests.length
+
+
+# ---- local file system ---------------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _inside(path: str, root_real: str) -> bool:
+    return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def local_error(exc: OSError, path: Path | str, obj: ObjectCreated, doing: str) -> MessageError:
+    """Classify a local OSError while storing ``obj``; the text names the path and the URL."""
+    reason = exc.strerror or str(exc)
+    where = f"{doing} {path} for {s3_url(obj)}"
+    if exc.errno == errno.ENAMETOOLONG:
+        return UnsafeKeyError(f"cannot store {s3_url(obj)}: path too long ({path})")
+    if exc.errno in _CONFLICT_ERRNOS:
+        return PathConflictError(f"{where}: {reason} (a file and a directory share this name)")
+    return LocalError(f"{where}: {reason}")
+
+
+def _unwritable(root: Path, exc: OSError) -> LocalError:
+    reason = exc.strerror or str(exc)
+    if exc.errno in _UNWRITABLE_ERRNOS:
+        return LocalError(
+            f"download_folder {root} is not writable ({reason}); under systemd add it with "
+            "ReadWritePaths= in a drop-in (systemctl edit s3sqsd)"
+        )
+    return LocalError(f"download_folder {root} cannot be prepared ({reason})")
+
+
+class Fetcher:
+    """Downloads objects into ``root``; ``fetch`` is safe to call from many threads at once."""
+
+    def __init__(
+        self,
+        *,
+        s3: Any,
+        root: Path,
+        file_mode: int = 0o640,
+        directory_mode: int = 0o750,
+        chunk_size: int = 1 << 20,
+    ) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self._s3 = s3
+        self._root = Path(root)
+        self._temp_dir = self._root / TEMP_DIR_NAME
+        self._file_mode = file_mode
+        self._directory_mode = directory_mode
+        self._chunk_size = chunk_size
+        self._xattrs: bool | None = None
+        self._locks_guard = threading.Lock()
+        self._locks: dict[Path, tuple[threading.Lock, int]] = {}
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def xattrs_supported(self) -> bool | None:
+        """Whether files get provenance xattrs; None until ``prepare`` or a download tells."""
+        return self._xattrs
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def prepare(self) -> int:
+        """Create root and temp folder, sweep leftover temp files, check the folder is usable.
+
+        Returns the number of leftovers removed; raises LocalError with one sentence when the
+        folder cannot be used.
+        """
+        try:
+            self._make_dirs(self._root)
+            self._make_dirs(self._temp_dir)
+        except OSError as exc:
+            raise _unwritable(self._root, exc) from exc
+        try:
+            swept = self._sweep()
+            root_dev = os.stat(self._root).st_dev
+            temp_dev = os.stat(self._temp_dir).st_dev
+        except OSError as exc:
+            raise _unwritable(self._root, exc) from exc
+        if root_dev != temp_dev:
+            raise LocalError(
+                f"download_folder {self._root} and its temp folder {self._temp_dir} are on "
+                "different filesystems; renames would not be atomic"
+            )
+        self._probe()
+        return swept
+
+    def _make_dirs(self, path: Path) -> None:
+        """``mkdir -p`` giving each directory it creates exactly ``directory_mode``."""
+        missing: list[Path] = []
+        current = path
+        while not current.exists():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, self._directory_mode)
+            except FileExistsError:
+                if not directory.is_dir():
+                    raise
+                continue
+            os.chmod(directory, self._directory_mode)
+            _fsync_dir(directory.parent)
+
+    def _sweep(self) -> int:
+        count = 0
+        with os.scandir(self._temp_dir) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)  # never follows symlinks
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                count += 1
+        return count
+
+    def _probe(self) -> None:
+        probe = self._temp_dir / f"probe-{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _unwritable(self._root, exc) from exc
+        try:
+            try:
+                os.setxattr(fd, XATTR_NAME, b"{}")
+                self._xattrs = True
+            except OSError as exc:
+                if exc.errno not in _NO_XATTR_ERRNOS:
+                    raise _unwritable(self._root, exc) from exc
+                self._xattrs = False
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+
+    # -- one object --------------------------------------------------------------------------
+
+    def fetch(self, obj: ObjectCreated, *, cancel: threading.Event) -> FetchResult:
+        """Download ``obj`` to its local path; see the module docstring for the guarantees."""
+        started = time.monotonic()
+        path = local_path(self._root, obj.key, bucket=obj.bucket)
+        if path is None:
+            return FetchResult(
+                FetchOutcome.FOLDER_MARKER, None, 0, obj.etag, obj.version_id, _ms(started)
+            )
+        self._check_parents(path, obj, create=False)
+        self._check_not_directory(path, obj)
+        skip = self._skip(path, obj)
+        if skip is not None:
+            return self._skipped(skip, path, started)
+        if cancel.is_set():
+            raise FetchError(f"download of {s3_url(obj)} cancelled")
+
+        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "ChecksumMode": "ENABLED"}
+        if obj.version_id:
+            params["VersionId"] = obj.version_id
+        try:
+            response = self._s3.get_object(**params)
+        except _REMOTE_ERRORS as exc:
+            raise remote_error(exc, obj) from exc
+        body = response["Body"]
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(_close_quietly, body)
+            temp, fd = self._open_temp(obj)
+            # Registered before the first write: every exit below removes the temp file, except
+            # the rename, after which the name no longer exists.
+            cleanup.callback(_unlink_quietly, temp)
+            cleanup.callback(os.close, fd)
+            size = self._receive(body, fd, path, response, obj, cancel)
+            etag = _strip_etag(response.get("ETag"))
+            version_id = response.get("VersionId") or obj.version_id
+            self._label(fd, temp, obj, etag=etag, version_id=version_id, size=size)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise local_error(exc, temp, obj, "cannot sync") from exc
+            self._check_parents(path, obj, create=True)
+            with self._path_lock(path):
+                skip = self._skip(path, obj)
+                if skip is not None:
+                    return self._skipped(skip, path, started)
+                try:
+                    os.replace(temp, path)
+                except OSError as exc:
+                    raise local_error(exc, path, obj, "cannot move into place") from exc
+                try:
+                    _fsync_dir(path.parent)  # the rename is durable only with its directory
+                except OSError as exc:
+                    raise local_error(exc, path.parent, obj, "cannot sync directory") from exc
+        return FetchResult(FetchOutcome.DOWNLOADED, path, size, etag, version_id, _ms(started))
+
+    def _open_temp(self, obj: ObjectCreated) -> tuple[Path, int]:
+        temp = self._temp_dir / f"{secrets.token_hex(12)}{TEMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(temp, flags, self._file_mode)
+        except OSError as exc:
+            raise LocalError(
+                f"cannot create temp file {temp} for {s3_url(obj)}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            os.fchmod(fd, self._file_mode)  # the umask may have removed bits
+        except OSError as exc:
+            os.close(fd)
+            _unlink_quietly(temp)
+            raise LocalError(
+                f"cannot set mode on {temp} for {s3_url(obj)}: {exc.strerror or exc}"
+            ) from exc
+        return temp, fd
+
+    def _receive(
+        self,
+        body: Readable,
+        fd: int,
+        path: Path,
+        response: Mapping[str, Any],
+        obj: ObjectCreated,
+        cancel: threading.Event,
+    ) -> int:
+        try:
+            return stream_and_verify(
+                body,
+                lambda chunk: _write_all(fd, chunk),
+                response=response,
+                obj=obj,
+                chunk_size=self._chunk_size,
+                cancel=cancel,
+            )
+        except MessageError:
+            raise
+        except OSError as exc:  # only writes get here: read errors are already classified
+            raise LocalError(
+                f"cannot write {s3_url(obj)} to {path} (temp folder {self._temp_dir}): "
+                f"{exc.strerror or exc}"
+            ) from exc
+
+    def _label(
+        self,
+        fd: int,
+        temp: Path,
+        obj: ObjectCreated,
+        *,
+        etag: str | None,
+        version_id: str | None,
+        size: int,
+    ) -> None:
+        """Set the provenance xattr on the temp file, so the rename carries it atomically."""
+        if self._xattrs is False:
+            return
+        value = Provenance(
+            bucket=obj.bucket,
+            key=obj.key,
+            version_id=version_id,
+            etag=etag,
+            sequencer=obj.sequencer,
+            size=size,
+        ).encode()
+        try:
+            os.setxattr(fd, XATTR_NAME, value)
+        except OSError as exc:
+            if exc.errno in _NO_XATTR_ERRNOS:
+                self._xattrs = False
+                return
+            if exc.errno in (errno.E2BIG, errno.ERANGE):
+                return  # too big for this filesystem: this file goes without provenance
+            raise local_error(exc, temp, obj, "cannot label") from exc
+        self._xattrs = True
+
+    def _check_parents(self, path: Path, obj: ObjectCreated, *, create: bool) -> None:
+        """Walk root -> parent: every existing step must resolve inside root and be a directory.
+
+        With ``create``, make the missing ones with ``directory_mode`` and fsync the directory
+        that received each new entry at once, so every directory found existing was already
+        made durable by whoever created it. Without it, stop at the first missing step.
+        """
+        root_real = os.path.realpath(self._root)
+        try:
+            relative = path.parent.relative_to(self._root)
+        except ValueError as exc:  # paths.local_path never does this; refuse rather than guess
+            raise UnsafeKeyError(f"{s3_url(obj)} maps outside download_folder") from exc
+        current = self._root
+        for part in relative.parts:
+            current = current / part
+            try:
+                try:
+                    st = os.stat(current)
+                except FileNotFoundError:
+                    if not create:
+                        return
+                    with contextlib.suppress(FileExistsError):  # another worker was quicker
+                        os.mkdir(current, self._directory_mode)
+                        os.chmod(current, self._directory_mode)  # the umask may remove bits
+                    _fsync_dir(current.parent)
+                    st = os.stat(current)
+            except OSError as exc:
+                raise local_error(exc, current, obj, "cannot create directory") from exc
+            if not _inside(os.path.realpath(current), root_real):
+                raise UnsafeKeyError(
+                    f"{s3_url(obj)}: {current} resolves outside download_folder (symlink)"
+                )
+            if not stat.S_ISDIR(st.st_mode):
+                raise PathConflictError(
+                    f"{s3_url(obj)}: {current} is a file where a directory is needed"
+                )
+
+    def _check_not_directory(self, path: Path, obj: ObjectCreated) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise local_error(exc, path, obj, "cannot inspect") from exc
+        if stat.S_ISDIR(st.st_mode):
+            raise PathConflictError(f"{s3_url(obj)}: {path} is a directory")
+
+    def _skip(self, path: Path, obj: ObjectCreated) -> tuple[FetchOutcome, Provenance] | None:
+        """STALE/DUPLICATE when the file on disk is as new as ``obj``; None to download."""
+        if self._xattrs is False:
+            return None
+        have = read_provenance(path)
+        if have is None or (have.bucket, have.key) != (obj.bucket, obj.key):
+            return None
+        if obj.sequencer is not None and have.sequencer is not None:
+            if sequencer_newer(obj.sequencer, have.sequencer):
+                return None
+            if sequencer_newer(have.sequencer, obj.sequencer):
+                return FetchOutcome.STALE, have
+            return FetchOutcome.DUPLICATE, have
+        if obj.sequencer is None and obj.version_id is not None:
+            same_version = have.version_id == obj.version_id
+            event_etag = _strip_etag(obj.etag)
+            if same_version and event_etag is not None and have.etag == event_etag:
+                return FetchOutcome.DUPLICATE, have
+        return None
+
+    @staticmethod
+    def _skipped(skip: tuple[FetchOutcome, Provenance], path: Path, started: float) -> FetchResult:
+        outcome, have = skip
+        return FetchResult(outcome, path, have.size, have.etag, have.version_id, _ms(started))
+
+    @contextlib.contextmanager
+    def _path_lock(self, path: Path) -> Iterator[None]:
+        """One lock per final path, dropped from the table when no thread holds or waits."""
+        with self._locks_guard:
+            lock, users = self._locks.get(path, (None, 0))
+            if lock is None:
+                lock = threading.Lock()
+            self._locks[path] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:
+                lock, users = self._locks[path]
+                if users == 1:
+                    del self._locks[path]
+                else:
+                    self._locks[path] = (lock, users - 1)
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _close_quietly(body: Any) -> None:
+    with contextlib.suppress(Exception):
+        body.close()
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
