@@ -288,7 +288,9 @@ class Worker:
                     wait_seconds=settings.wait_time_seconds,
                     visibility_timeout=settings.visibility_timeout_seconds,
                 )
-            except QueueError as exc:
+            except Exception as exc:  # the receiver must outlive any failure
+                # QueueError is the expected case; anything else is a bug, logged with its
+                # traceback, and handled the same way so the daemon keeps receiving.
                 self._unreserve(wanted)
                 code = error_code(exc.__cause__ or exc)
                 if code != failing:
@@ -298,6 +300,7 @@ class Worker:
                         "it recovers",
                         self._receive_queue.url,
                         exc,
+                        exc_info=not isinstance(exc, QueueError),
                         extra={"event": "sqs.receive.failed", "error": str(exc), "code": code},
                     )
                 self._inbox.put(("receive_error", str(exc)))
