@@ -83,9 +83,9 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
             endpoint_url=sqs_endpoint,
             config=BotoConfig(
                 **common,
-                # The loop thread makes these calls: fail fast (worst case about 2 x 13 s, well
-                # inside WatchdogSec) and let the loop retry on its next pass.
-                read_timeout=10,
+                # The loop thread makes these calls: fail fast (worst case about 2 x 8 s, well
+                # inside the unit's WatchdogSec=30s) and let the loop retry on its next pass.
+                read_timeout=5,
                 retries={"mode": "standard", "max_attempts": 2},
                 max_pool_connections=4,
             ),

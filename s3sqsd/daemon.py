@@ -9,11 +9,13 @@ start). SIGHUP rereads the configuration and applies what can change without a r
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
@@ -23,7 +25,7 @@ from s3sqsd.aws import make_clients
 from s3sqsd.config import Config, load_config
 from s3sqsd.errors import ConfigError, LocalError
 from s3sqsd.fetcher import Fetcher
-from s3sqsd.logs import set_level
+from s3sqsd.logs import set_level, stdout_is_journal
 from s3sqsd.notify import Notifier
 from s3sqsd.sqs import Queue
 from s3sqsd.worker import Worker, WorkerSettings
@@ -144,12 +146,7 @@ class Daemon:
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            logger.warning(
-                "second %s: exiting now without waiting for downloads",
-                signal.Signals(signum).name,
-                extra={"event": "daemon.forced_exit"},
-            )
-            _flush_and_exit(EXIT_FORCED)
+            _forced_exit(signal.Signals(signum).name)
         self._stop.set()
         if self._worker is not None:
             self._worker.wake()
@@ -197,7 +194,32 @@ class Daemon:
 
 def _flush_and_exit(status: int) -> None:
     for handler in logging.getLogger().handlers:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
             handler.flush()
-    sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        sys.stdout.flush()
     os._exit(status)
+
+
+def _forced_exit(signal_name: str) -> None:
+    """The second signal: one log line and out, now.
+
+    This runs in a signal handler that may have interrupted the main thread in the middle of
+    writing a log line; going through the logging handler again would be a reentrant write on
+    the same buffered stream (a RuntimeError that logging swallows, so the exit never happened).
+    So the line is written with a raw ``os.write`` and the process leaves with ``os._exit``.
+    Nothing partial is left at a final path: files only get there by an atomic rename.
+    """
+    line = json.dumps(
+        {
+            "message": f"second {signal_name}: exiting now without waiting for downloads",
+            "event": "daemon.forced_exit",
+            "level": "warning",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "logger": __name__,
+        }
+    )
+    prefix = "<4>" if stdout_is_journal() else ""
+    with contextlib.suppress(OSError):
+        os.write(1, f"\n{prefix}{line}\n".encode())
+    os._exit(EXIT_FORCED)

@@ -394,6 +394,16 @@ class Worker:
         )
         self._leases[message.receipt_handle] = lease
         self.counters.received += 1
+        logger.debug(
+            "received message %s (receive count %d)",
+            message.message_id,
+            message.receive_count,
+            extra={
+                "event": "message.received",
+                "message_id": message.message_id,
+                "receive_count": message.receive_count,
+            },
+        )
         if draining:
             self._release([lease], why="received while stopping")
             return
@@ -723,6 +733,12 @@ class Worker:
         by_id = {lease.message.message_id: lease for lease in leases}
         done = [by_id[mid] for mid in result.succeeded if mid in by_id]
         self.counters.deleted += len(done)
+        for deleted in done:
+            logger.debug(
+                "deleted message %s",
+                deleted.message.message_id,
+                extra={"event": "message.deleted", "message_id": deleted.message.message_id},
+            )
         for failure in result.failed:
             lease = by_id.get(failure.message_id)
             if lease is None:

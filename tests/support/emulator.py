@@ -37,7 +37,7 @@ ACCOUNT = "123456789012"
 # Never let botocore reach a real endpoint or the instance-metadata address from tests.
 TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - the emulator's dummy credentials
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": REGION,
     "AWS_EC2_METADATA_DISABLED": "true",
@@ -155,9 +155,7 @@ class Emulator:
         bucket = self.unique("bucket")
         s3.create_bucket(Bucket=bucket)
         if versioned:
-            s3.put_bucket_versioning(
-                Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
-            )
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         dlq_url = None
         dlq_arn = None
         if redrive:

@@ -1,0 +1,204 @@
+"""The real daemon against the emulator: objects announced every way S3 can, end to end.
+
+Every message here is produced by the emulator's own S3 notification machinery (direct, SNS
+envelope, SNS raw delivery, EventBridge), except the duplicate-delivery case, which re-sends a
+body the emulator produced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import (
+    DaemonProcess,
+    final_path,
+    put_objects,
+    receive_all,
+    temp_files,
+    visible_files,
+    wait_queue_empty,
+)
+from tests.support.emulator import Emulator
+from tests.support.notify import NotifySocket
+
+pytestmark = pytest.mark.integration
+
+
+def test_direct_end_to_end(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    notify_socket: NotifySocket,
+    download_folder: Path,
+) -> None:
+    """Objects with nested, spaced, '+', unicode and empty names land byte for byte, each
+    logged once as object.downloaded; no temp files remain and the queue is empty."""
+    pipeline = emulator.pipeline()
+    before = {
+        "nested/deeper/still/a.txt": b"alpha\n" * 100,
+        "with space+plus.txt": b"space and plus",
+        "ünïcødé/文件 ü.bin": os.urandom(70_001),
+        "empty.bin": b"",
+    }
+    after = {
+        "later/dt=2024-01-01/part 1+2.csv": b"a,b\n1,2\n",
+        "later/second.bin": os.urandom(1_300_000),
+    }
+    s3 = emulator.client("s3")
+    put_objects(s3, pipeline.bucket, before)
+    daemon = spawn_daemon(make_config(pipeline), notify=notify_socket)
+    notify_socket.wait_for("READY=1", timeout=30)
+    put_objects(s3, pipeline.bucket, after)  # announced while the daemon long-polls
+    expected = before | after
+    daemon.wait_for_event("object.downloaded", count=len(expected), timeout=40)
+    wait_queue_empty(emulator, pipeline.queue_url)
+
+    assert visible_files(download_folder) == expected
+    assert temp_files(download_folder) == []
+    downloaded = daemon.events("object.downloaded")
+    assert sorted(e["key"] for e in downloaded) == sorted(expected)
+    for event in downloaded:
+        assert event["bucket"] == pipeline.bucket
+        assert Path(event["path"]) == final_path(download_folder, event["key"])
+        assert event["size"] == len(expected[event["key"]])
+        assert event.get("message_id")
+        assert event["level"] == "info"
+    assert final_path(download_folder, "empty.bin").stat().st_size == 0
+    assert daemon.events("queue.no_redrive") == []  # the pipeline's queue has a redrive policy
+    assert daemon.running()
+    assert daemon.stop() == 0
+    assert daemon.problems() == []
+
+
+@pytest.mark.parametrize("via", ["direct", "sns", "sns_raw", "eventbridge"])
+def test_created_then_removed_every_route(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+    via: str,
+) -> None:
+    """Creation events arriving directly, in an SNS envelope, by SNS raw delivery or through
+    EventBridge are downloaded; the removal events that follow are acknowledged
+    (record.ignored) and the local files are kept."""
+    pipeline = emulator.pipeline(via=via)
+    config = make_config(pipeline)
+    if via == "eventbridge":
+        config["key_decoding"] = {"eventbridge": "none"}  # moto sends EventBridge keys raw
+    objects = {f"{via}/one.txt": b"first object", f"{via}/two words+plus.bin": os.urandom(4096)}
+    daemon = spawn_daemon(config)
+    daemon.wait_for_event("daemon.ready", timeout=30)
+    s3 = emulator.client("s3")
+    put_objects(s3, pipeline.bucket, objects)
+    daemon.wait_for_event("object.downloaded", count=2, timeout=30)
+    wait_queue_empty(emulator, pipeline.queue_url)
+    assert visible_files(download_folder) == objects
+
+    for key in objects:
+        s3.delete_object(Bucket=pipeline.bucket, Key=key)
+
+    def removals() -> list[dict[str, Any]]:
+        # moto's EventBridge also forwards "Object Tags Added" for each put: ignored as well.
+        return [
+            e
+            for e in daemon.events("record.ignored")
+            if "Removed" in str(e.get("event_name")) or "Deleted" in str(e.get("event_name"))
+        ]
+
+    daemon.wait_for(lambda: len(removals()) >= 2, timeout=30, what="2 removals acknowledged")
+    wait_queue_empty(emulator, pipeline.queue_url)
+    assert visible_files(download_folder) == objects  # removal never deletes local files
+    assert sorted(e["key"] for e in removals()) == sorted(objects)
+    assert len(daemon.events("object.downloaded")) == 2
+    assert temp_files(download_folder) == []
+    assert daemon.stop() == 0
+    assert daemon.problems() == []
+
+
+@pytest.mark.parametrize("via", ["direct", "sns"])
+def test_s3_test_event_is_acknowledged(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+    via: str,
+) -> None:
+    """The s3:TestEvent S3 sends when notifications are configured (direct or in an SNS
+    envelope) is deleted with an info line, never treated as an error."""
+    pipeline = emulator.pipeline(via=via, drain_test_event=False)
+    assert emulator.queue_counts(pipeline.queue_url) == (1, 0)
+    daemon = spawn_daemon(make_config(pipeline))
+    event = daemon.wait_for_event("message.test_event", timeout=30)
+    assert event["level"] == "info"
+    wait_queue_empty(emulator, pipeline.queue_url)
+    assert visible_files(download_folder) == {}
+    assert daemon.stop() == 0
+    assert daemon.problems() == []
+
+
+def test_folder_marker_is_acknowledged_without_a_file(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+) -> None:
+    """A console 'folder' (key ending in '/') is acknowledged and writes no file."""
+    pipeline = emulator.pipeline()
+    s3 = emulator.client("s3")
+    put_objects(s3, pipeline.bucket, {"reports/2024/": b""})
+    daemon = spawn_daemon(make_config(pipeline))
+    marker = daemon.wait_for_event("object.folder_marker", timeout=30)
+    assert marker["key"] == "reports/2024/"
+    put_objects(s3, pipeline.bucket, {"plain.txt": b"after the marker"})
+    daemon.wait_for_event("object.downloaded", key="plain.txt", timeout=30)
+    wait_queue_empty(emulator, pipeline.queue_url)
+    assert visible_files(download_folder) == {"plain.txt": b"after the marker"}
+    assert not (download_folder / "reports" / "2024").is_file()
+    assert daemon.events("object.downloaded", key="reports/2024/") == []
+    assert daemon.stop() == 0
+    assert daemon.problems() == []
+
+
+def test_duplicate_delivery_gives_one_file(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+) -> None:
+    """The same notification body delivered twice: one file with the right bytes, and both
+    messages deleted."""
+    pipeline = emulator.pipeline()
+    sqs = emulator.client("sqs")
+    key = "dup/once.bin"
+    body = os.urandom(100_000)
+    put_objects(emulator.client("s3"), pipeline.bucket, {key: body})
+    (original,) = receive_all(sqs, pipeline.queue_url, count=1)
+    sqs.delete_message(QueueUrl=pipeline.queue_url, ReceiptHandle=original["ReceiptHandle"])
+    for _ in range(2):
+        sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=original["Body"])
+    assert emulator.queue_counts(pipeline.queue_url) == (2, 0)
+
+    daemon = spawn_daemon(make_config(pipeline))
+    daemon.wait_for(
+        lambda: (
+            (
+                len(daemon.events("object.downloaded", key=key))
+                + len(daemon.events("object.duplicate", key=key))
+                + len(daemon.events("object.stale", key=key))
+            )
+            >= 2
+        ),
+        timeout=30,
+        what="both deliveries settled",
+    )
+    wait_queue_empty(emulator, pipeline.queue_url)
+    assert visible_files(download_folder) == {key: body}
+    assert temp_files(download_folder) == []
+    assert len(daemon.events("object.downloaded", key=key)) >= 1
+    assert daemon.stop() == 0
+    assert daemon.problems() == []
