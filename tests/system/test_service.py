@@ -200,6 +200,39 @@ def test_config_error_fails_once_and_names_the_key(machine: Machine, pipeline: P
     assert "workers" in text, text[-3000:]
 
 
+def test_folder_outside_the_sandbox_is_one_clear_error(
+    machine: Machine, pipeline: Pipeline
+) -> None:
+    """A download folder the unit cannot write: one line saying to add ReadWritePaths=."""
+    config = machine.configure(pipeline)
+    machine.run("mkdir", "-p", "/srv/incoming")
+    machine.run("chown", "s3sqsd:s3sqsd", "/srv/incoming")
+    machine.write_config({**config, "download_folder": "/srv/incoming"})
+    machine.drop_in("50-test-restart", "[Service]\nRestartSec=1s\n")
+
+    start = machine.run("systemctl", "start", UNIT, check=False)
+    assert start.returncode != 0
+    time.sleep(3)
+    props = machine.show("ActiveState", "NRestarts", "ExecMainStatus")
+    assert props["ActiveState"] == "failed", props
+    assert props["NRestarts"] == "0", props
+    assert props["ExecMainStatus"] == "78", props
+    errors = [
+        json.loads(message_text(e))
+        for e in machine.journal("-p", "err")
+        if e.get("_TRANSPORT") == "stdout"
+    ]
+    assert len(errors) == 1, errors
+    assert "/srv/incoming" in errors[0]["message"]
+    assert "ReadWritePaths=" in errors[0]["message"]
+
+    # The fix the message names works: a drop-in granting the folder.
+    machine.drop_in("60-folder", "[Service]\nReadWritePaths=/srv/incoming\n")
+    machine.run("systemctl", "reset-failed", UNIT)
+    machine.run("systemctl", "start", UNIT)
+    assert machine.show("ActiveState")["ActiveState"] == "active"
+
+
 def test_upgrade_keeps_config_and_purge_keeps_downloads(
     machine: Machine, pipeline: Pipeline, upload: Upload, upgrade_deb: Path
 ) -> None:
