@@ -26,6 +26,7 @@ from s3sqsd.config import Config, load_config
 from s3sqsd.errors import ConfigError, LocalError
 from s3sqsd.fetcher import Fetcher
 from s3sqsd.logs import set_level, stdout_is_journal
+from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
 from s3sqsd.sqs import Queue
 from s3sqsd.worker import Worker, WorkerSettings
@@ -37,6 +38,9 @@ EXIT_OK = 0
 EXIT_FORCED = 1  # a second signal during the drain
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: an unexpected internal error
 EXIT_CONFIG = 78  # EX_CONFIG: configuration problem, including an unusable download folder
+
+# The bound: approximate queue depth is read at most once a minute (an API call).
+QUEUE_DEPTH_EVERY_SECONDS = 60.0
 
 # Settings a reload cannot change in a running process: they shape clients, the fetcher or the
 # queue binding. A reload that changes them says so and keeps the running values.
@@ -51,6 +55,7 @@ RESTART_ONLY = frozenset(
         "dead_letter_queue_url",
         "file_mode",
         "directory_mode",
+        "metrics",
     }
 )
 
@@ -109,6 +114,9 @@ class Daemon:
             if config.dead_letter_queue_url
             else None
         )
+        metrics = Metrics()
+        metrics_config = getattr(config, "metrics", None)
+        serving = metrics_config is not None and serve(metrics, listen=metrics_config.listen)
         worker = Worker(
             receive_queue=Queue(client=clients.sqs_receive, url=config.sqs_queue_url),
             control_queue=Queue(client=clients.sqs_control, url=config.sqs_queue_url),
@@ -117,16 +125,19 @@ class Daemon:
             settings=WorkerSettings.from_config(config),
             notifier=self._notifier,
             reload=self._reload,
+            metrics=metrics,
+            queue_depth_every_seconds=QUEUE_DEPTH_EVERY_SECONDS if serving else None,
         )
         self._worker = worker
         self._install_signal_handlers()
         worker.run(stop=self._stop)
         busy = worker.busy_threads()
+        metrics = worker.metrics
         logger.info(
             "stopped: %d downloaded, %d deleted, %d dead-lettered",
-            worker.counters.downloaded,
-            worker.counters.deleted,
-            worker.counters.dead_lettered,
+            metrics.get("objects_downloaded"),
+            metrics.get("messages_deleted"),
+            metrics.get("messages_dead_lettered"),
             extra={"event": "daemon.stopped"},
         )
         if busy:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import queue as queue_module
 import random
 import threading
@@ -61,6 +62,7 @@ from s3sqsd.errors import (
 )
 from s3sqsd.events import KeyDecodingPolicy, ObjectCreated, parse_message
 from s3sqsd.fetcher import FetchOutcome, FetchResult
+from s3sqsd.metrics import Metrics, wall_clock
 from s3sqsd.notify import Notifier
 from s3sqsd.sqs import BatchResult, Message, error_code
 
@@ -150,20 +152,6 @@ class _Lease:
     lost: bool = False
 
 
-@dataclass(slots=True)
-class Counters:
-    """Live counters for STATUS= and logs. Written by the loop thread only."""
-
-    received: int = 0
-    downloaded: int = 0
-    deleted: int = 0
-    retried: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    ignored_records: int = 0
-    last_error: str = ""
-
-
 class Worker:
     """Runs the loop until ``stop`` is set and the drain is over."""
 
@@ -177,6 +165,8 @@ class Worker:
         settings: WorkerSettings,
         notifier: Notifier,
         reload: Callable[[], WorkerSettings | None] | None = None,
+        metrics: Metrics | None = None,
+        queue_depth_every_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -212,7 +202,10 @@ class Worker:
         self._local_failures = 0
         self._last_ping = 0.0
         self._last_status_at = 0.0
-        self.counters = Counters()
+        self.metrics = metrics or Metrics()
+        # Queue depth costs an API call: read it only when metrics are served, at most this often.
+        self._queue_depth_every = queue_depth_every_seconds
+        self._queue_depth_at = -math.inf
 
     # ---- called from signal handlers (must stay trivial) ------------------------------------
 
@@ -383,7 +376,8 @@ class Worker:
         elif kind == "done":
             self._finished(cast(_Lease, item[1]))
         elif kind == "receive_error":
-            self.counters.last_error = str(item[1])[:200]
+            self.metrics.inc("receive_errors")
+            self.metrics.last_error = str(item[1])[:200]
 
     def _accept(self, message: Message, *, received_at: float, draining: bool) -> None:
         settings = self._settings
@@ -393,7 +387,7 @@ class Worker:
             visible_until=received_at + settings.visibility_timeout_seconds,
         )
         self._leases[message.receipt_handle] = lease
-        self.counters.received += 1
+        self.metrics.inc("messages_received")
         logger.debug(
             "received message %s (receive count %d)",
             message.message_id,
@@ -425,7 +419,7 @@ class Worker:
             self._pending_deletes.append(lease)
             return
         for record in parsed.other:
-            self.counters.ignored_records += 1
+            self.metrics.inc("records_ignored")
             logger.info(
                 "%s for s3://%s/%s acknowledged; nothing to download, local files kept",
                 record.event_name,
@@ -465,6 +459,13 @@ class Worker:
 
     def _work(self, message: Message, objects: tuple[ObjectCreated, ...]) -> Outcome:
         """Fetch every object of one message, in order; stop at the first failure."""
+        self.metrics.inc("downloads_in_flight")
+        try:
+            return self._work_on(message, objects)
+        finally:
+            self.metrics.inc("downloads_in_flight", -1)
+
+    def _work_on(self, message: Message, objects: tuple[ObjectCreated, ...]) -> Outcome:
         downloaded = 0
         for obj in objects:
             try:
@@ -488,9 +489,23 @@ class Worker:
                     downloaded=downloaded,
                 )
             self._log_result(obj, result, message)
+            self._measure(result, message)
             if result.outcome is FetchOutcome.DOWNLOADED:
                 downloaded += 1
         return Outcome(downloaded=downloaded)
+
+    def _measure(self, result: FetchResult, message: Message) -> None:
+        metrics = self.metrics
+        if result.outcome is not FetchOutcome.DOWNLOADED:
+            metrics.inc("objects_skipped", outcome=result.outcome.name.lower())
+            return
+        now = wall_clock()
+        metrics.inc("objects_downloaded")
+        metrics.inc("downloaded_bytes", result.size)
+        metrics.set("last_download_timestamp_seconds", now)
+        metrics.observe("download_duration_seconds", result.duration_ms / 1000)
+        if message.sent_timestamp_ms:
+            metrics.observe("lag_seconds", max(0.0, now - message.sent_timestamp_ms / 1000))
 
     @staticmethod
     def _log_result(obj: ObjectCreated, result: FetchResult, message: Message) -> None:
@@ -551,7 +566,6 @@ class Worker:
             outcome = future.result()
         except Exception as exc:  # noqa: BLE001 - _work catches everything; a last defence
             outcome = Outcome(error=FetchError(f"download task failed: {exc!r}"))
-        self.counters.downloaded += outcome.downloaded
         if outcome.error is None:
             self._local_failures = 0
             self._pending_deletes.append(lease)
@@ -561,8 +575,8 @@ class Worker:
     def _fail(self, lease: _Lease, exc: MessageError) -> None:
         settings = self._settings
         message = lease.message
-        self.counters.failed += 1
-        self.counters.last_error = str(exc)[:200]
+        self.metrics.inc("messages_failed", reason=exc.reason)
+        self.metrics.last_error = str(exc)[:200]
         if isinstance(exc, LocalError):
             self._local_failures += 1
             delay = retry_delay(
@@ -584,7 +598,7 @@ class Worker:
                     "delay_seconds": round(delay, 1),
                 },
             )
-            self._return_later(lease, delay)
+            self._return_later(lease, delay, reason="local_error")
         elif isinstance(exc, TransientError):
             if message.receive_count >= settings.max_attempts:
                 self._dead_letter(
@@ -600,7 +614,6 @@ class Worker:
                 max_seconds=settings.max_delay_seconds,
                 rng=self._rng,
             )
-            self.counters.retried += 1
             logger.warning(
                 "%s; retrying in %.0f s (attempt %d of %d)",
                 exc,
@@ -617,7 +630,7 @@ class Worker:
                     "delay_seconds": round(delay, 1),
                 },
             )
-            self._return_later(lease, delay)
+            self._return_later(lease, delay, reason="retry")
         else:
             self._dead_letter(lease, exc)
 
@@ -638,9 +651,10 @@ class Worker:
                 "receive_count": lease.message.receive_count,
             },
         )
-        self._return_later(lease, self._settings.max_delay_seconds)
+        self._return_later(lease, self._settings.max_delay_seconds, reason="left_for_redrive")
 
-    def _return_later(self, lease: _Lease, delay: float) -> None:
+    def _return_later(self, lease: _Lease, delay: float, *, reason: str) -> None:
+        self.metrics.inc("messages_returned", reason=reason)
         held = self._clock() - lease.received_at
         self._pending_visibility.append((lease, visibility_seconds(delay, held_for_seconds=held)))
 
@@ -653,6 +667,7 @@ class Worker:
                 why,
                 extra={"event": "message.released", "message_id": lease.message.message_id},
             )
+            self.metrics.inc("messages_returned", reason="released")
             self._pending_visibility.append((lease, 0))
 
     # ---- settling (loop thread; the only SQS calls besides receive) --------------------------
@@ -708,9 +723,9 @@ class Worker:
                     "error": str(send_error),
                 },
             )
-            self._return_later(lease, self._settings.base_delay_seconds)
+            self._return_later(lease, self._settings.base_delay_seconds, reason="retry")
             return
-        self.counters.dead_lettered += 1
+        self.metrics.inc("messages_dead_lettered", reason=exc.reason)
         logger.error(
             "message %s dead-lettered (%s): %s",
             message.message_id,
@@ -732,7 +747,7 @@ class Worker:
         result = self._queue.delete([lease.message for lease in leases])
         by_id = {lease.message.message_id: lease for lease in leases}
         done = [by_id[mid] for mid in result.succeeded if mid in by_id]
-        self.counters.deleted += len(done)
+        self.metrics.inc("messages_deleted", len(done))
         for deleted in done:
             logger.debug(
                 "deleted message %s",
@@ -799,6 +814,7 @@ class Worker:
         for lease, seconds in due:
             if lease.message.message_id in ok:
                 lease.visible_until = now + seconds
+        self.metrics.inc("visibility_extensions", len(ok))
         for failure in result.failed:
             logger.warning(
                 "could not extend visibility of message %s (%s: %s)",
@@ -823,7 +839,31 @@ class Worker:
             self._last_ping = now
         if now - self._last_status_at >= 1.0:
             self._last_status_at = now
+            self.metrics.set("messages_in_hand", len(self._leases))
             self._notifier.status(self._status_text())
+        if self._queue_depth_every and now - self._queue_depth_at >= self._queue_depth_every:
+            self._queue_depth_at = now
+            self._read_queue_depth()
+
+    def _read_queue_depth(self) -> None:
+        try:
+            attributes = self._queue.attributes(
+                ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            )
+        except QueueError as exc:
+            logger.debug(
+                "cannot read the queue depth: %s",
+                exc,
+                extra={"event": "sqs.depth.failed", "error": str(exc)},
+            )
+            return
+        for state, name in (
+            ("visible", "ApproximateNumberOfMessages"),
+            ("in_flight", "ApproximateNumberOfMessagesNotVisible"),
+        ):
+            value = attributes.get(name, "")
+            if value.isdigit():
+                self.metrics.set("queue_messages", float(value), state=state)
 
     def _receiver_healthy(self, now: float) -> bool:
         """The receiver thread made progress recently (a poll is at most wait + timeouts)."""
@@ -833,13 +873,14 @@ class Worker:
         return self._stop_receiving.is_set() or now - self._receiver_alive < limit
 
     def _status_text(self) -> str:
-        c = self.counters
+        m = self.metrics
         text = (
-            f"in flight {len(self._leases)}, downloaded {c.downloaded}, failed {c.failed}, "
-            f"dead-lettered {c.dead_lettered}"
+            f"in flight {len(self._leases)}, downloaded {m.get('objects_downloaded'):.0f}, "
+            f"failed {m.get('messages_failed'):.0f}, "
+            f"dead-lettered {m.get('messages_dead_lettered'):.0f}"
         )
-        if c.last_error:
-            text += f"; last error: {c.last_error[:120]}"
+        if m.last_error:
+            text += f"; last error: {m.last_error[:120]}"
         return text
 
     # ---- reload and shutdown (loop thread) ---------------------------------------------------
