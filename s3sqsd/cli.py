@@ -1,4 +1,5 @@
-"""Command line: ``s3sqsd [--config PATH]``, ``s3sqsd check-config``, ``s3sqsd --version``.
+"""Command line: ``s3sqsd [--config PATH]``, ``s3sqsd check-config``, ``s3sqsd check``,
+``s3sqsd --version``.
 
 Wires everything together and maps failures to exit statuses; no other module reads argv or
 the process environment for configuration.
@@ -18,6 +19,7 @@ from s3sqsd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, load_config
 from s3sqsd.daemon import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Daemon
 from s3sqsd.errors import ConfigError
 from s3sqsd.logs import configure_logging, set_level
+from s3sqsd.preflight import EXIT_CHECK_FAILED, make_check_clients, run_checks
 
 logger = logging.getLogger("s3sqsd")
 
@@ -35,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    preflight = commands.add_parser(
+        "check",
+        help="check the configuration, AWS access, the queue and the download folder, "
+        "changing nothing; exit 1 on any FAIL",
+    )
+    preflight.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     return parser
 
 
@@ -50,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = _config_path(args.config)
     if args.command == "check-config":
         return _check_config(path)
+    if args.command == "check":
+        return _check(path)
     return _run(path)
 
 
@@ -62,6 +72,22 @@ def _check_config(path: Path) -> int:
         return EXIT_CONFIG
     print(f"s3sqsd: {path}: configuration is valid")
     return EXIT_OK
+
+
+def _check(path: Path) -> int:
+    """The pre-flight check: one checklist line per item on stdout; exit 1 on any FAIL."""
+    try:
+        config = load_config(path)
+        clients = make_check_clients(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"s3sqsd: {_with_path(path, problem)}", file=sys.stderr)
+        return EXIT_CONFIG
+    report = run_checks(
+        config, config_path=path, clients=clients, emit=lambda r: print(r.line(), flush=True)
+    )
+    print(report.summary())
+    return EXIT_CHECK_FAILED if report.failed else EXIT_OK
 
 
 def _run(path: Path) -> int:

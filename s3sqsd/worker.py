@@ -48,6 +48,8 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+from botocore.exceptions import ClientError
+
 from s3sqsd.backoff import ReceiveBackoff, retry_delay, visibility_seconds
 from s3sqsd.config import Config
 from s3sqsd.errors import (
@@ -272,10 +274,9 @@ class Worker:
             if wanted == 0:
                 continue
             settings = self._settings
+            if not redrive_checked:
+                redrive_checked = self._check_redrive()
             try:
-                if not redrive_checked:
-                    self._check_redrive()
-                    redrive_checked = True
                 messages = self._receive_queue.receive(
                     max_messages=wanted,
                     wait_seconds=settings.wait_time_seconds,
@@ -317,11 +318,28 @@ class Worker:
             if messages:
                 self._inbox.put(("received", messages, self._clock()))
 
-    def _check_redrive(self) -> None:
-        """Warn once when permanent failures would have nowhere to go."""
+    def _check_redrive(self) -> bool:
+        """Warn once when permanent failures would have nowhere to go; True once settled.
+
+        Never blocks receiving: if the policy cannot be read because the endpoint is down, the
+        check is tried again before the next receive; if it is refused (no permission for
+        GetQueueAttributes), that is said once and receiving goes on without it.
+        """
         if self._dlq is not None:
-            return
-        attributes = self._receive_queue.attributes(["RedrivePolicy"])
+            return True
+        try:
+            attributes = self._receive_queue.attributes(["RedrivePolicy"])
+        except QueueError as exc:
+            if not isinstance(exc.__cause__, ClientError):
+                return False  # no answer at all: the receive will report it; try again later
+            logger.warning(
+                "cannot read the redrive policy of %s (%s); if it has none, messages that can "
+                "never succeed come back until the queue's retention expires",
+                self._receive_queue.url,
+                error_code(exc.__cause__),
+                extra={"event": "queue.redrive_unknown", "error": str(exc)},
+            )
+            return True
         if not attributes.get("RedrivePolicy"):
             logger.warning(
                 "queue %s has no redrive policy and dead_letter_queue_url is not set: messages "
@@ -329,6 +347,7 @@ class Worker:
                 self._receive_queue.url,
                 extra={"event": "queue.no_redrive"},
             )
+        return True
 
     def _reserve(self, *, timeout: float) -> int:
         with self._capacity_lock:

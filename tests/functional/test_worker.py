@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from s3sqsd.errors import FetchError, LocalError, QueueError, UnsafeKeyError
 from s3sqsd.events import ObjectCreated
@@ -318,6 +319,34 @@ class TestFailures:
         assert len(failed) == 1
         assert len(recovered) == 1
         assert recovered[0].attempts >= 2  # type: ignore[attr-defined]
+
+
+class TestRedriveCheck:
+    def test_no_redrive_policy_is_warned_once(self, caplog: pytest.LogCaptureFixture) -> None:
+        queue = StubQueue(redrive=False)
+        message_id = queue.put(s3_body("a"))
+        with running(queue, ScriptedFetcher()):
+            wait_until(lambda: queue.deleted == [message_id], what="delete")
+        events = [getattr(r, "event", "") for r in caplog.records]
+        assert events.count("queue.no_redrive") == 1
+
+    def test_refused_policy_read_does_not_stop_receiving(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """GetQueueAttributes denied: one warning, and messages are still received."""
+        denied = ClientError(
+            {"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetQueueAttributes"
+        )
+        queue = StubQueue(redrive=False)
+        error = QueueError("GetQueueAttributes failed: AccessDenied")
+        error.__cause__ = denied
+        queue.attributes_error = error
+        message_id = queue.put(s3_body("a"))
+        with running(queue, ScriptedFetcher()):
+            wait_until(lambda: queue.deleted == [message_id], what="delete")
+        events = [getattr(r, "event", "") for r in caplog.records]
+        assert events.count("queue.redrive_unknown") == 1
+        assert "queue.no_redrive" not in events
 
 
 class TestLeases:

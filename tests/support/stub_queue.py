@@ -44,6 +44,7 @@ class StubQueue:
         self.delete_failures: dict[str, int] = {}  # message id -> failures still to inject
         self.max_in_flight = 0
         self.redrive = redrive
+        self.attributes_error: QueueError | None = None
 
     # ---- test helpers ------------------------------------------------------------------------
 
@@ -122,6 +123,8 @@ class StubQueue:
             return f"dlq{len(self.sent)}"
 
     def attributes(self, names: Sequence[str]) -> dict[str, str]:
+        if self.attributes_error is not None:
+            raise self.attributes_error
         return {"RedrivePolicy": '{"maxReceiveCount": "5"}'} if self.redrive else {}
 
     # ---- internals ---------------------------------------------------------------------------
