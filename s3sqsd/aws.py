@@ -47,52 +47,68 @@ def endpoint_for(
     return env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or env.get("AWS_ENDPOINT_URL") or None
 
 
-def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) -> Clients:
-    """Build the S3 and SQS clients; a missing region is a configuration error."""
+def session_and_endpoints(
+    config: Config, *, environ: Mapping[str, str] | None = None
+) -> tuple[Any, str | None, str | None]:
+    """One boto3 session for the config's region, and the S3 and SQS endpoints to use."""
     session = boto3.session.Session(region_name=config.region)
     s3_endpoint = endpoint_for("s3", config.s3_endpoint, environ=environ)
     sqs_endpoint = endpoint_for("sqs", config.sqs_endpoint, environ=environ)
-    common: dict[str, Any] = {"user_agent_extra": USER_AGENT, "connect_timeout": 3}
-    # S3-compatible stores and emulators usually need path-style addressing (Vector's default).
-    s3_options: Any = {"addressing_style": "path"} if s3_endpoint else {}
+    return session, s3_endpoint, sqs_endpoint
+
+
+def client(session: Any, service: str, endpoint: str | None, **options: Any) -> Any:
+    """A client with our user agent and explicit timeouts; a missing region is a config error.
+
+    S3-compatible stores and emulators usually need path-style addressing (Vector's default),
+    so a custom S3 endpoint gets it.
+    """
+    if service == "s3" and endpoint:
+        options.setdefault("s3", {"addressing_style": "path"})
     try:
-        s3 = session.client(
-            "s3",
-            endpoint_url=s3_endpoint,
-            config=BotoConfig(
-                **common,
-                read_timeout=60,
-                retries={"mode": "standard", "max_attempts": 3},
-                max_pool_connections=max(10, config.workers + 2),
-                s3=s3_options,
-            ),
-        )
-        sqs_receive = session.client(
-            "sqs",
-            endpoint_url=sqs_endpoint,
-            config=BotoConfig(
-                **common,
-                # Longer than the long poll, or every idle poll would time out.
-                read_timeout=config.wait_time_seconds + 10,
-                # The receive loop has its own backoff and logs state changes itself.
-                retries={"mode": "standard", "max_attempts": 1},
-            ),
-        )
-        sqs_control = session.client(
-            "sqs",
-            endpoint_url=sqs_endpoint,
-            config=BotoConfig(
-                **common,
-                # The loop thread makes these calls: fail fast (worst case about 2 x 8 s, well
-                # inside the unit's WatchdogSec=30s) and let the loop retry on its next pass.
-                read_timeout=5,
-                retries={"mode": "standard", "max_attempts": 2},
-                max_pool_connections=4,
-            ),
+        return session.client(
+            service,
+            endpoint_url=endpoint,
+            config=BotoConfig(user_agent_extra=USER_AGENT, **options),
         )
     except NoRegionError as exc:
         raise ConfigError(
             "aws_region: no region configured, none in the queue URL and none in the "
             "environment (AWS_REGION / AWS_DEFAULT_REGION)"
         ) from exc
+
+
+def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) -> Clients:
+    """Build the daemon's S3 and SQS clients."""
+    session, s3_endpoint, sqs_endpoint = session_and_endpoints(config, environ=environ)
+    s3 = client(
+        session,
+        "s3",
+        s3_endpoint,
+        connect_timeout=3,
+        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=max(10, config.workers + 2),
+    )
+    sqs_receive = client(
+        session,
+        "sqs",
+        sqs_endpoint,
+        connect_timeout=3,
+        # Longer than the long poll, or every idle poll would time out.
+        read_timeout=config.wait_time_seconds + 10,
+        # The receive loop has its own backoff and logs state changes itself.
+        retries={"mode": "standard", "max_attempts": 1},
+    )
+    sqs_control = client(
+        session,
+        "sqs",
+        sqs_endpoint,
+        connect_timeout=3,
+        # The loop thread makes these calls: fail fast (worst case about 2 x 8 s, well
+        # inside the unit's WatchdogSec=30s) and let the loop retry on its next pass.
+        read_timeout=5,
+        retries={"mode": "standard", "max_attempts": 2},
+        max_pool_connections=4,
+    )
     return Clients(s3=s3, sqs_receive=sqs_receive, sqs_control=sqs_control)

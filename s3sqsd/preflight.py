@@ -24,21 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     HTTPClientError,
-    NoRegionError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from s3sqsd.aws import USER_AGENT, endpoint_for
+from s3sqsd.aws import client, session_and_endpoints
 from s3sqsd.config import Config
-from s3sqsd.errors import ConfigError
 from s3sqsd.paths import TEMP_DIR_NAME
 
 EXIT_CHECK_FAILED = 1  # at least one FAIL line; a configuration error stays 78 (EX_CONFIG)
@@ -170,28 +166,18 @@ class RedrivePolicy:
 
 def make_check_clients(config: Config, *, environ: Mapping[str, str] | None = None) -> CheckClients:
     """Clients like the daemon's (same region, endpoints, addressing) with short timeouts."""
-    session = boto3.session.Session(region_name=config.region)
-    s3_endpoint = endpoint_for("s3", config.s3_endpoint, environ=environ)
-    sqs_endpoint = endpoint_for("sqs", config.sqs_endpoint, environ=environ)
-    common: dict[str, Any] = {
-        "user_agent_extra": USER_AGENT,
+    session, s3_endpoint, sqs_endpoint = session_and_endpoints(config, environ=environ)
+    options: dict[str, Any] = {
         "connect_timeout": _CONNECT_TIMEOUT,
         "read_timeout": _READ_TIMEOUT,
         "retries": {"mode": "standard", "max_attempts": _ATTEMPTS},
     }
-    s3_options: Any = {"addressing_style": "path"} if s3_endpoint else {}
-    try:
-        s3 = session.client(
-            "s3", endpoint_url=s3_endpoint, config=BotoConfig(**common, s3=s3_options)
-        )
-        sqs = session.client("sqs", endpoint_url=sqs_endpoint, config=BotoConfig(**common))
-    except NoRegionError as exc:
-        raise ConfigError(
-            "aws_region: no region configured, none in the queue URL and none in the "
-            "environment (AWS_REGION / AWS_DEFAULT_REGION)"
-        ) from exc
     return CheckClients(
-        session=session, s3=s3, sqs=sqs, s3_endpoint=s3_endpoint, sqs_endpoint=sqs_endpoint
+        session=session,
+        s3=client(session, "s3", s3_endpoint, **options),
+        sqs=client(session, "sqs", sqs_endpoint, **options),
+        s3_endpoint=s3_endpoint,
+        sqs_endpoint=sqs_endpoint,
     )
 
 
