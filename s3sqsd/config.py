@@ -6,6 +6,7 @@ TYPES AND SIGNATURES ABOVE THE LINE BELOW ARE THE CONTRACT OTHER MODULES USE.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -34,6 +35,66 @@ class RetryConfig:
     max_delay_seconds: float = 300.0
 
 
+DEFAULT_COMMAND_TIMEOUT_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandConfig:
+    """A program run after each download (``on_download``): an argument list, never a shell.
+
+    ``command[0]`` is an absolute path: the service's PATH under a hardened unit is minimal and
+    not the operator's, and a PATH lookup would make "which program runs with the service's
+    privileges" depend on the environment instead of this file.
+    """
+
+    command: tuple[str, ...]
+    timeout_seconds: float = DEFAULT_COMMAND_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One rule of ``routes``: which objects it takes, where they go, what runs after.
+
+    Matchers (all given ones must match; none given: the route takes every object): ``bucket``
+    (exact name), ``prefix`` (the decoded key starts with it), ``glob`` (``fnmatch`` on the whole
+    decoded key, case-sensitive; ``*`` and ``?`` match ``/`` too). ``strip_prefix`` removes
+    ``prefix`` (which then ends with ``/``) from the path under ``download_folder``; the object
+    is still fetched, and its provenance recorded, under its full key. ``on_download`` None
+    means the top-level ``on_download``.
+    """
+
+    download_folder: Path
+    bucket: str | None = None
+    prefix: str | None = None
+    glob: str | None = None
+    strip_prefix: bool = False
+    on_download: CommandConfig | None = None
+
+
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The metrics endpoint; ``listen`` is ``host:port``, ``[IPv6]:port`` or ``name:port``."""
+
+    listen: str = DEFAULT_METRICS_LISTEN
+
+    @property
+    def host(self) -> str:
+        """The address or host name to bind, without the brackets of an IPv6 address."""
+        host = self.listen.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") else host
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+UNROUTED_CHOICES = ("acknowledge", "dead_letter")
+ON_REMOVE_CHOICES = ("keep", "delete")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The validated configuration. Nothing past config.py sees the raw YAML."""
@@ -55,6 +116,11 @@ class Config:
     file_mode: int = 0o640
     directory_mode: int = 0o750
     log_level: str = "info"
+    on_download: CommandConfig | None = None  # run after each download; None: nothing runs
+    routes: tuple[RouteConfig, ...] = ()  # empty: every object goes to download_folder
+    unrouted: str = "acknowledge"  # with routes, an object no route takes: UNROUTED_CHOICES
+    on_remove: str = "keep"  # what an ObjectRemoved event does locally: ON_REMOVE_CHOICES
+    metrics: MetricsConfig | None = None  # None: no metrics endpoint
 
     @property
     def s3_endpoint(self) -> str | None:
@@ -95,7 +161,13 @@ _TOP_KEYS = tuple(f.name for f in fields(Config))
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "retry": tuple(f.name for f in fields(RetryConfig)),
     "key_decoding": tuple(f.name for f in fields(KeyDecodingPolicy)),
+    "on_download": tuple(f.name for f in fields(CommandConfig)),
+    "metrics": tuple(f.name for f in fields(MetricsConfig)),
 }
+_ROUTE_KEYS = tuple(f.name for f in fields(RouteConfig))
+_MAX_COMMAND_TIMEOUT_SECONDS = 86400.0  # one day; the message's lease stops at 12 hours anyway
+_MAX_ROUTES = 1000  # each object is matched against them in order
+_SOURCE_CHECK_DEPTH = 4  # routes[0].on_download.command: as deep as the settings go
 
 # Hosts of AWS queue URLs: sqs.<region>.amazonaws.com (current), <region>.queue.amazonaws.com
 # (legacy), with the .com.cn suffix in China; also the FIPS and dual-stack forms.
@@ -210,6 +282,13 @@ def _source_problems(root: yaml.Node | None) -> list[str]:
     problems: list[str] = []
 
     def check(node: yaml.Node, prefix: str, depth: int) -> None:
+        if depth > _SOURCE_CHECK_DEPTH:
+            return
+        if isinstance(node, yaml.SequenceNode):
+            # A list (routes): each entry's keys are named routes[0].key, routes[1].key...
+            for index, item in enumerate(node.value):
+                check(item, f"{prefix.removesuffix('.')}[{index}].", depth + 1)
+            return
         if not isinstance(node, yaml.MappingNode):
             return
         first_line: dict[str, int] = {}
@@ -225,15 +304,14 @@ def _source_problems(root: yaml.Node | None) -> list[str]:
                 )
             else:
                 first_line[key] = line
-            if depth == 0:
-                check(value_node, f"{prefix}{_key_text(key)}.", depth + 1)
-                if key in _MODE_KEYS and _written_in_decimal(value_node):
-                    text = str(value_node.value).lstrip("+")
-                    example = f"0{text}" if set(text) <= set("01234567") else "0640"
-                    problems.append(
-                        f"{key}: {text} is a decimal number; write the mode in octal with a "
-                        f"leading 0, such as {example} or '{example}'"
-                    )
+            check(value_node, f"{prefix}{_key_text(key)}.", depth + 1)
+            if depth == 0 and key in _MODE_KEYS and _written_in_decimal(value_node):
+                text = str(value_node.value).lstrip("+")
+                example = f"0{text}" if set(text) <= set("01234567") else "0640"
+                problems.append(
+                    f"{key}: {text} is a decimal number; write the mode in octal with a "
+                    f"leading 0, such as {example} or '{example}'"
+                )
 
     if root is not None:
         check(root, "", 0)
@@ -301,6 +379,11 @@ def _parse_config(data: object, *, source: str) -> Config:
         "file_mode": _mode(0o600, "read and write"),
         "directory_mode": _mode(0o700, "read, write and search (rwx)"),
         "log_level": _log_level,
+        "on_download": _command,
+        "routes": _routes,
+        "unrouted": _choice(UNROUTED_CHOICES),
+        "on_remove": _choice(ON_REMOVE_CHOICES),
+        "metrics": _metrics,
     }
     for key, check in checks.items():
         raw = data.get(key)
@@ -313,6 +396,8 @@ def _parse_config(data: object, *, source: str) -> Config:
         problems.add(
             "dead_letter_queue_url", "must differ from sqs_queue_url (it is the same queue)"
         )
+
+    _route_problems(problems, data, values)
 
     _unknown_keys(problems, data, "", _TOP_KEYS)
 
@@ -335,9 +420,9 @@ def _suggest_key(key: object, prefix: str, valid: tuple[str, ...]) -> str:
     if not isinstance(key, str):
         return " (keys are names such as 'workers')"
     wanted = key.strip().lower().replace("-", "_").replace(" ", "_")
-    close = difflib.get_close_matches(wanted, valid, n=1, cutoff=0.6)
+    close = _closest(wanted, valid, cutoff=0.6)
     if close:
-        return f" (did you mean {close[0]!r}?)"
+        return f" (did you mean {close!r}?)"
     # The right name at the wrong level is usually an indentation mistake.
     elsewhere: dict[str, str] = {}  # name -> how to refer to it
     if prefix:
@@ -345,10 +430,24 @@ def _suggest_key(key: object, prefix: str, valid: tuple[str, ...]) -> str:
     for section, keys in _SECTION_KEYS.items():
         if f"{section}." != prefix:
             elsewhere.update((name, repr(f"{section}.{name}")) for name in keys)
-    close = difflib.get_close_matches(wanted, list(elsewhere), n=1, cutoff=0.8)
+    if not prefix.startswith("routes["):
+        elsewhere.update((name, f"{name!r} in a routes entry") for name in _ROUTE_KEYS)
+    close = _closest(wanted, tuple(elsewhere), cutoff=0.8)
     if close:
-        return f" (did you mean {elsewhere[close[0]]}? check the indentation)"
+        return f" (did you mean {elsewhere[close]}? check the indentation)"
     return ""
+
+
+def _closest(wanted: str, candidates: tuple[str, ...], *, cutoff: float) -> str | None:
+    """difflib's closest match, preferring names with the same first letter ('retries' is
+    'retry', not 'metrics'): typing mistakes rarely hit the first letter."""
+    scored = []
+    for candidate in candidates:
+        ratio = difflib.SequenceMatcher(None, wanted, candidate).ratio()
+        if ratio >= cutoff:
+            bonus = 0.1 if candidate[:1] == wanted[:1] else 0.0
+            scored.append((ratio + bonus, candidate))
+    return max(scored)[1] if scored else None
 
 
 def _url(problems: _Problems, path: str, value: object, *, queue: bool) -> str | None:
@@ -648,6 +747,351 @@ def _log_level(problems: _Problems, path: str, value: object) -> str | None:
         close = difflib.get_close_matches(value.lower(), _LOG_LEVELS, n=1, cutoff=0.6)
         suggestion = f" (did you mean {close[0]!r}?)" if close else ""
     problems.add(path, f"must be one of {', '.join(_LOG_LEVELS)}, got {_show(value)}{suggestion}")
+    return None
+
+
+# ---- post-download commands, routes, delete mirroring, metrics --------------------------------
+
+
+def _mapping(
+    problems: _Problems, path: str, value: object, keys: tuple[str, ...], *, hint: str = ""
+) -> Mapping[Any, Any] | None:
+    if not isinstance(value, Mapping):
+        problems.add(
+            path, f"must be a mapping with the keys {', '.join(keys)}{hint}, got {_show(value)}"
+        )
+        return None
+    return value
+
+
+def _command(problems: _Problems, path: str, value: object) -> CommandConfig | None:
+    section = _mapping(problems, path, value, _SECTION_KEYS["on_download"])
+    if section is None:
+        return None
+    before = len(problems.lines)
+    command: tuple[str, ...] | None = None
+    raw = section.get("command")
+    if raw is None:
+        problems.add(f"{path}.command", "required key is missing")
+    else:
+        command = _argv(problems, f"{path}.command", raw)
+    timeout = DEFAULT_COMMAND_TIMEOUT_SECONDS
+    raw_timeout = section.get("timeout_seconds")
+    if raw_timeout is not None:
+        checked = _seconds_range(1.0, _MAX_COMMAND_TIMEOUT_SECONDS)(
+            problems, f"{path}.timeout_seconds", raw_timeout
+        )
+        timeout = timeout if checked is None else checked
+    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS["on_download"])
+    if len(problems.lines) != before or command is None:
+        return None
+    return CommandConfig(command=command, timeout_seconds=timeout)
+
+
+def _argv(problems: _Problems, path: str, value: object) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        problems.add(
+            path,
+            "must be a list of arguments such as [/usr/local/bin/ingest, --quiet]; no shell is "
+            f"used, so one string is not split into words, got {_show(value)}",
+        )
+        return None
+    if not isinstance(value, list):
+        problems.add(path, f"must be a list of arguments, got {_show(value)}")
+        return None
+    if not value:
+        problems.add(path, "must list at least the program to run")
+        return None
+    ok = True
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if isinstance(item, int | float) and not isinstance(item, bool):
+            problems.add(where, f"must be a string, got the number {_show(item)}; quote it")
+            ok = False
+        elif not isinstance(item, str):
+            problems.add(where, f"must be a string, got {_show(item)}")
+            ok = False
+        elif not item:
+            problems.add(where, "must not be an empty string")
+            ok = False
+        elif "\0" in item:
+            problems.add(where, "must not contain a NUL character")
+            ok = False
+        elif index == 0 and not item.startswith("/"):
+            problems.add(
+                where,
+                "must be the absolute path of the program (starting with /); commands are not "
+                f"looked up in PATH, got {_show(item)}",
+            )
+            ok = False
+    return tuple(value) if ok else None
+
+
+def _routes(problems: _Problems, path: str, value: object) -> tuple[RouteConfig, ...] | None:
+    if not isinstance(value, list):
+        problems.add(
+            path,
+            "must be a list of routes, each a mapping with download_folder and any of bucket, "
+            f"prefix, glob, strip_prefix, on_download, got {_show(value)}",
+        )
+        return None
+    if not value:
+        problems.add(
+            path, "must list at least one route; leave it unset to download into download_folder"
+        )
+        return None
+    if len(value) > _MAX_ROUTES:
+        problems.add(path, f"must list at most {_MAX_ROUTES} routes, got {len(value)}")
+        return None
+    before = len(problems.lines)
+    routes = [_route(problems, f"{path}[{index}]", item) for index, item in enumerate(value)]
+    if len(problems.lines) != before:
+        return None
+    checked = [route for route in routes if route is not None]
+    _overlapping_folders(problems, path, checked)
+    _unreachable_routes(problems, path, checked)
+    if len(problems.lines) != before:
+        return None
+    return tuple(checked)
+
+
+def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
+    if not isinstance(value, Mapping):
+        problems.add(
+            path,
+            "must be a mapping with download_folder and any of bucket, prefix, glob, "
+            f"strip_prefix, on_download, got {_show(value)}",
+        )
+        return None
+    before = len(problems.lines)
+    folder: Path | None = None
+    raw_folder = value.get("download_folder")
+    if raw_folder is None:
+        problems.add(f"{path}.download_folder", "required key is missing")
+    else:
+        folder = _download_folder(problems, f"{path}.download_folder", raw_folder)
+    bucket: str | None = None
+    raw_bucket = value.get("bucket")
+    if raw_bucket is not None and _bucket_name(problems, f"{path}.bucket", raw_bucket):
+        bucket = str(raw_bucket)
+    prefix = _key_pattern(problems, f"{path}.prefix", value.get("prefix"))
+    glob = _key_pattern(problems, f"{path}.glob", value.get("glob"))
+    strip = False
+    raw_strip = value.get("strip_prefix")
+    if raw_strip is not None:
+        if not isinstance(raw_strip, bool):
+            problems.add(f"{path}.strip_prefix", f"must be true or false, got {_show(raw_strip)}")
+        elif raw_strip and value.get("prefix") is None:
+            problems.add(f"{path}.strip_prefix", f"needs {path}.prefix: the prefix to strip")
+        elif raw_strip and prefix is not None and not prefix.endswith("/"):
+            # Only whole folders are stripped: 'in' from 'inbox/a' would leave 'box/a', and
+            # 'inbox' from 'inbox/a' would leave '/a', an absolute path that is refused.
+            problems.add(
+                f"{path}.prefix",
+                f"must end with '/' when strip_prefix is true (only whole folders are "
+                f"stripped), got {_show(prefix)}",
+            )
+        else:
+            strip = raw_strip
+    on_download = None
+    raw_command = value.get("on_download")
+    if raw_command is not None:
+        on_download = _command(problems, f"{path}.on_download", raw_command)
+    _unknown_keys(problems, value, f"{path}.", _ROUTE_KEYS)
+    if len(problems.lines) != before or folder is None:
+        return None
+    return RouteConfig(
+        download_folder=folder,
+        bucket=bucket,
+        prefix=prefix,
+        glob=glob,
+        strip_prefix=strip,
+        on_download=on_download,
+    )
+
+
+def _key_pattern(problems: _Problems, path: str, value: object) -> str | None:
+    """A route's prefix or glob: compared with the decoded key, which never starts with '/'."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        problems.add(path, f"must be a string, got the number {_show(value)}; quote it")
+        return None
+    if not isinstance(value, str) or not value:
+        problems.add(path, f"must be a non-empty string, got {_show(value)}")
+        return None
+    if "\0" in value:
+        problems.add(path, "must not contain a NUL character")
+        return None
+    if value.startswith("/"):
+        problems.add(
+            path,
+            "must not start with '/': keys are matched as decoded, without a leading '/' (a key "
+            f"that has one is refused as unsafe), got {_show(value)}",
+        )
+        return None
+    return value
+
+
+def _overlapping_folders(problems: _Problems, path: str, routes: list[RouteConfig]) -> None:
+    """Routes may share one folder, but no route's folder may lie inside another's.
+
+    Each folder has its own temp folder and start-up sweep, and keys are only kept out of the
+    temp folder at the top of their own route's folder: a key of the outer route could reach
+    into the inner folder's temp folder, and one file could be claimed by two routes.
+    """
+    for later, route in enumerate(routes):
+        for earlier in range(later):
+            other = routes[earlier].download_folder
+            folder = route.download_folder
+            if other in folder.parents:
+                relation = "is inside"
+            elif folder in other.parents:
+                relation = "contains"
+            else:
+                continue  # the same folder, or separate ones
+            problems.add(
+                f"{path}[{later}].download_folder",
+                f"{folder} {relation} {path}[{earlier}].download_folder ({other}); route folders "
+                "must be the same folder or separate ones, never one inside another",
+            )
+            break
+
+
+def _covers(first: RouteConfig, later: RouteConfig) -> bool:
+    """True when ``first`` surely takes every object ``later`` would match."""
+    return (
+        (first.bucket is None or first.bucket == later.bucket)
+        and (
+            first.prefix is None
+            or (later.prefix is not None and later.prefix.startswith(first.prefix))
+        )
+        and (first.glob is None or first.glob == later.glob)
+    )
+
+
+def _unreachable_routes(problems: _Problems, path: str, routes: list[RouteConfig]) -> None:
+    for later, route in enumerate(routes):
+        for earlier in range(later):
+            if _covers(routes[earlier], route):
+                problems.add(
+                    f"{path}[{later}]",
+                    f"is never used: {path}[{earlier}] comes first and matches every object "
+                    "this route matches (the first matching route wins)",
+                )
+                break
+
+
+def _route_problems(problems: _Problems, data: Mapping[Any, Any], values: dict[str, Any]) -> None:
+    """Checks that involve routes and other top-level keys."""
+    routes: tuple[RouteConfig, ...] | None = values.get("routes")
+    if data.get("routes") is None:
+        if values.get("unrouted") == "dead_letter":
+            problems.add("unrouted", "has no effect without routes; remove it or add routes")
+        return
+    if data.get("download_folder") is not None:
+        problems.add(
+            "download_folder",
+            "is not used when routes is set: each route has its own download_folder; remove "
+            "this key",
+        )
+    allowed: tuple[str, ...] | None = values.get("s3_bucket_name")
+    for index, route in enumerate(routes or ()):
+        if allowed and route.bucket is not None and route.bucket not in allowed:
+            problems.add(
+                f"routes[{index}].bucket",
+                f"{route.bucket!r} is not in s3_bucket_name, so this route would never be used",
+            )
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[_Problems, str, object], str | None]:
+    def check(problems: _Problems, path: str, value: object) -> str | None:
+        if isinstance(value, str) and value.lower() in choices:
+            return value.lower()
+        suggestion = ""
+        if isinstance(value, str):
+            wanted = value.lower().replace("-", "_").replace(" ", "_")
+            close = difflib.get_close_matches(wanted, choices, n=1, cutoff=0.6)
+            suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.add(path, f"must be one of {', '.join(choices)}, got {_show(value)}{suggestion}")
+        return None
+
+    return check
+
+
+def _metrics(problems: _Problems, path: str, value: object) -> MetricsConfig | None:
+    section = _mapping(
+        problems,
+        path,
+        value,
+        _SECTION_KEYS["metrics"],
+        hint=f" (write {{}} for the default, {DEFAULT_METRICS_LISTEN})",
+    )
+    if section is None:
+        return None
+    before = len(problems.lines)
+    listen = DEFAULT_METRICS_LISTEN
+    raw = section.get("listen")
+    if raw is not None:
+        problem = _listen_problem(raw)
+        if problem is not None:
+            problems.add(f"{path}.listen", problem)
+        else:
+            listen = str(raw)
+    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS["metrics"])
+    if len(problems.lines) != before:
+        return None
+    return MetricsConfig(listen=listen)
+
+
+_LISTEN = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*):(?P<port>[0-9]{1,5})")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _listen_problem(value: object) -> str | None:
+    """Why ``value`` is not ``host:port``, ``[IPv6]:port`` or ``name:port``; None when it is."""
+    expected = "must be host:port such as 127.0.0.1:9464, [::1]:9464 or localhost:9464"
+    if not isinstance(value, str):
+        hint = ""
+        if isinstance(value, int) and not isinstance(value, bool):
+            hint = f" (write 127.0.0.1:{value} for this host only)"
+        return f"{expected}, got {_show(value)}{hint}"
+    match = _LISTEN.fullmatch(value)
+    if match is None:
+        if "://" in value:
+            return f"{expected}, without a scheme such as http://, got {_show(value)}"
+        if _is_ipv6(value) or (not value.startswith("[") and _is_ipv6(value.rpartition(":")[0])):
+            return f"{expected}; write an IPv6 address in brackets, got {_show(value)}"
+        return f"{expected}, got {_show(value)}"
+    host, port = match.group("host"), int(match.group("port"))
+    if not 1 <= port <= 65535:
+        return f"the port must be from 1 to 65535, got {_show(value)}"
+    if not host:
+        return (
+            "must name the address to listen on: 127.0.0.1 for this host only, 0.0.0.0 for "
+            f"every interface, got {_show(value)}"
+        )
+    if host.startswith("["):
+        if not _is_ipv6(host[1:-1]):
+            return f"{_show(host)} is not an IPv6 address, got {_show(value)}"
+        return None
+    if all(ch.isdigit() or ch == "." for ch in host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{_show(host)} is not an IPv4 address, got {_show(value)}"
+        return None
+    labels = host.split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return f"{_show(host)} is not a host name or address, got {_show(value)}"
     return None
 
 

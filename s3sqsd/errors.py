@@ -105,6 +105,16 @@ class IntegrityError(TransientError):
     reason = "integrity_mismatch"
 
 
+class CommandError(TransientError):
+    """The ``on_download`` command failed: a non-zero exit, a timeout, or it could not start.
+
+    Retried like any transient failure (the file stays in place; the next delivery finds it
+    already downloaded and runs the command again), dead-lettered after retry.max_attempts.
+    """
+
+    reason = "command_failed"
+
+
 class QueueError(TransientError):
     """An SQS call failed (endpoint down, throttling, credentials)."""
 

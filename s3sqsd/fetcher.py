@@ -17,6 +17,10 @@ A file whose size no longer matches its provenance (edited by hand) is not trust
 recorded sequencer is the event's even when an unversioned GET returned a newer object: a later
 event then downloads once more, which is harmless, while the reverse could skip new bytes.
 
+``remove`` (``on_remove: delete``) unlinks a file only when its provenance names the removed
+object and the removal's sequencer is newer than the file's, under the same per-path lock;
+every other case keeps the file and returns the reason (``RemoveOutcome``).
+
 Symlinks: every existing directory on the way must resolve inside ``root``; this is checked
 before the GET and again when the directories are made, not atomically with the rename, which
 is enough against keys but not against a local user racing symlinks into the folder. A missing
@@ -63,7 +67,7 @@ from s3sqsd.errors import (
     PathConflictError,
     UnsafeKeyError,
 )
-from s3sqsd.events import ObjectCreated, object_url, sequencer_newer
+from s3sqsd.events import ObjectCreated, OtherRecord, object_url, sequencer_newer
 from s3sqsd.paths import TEMP_DIR_NAME, local_path
 
 XATTR_NAME = "user.s3sqsd"
@@ -89,6 +93,22 @@ class FetchOutcome(enum.Enum):
     STALE = "stale"  # the file on disk comes from a later event: kept as it is
     DUPLICATE = "duplicate"  # the file on disk comes from this very event (or version)
     FOLDER_MARKER = "folder_marker"  # a key ending in "/": nothing to download
+
+
+class RemoveOutcome(enum.Enum):
+    """What ``Fetcher.remove`` did with the local file of a removal event; only REMOVED acts."""
+
+    REMOVED = "removed"  # the file was ours and older than the event: unlinked, dir synced
+    ABSENT = "absent"  # nothing at the path (never downloaded, or already removed)
+    FOLDER_MARKER = "folder_marker"  # a key ending in "/": no file stands for it
+    UNSAFE_KEY = "unsafe_key"  # the key maps to no safe path, so no file of ours is there
+    NOT_REMOVAL = "not_removal"  # not an ObjectRemoved / "Object Deleted" record
+    KEPT_NOT_REGULAR = "kept_not_regular"  # a symlink, directory, fifo... or a parent outside
+    KEPT_NO_PROVENANCE = "kept_no_provenance"  # no readable provenance, or edited since
+    KEPT_NOT_OURS = "kept_not_ours"  # provenance names another bucket or key
+    KEPT_OTHER_VERSION = "kept_other_version"  # an older version was deleted, not the file's
+    KEPT_NO_SEQUENCER = "kept_no_sequencer"  # the event or the file has no sequencer
+    KEPT_NEWER = "kept_newer"  # the file comes from an event as new as the removal or newer
 
 
 @dataclass(frozen=True, slots=True)
@@ -699,6 +719,95 @@ class Fetcher:
                 return FetchOutcome.DUPLICATE, have
         return None
 
+    # -- removal (on_remove: delete) ----------------------------------------------------------
+
+    def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome:
+        """Remove the local file of a removal event, only when it is provably that object's.
+
+        Removed only when all hold: ``record`` is a removal (``ObjectRemoved:*`` or EventBridge
+        "Object Deleted"); the path ``root/<key_path>`` (``key_path`` defaults to the key; a
+        route with ``strip_prefix`` passes the stripped one) holds a regular file, reached
+        without leaving ``root``; its provenance names ``record``'s bucket and key and its size
+        still matches; both sequencers are known and the event's is newer; and a versioned
+        ``ObjectRemoved:Delete`` names the file's version (deleting an older version leaves the
+        current object, and so the file, in place). The checks and the unlink run under the
+        per-path lock that orders renames, on a file opened without following symlinks, and
+        the directory is fsynced before REMOVED is returned. Every other case keeps the file
+        and says why. Raises LocalError only when the folder cannot be read or synced.
+        """
+        if not _is_removal(record.event_name):
+            return RemoveOutcome.NOT_REMOVAL
+        try:
+            path = local_path(
+                self._root, record.key if key_path is None else key_path, bucket=record.bucket
+            )
+        except UnsafeKeyError:
+            return RemoveOutcome.UNSAFE_KEY
+        if path is None:
+            return RemoveOutcome.FOLDER_MARKER
+        root_real = os.path.realpath(self._root)
+        if not _inside(os.path.realpath(path.parent), root_real):
+            return RemoveOutcome.KEPT_NOT_REGULAR  # a symlinked directory leading outside
+        with self._path_lock(path):
+            try:
+                dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                return RemoveOutcome.ABSENT
+            except OSError as exc:
+                raise self._remove_error(exc, path.parent, record, "cannot open") from exc
+            try:
+                outcome = self._remove_in(dir_fd, path, record)
+                if outcome is RemoveOutcome.REMOVED:
+                    try:
+                        os.fsync(dir_fd)  # the unlink is durable only with its directory
+                    except OSError as exc:
+                        raise self._remove_error(exc, path.parent, record, "cannot sync") from exc
+                return outcome
+            finally:
+                os.close(dir_fd)
+
+    def _remove_in(self, dir_fd: int, path: Path, record: OtherRecord) -> RemoveOutcome:
+        name = path.name
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return RemoveOutcome.ABSENT
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return RemoveOutcome.KEPT_NOT_REGULAR  # a symlink: never ours, never followed
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return RemoveOutcome.KEPT_NO_PROVENANCE  # not readable by us: not ours
+            raise self._remove_error(exc, path, record, "cannot open") from exc
+        try:
+            st = os.fstat(fd)
+            raw: bytes | None = None
+            if stat.S_ISREG(st.st_mode):
+                with contextlib.suppress(OSError):  # no xattr, or no xattr support
+                    raw = os.getxattr(fd, XATTR_NAME)
+            verdict = removal_verdict(
+                record, regular=stat.S_ISREG(st.st_mode), size=st.st_size, provenance=raw
+            )
+            if verdict is not RemoveOutcome.REMOVED:
+                return verdict
+            # Still the very file checked (not replaced behind the lock by a local user)?
+            now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                return RemoveOutcome.KEPT_NOT_REGULAR
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return RemoveOutcome.ABSENT
+        except OSError as exc:
+            raise self._remove_error(exc, path, record, "cannot remove") from exc
+        finally:
+            os.close(fd)
+        return RemoveOutcome.REMOVED
+
+    @staticmethod
+    def _remove_error(exc: OSError, path: Path, record: OtherRecord, doing: str) -> LocalError:
+        url = object_url(record.bucket, record.key)
+        return LocalError(f"{doing} {path} for the removal of {url}: {exc.strerror or exc}")
+
     @staticmethod
     def _skipped(skip: tuple[FetchOutcome, Provenance], path: Path, started: float) -> FetchResult:
         outcome, have = skip
@@ -722,6 +831,38 @@ class Fetcher:
                     del self._locks[path]
                 else:
                     self._locks[path] = (lock, users - 1)
+
+
+def removal_verdict(
+    record: OtherRecord, *, regular: bool, size: int, provenance: bytes | None
+) -> RemoveOutcome:
+    """The rule of ``Fetcher.remove`` for a file found at the record's path (pure): REMOVED
+    when it may go, else the reason to keep it. ``provenance`` is the raw xattr value."""
+    if not regular:
+        return RemoveOutcome.KEPT_NOT_REGULAR
+    have = None if provenance is None else Provenance.decode(provenance)
+    if have is None or have.size != size:
+        return RemoveOutcome.KEPT_NO_PROVENANCE
+    if (have.bucket, have.key) != (record.bucket, record.key):
+        return RemoveOutcome.KEPT_NOT_OURS
+    if (
+        record.event_name == "ObjectRemoved:Delete"
+        and record.version_id is not None
+        and have.version_id is not None
+        and record.version_id != have.version_id
+    ):
+        return RemoveOutcome.KEPT_OTHER_VERSION
+    if record.sequencer is None or have.sequencer is None:
+        return RemoveOutcome.KEPT_NO_SEQUENCER
+    if not sequencer_newer(record.sequencer, have.sequencer):
+        return RemoveOutcome.KEPT_NEWER
+    return RemoveOutcome.REMOVED
+
+
+def _is_removal(event_name: str) -> bool:
+    """S3 notifications name removals ObjectRemoved:Delete / :DeleteMarkerCreated; EventBridge
+    names them "Object Deleted". Lifecycle expirations (LifecycleExpiration:*) are not."""
+    return event_name.startswith("ObjectRemoved:") or event_name == "Object Deleted"
 
 
 def _ms(started: float) -> int:

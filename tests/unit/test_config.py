@@ -12,8 +12,11 @@ import yaml
 
 from s3sqsd.config import (
     DEFAULT_DOWNLOAD_FOLDER,
+    CommandConfig,
     Config,
+    MetricsConfig,
     RetryConfig,
+    RouteConfig,
     load_config,
     parse_config,
 )
@@ -1108,3 +1111,582 @@ def test_reference_doc_examples_are_valid() -> None:
     assert len(complete) >= 3
     for block in complete:
         assert isinstance(parse_yaml(block), Config)
+
+
+# ---- on_download, routes, unrouted, on_remove, metrics ----------------------------------------
+
+INGEST = "/usr/local/bin/ingest"
+
+
+def test_new_keys_default_to_todays_behaviour() -> None:
+    config = parse_config({"sqs_queue_url": QUEUE})
+    assert config.on_download is None
+    assert config.routes == ()
+    assert (config.unrouted, config.on_remove) == ("acknowledge", "keep")
+    assert config.metrics is None
+
+
+def test_full_routing_config(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+sqs_queue_url: {QUEUE}
+s3_bucket_name: [acme-inbox, acme-media]
+on_download:
+  command: [{INGEST}, --quiet, "with space"]
+  timeout_seconds: 2.5
+routes:
+  - bucket: acme-inbox
+    prefix: reports/
+    strip_prefix: true
+    download_folder: /srv/reports/
+  - bucket: acme-media
+    glob: "*.jpg"
+    download_folder: /srv/images
+    on_download:
+      command: [/usr/local/bin/thumb]
+  - download_folder: /srv/images
+unrouted: DEAD_LETTER
+on_remove: delete
+metrics:
+  listen: "[::1]:9100"
+""",
+    )
+    config = load_config(path)
+    assert config.on_download == CommandConfig((INGEST, "--quiet", "with space"), 2.5)
+    assert config.routes == (
+        RouteConfig(
+            download_folder=Path("/srv/reports"),
+            bucket="acme-inbox",
+            prefix="reports/",
+            strip_prefix=True,
+        ),
+        RouteConfig(
+            download_folder=Path("/srv/images"),
+            bucket="acme-media",
+            glob="*.jpg",
+            on_download=CommandConfig(("/usr/local/bin/thumb",)),
+        ),
+        RouteConfig(download_folder=Path("/srv/images")),
+    )
+    assert (config.unrouted, config.on_remove) == ("dead_letter", "delete")
+    assert config.metrics == MetricsConfig("[::1]:9100")
+    assert (config.metrics.host, config.metrics.port) == ("::1", 9100)
+
+
+NEW_ACCEPTED = [
+    (
+        f"on_download: {{command: [{INGEST}]}}",
+        "on_download",
+        CommandConfig((INGEST,), 300.0),
+    ),
+    (
+        f"on_download: {{command: [{INGEST}, '5', '-x'], timeout_seconds: 1}}",
+        "on_download",
+        CommandConfig((INGEST, "5", "-x"), 1.0),
+    ),
+    (
+        f"on_download: {{command: [{INGEST}], timeout_seconds: 86400}}",
+        "on_download",
+        CommandConfig((INGEST,), 86400.0),
+    ),
+    (
+        f"on_download: {{command: [{INGEST}], timeout_seconds: null}}",
+        "on_download",
+        CommandConfig((INGEST,), 300.0),
+    ),
+    (
+        "routes: [{download_folder: /srv/a}]",
+        "routes",
+        (RouteConfig(Path("/srv/a")),),
+    ),
+    (
+        "routes: [{download_folder: /srv//a/./b/, bucket: null, prefix: ~, strip_prefix: null}]",
+        "routes",
+        (RouteConfig(Path("/srv/a/b")),),
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: in/, strip_prefix: false}]",
+        "routes",
+        (RouteConfig(Path("/srv/a"), prefix="in/"),),
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: in}, {download_folder: /srv/a}]",
+        "routes",
+        (RouteConfig(Path("/srv/a"), prefix="in"), RouteConfig(Path("/srv/a"))),
+    ),
+    (
+        # Sibling folders that share a name prefix are not nested.
+        "routes: [{download_folder: /srv/a, bucket: x}, {download_folder: /srv/ab}]",
+        "routes",
+        (RouteConfig(Path("/srv/a"), bucket="x"), RouteConfig(Path("/srv/ab"))),
+    ),
+    (
+        # A more general prefix after a specific one is reachable.
+        "routes: [{download_folder: /srv/a, prefix: a/b/}, {download_folder: /srv/b, prefix: a/}]",
+        "routes",
+        (RouteConfig(Path("/srv/a"), prefix="a/b/"), RouteConfig(Path("/srv/b"), prefix="a/")),
+    ),
+    (
+        "routes: [{download_folder: /srv/a, glob: '*.csv'}, {download_folder: /srv/b, "
+        "glob: '*.CSV'}]",
+        "routes",
+        (RouteConfig(Path("/srv/a"), glob="*.csv"), RouteConfig(Path("/srv/b"), glob="*.CSV")),
+    ),
+    (
+        "routes: [{download_folder: /srv/a, bucket: '123'}]",
+        "routes",
+        (RouteConfig(Path("/srv/a"), bucket="123"),),
+    ),
+    ("unrouted: acknowledge", "unrouted", "acknowledge"),
+    ("unrouted: Acknowledge", "unrouted", "acknowledge"),
+    ("on_remove: delete", "on_remove", "delete"),
+    ("on_remove: KEEP", "on_remove", "keep"),
+    ("metrics: {}", "metrics", MetricsConfig("127.0.0.1:9464")),
+    ("metrics: {listen: null}", "metrics", MetricsConfig("127.0.0.1:9464")),
+    ("metrics: {listen: '0.0.0.0:1'}", "metrics", MetricsConfig("0.0.0.0:1")),
+    ("metrics: {listen: '[::]:65535'}", "metrics", MetricsConfig("[::]:65535")),
+    ("metrics: {listen: 'localhost:9100'}", "metrics", MetricsConfig("localhost:9100")),
+    (
+        "metrics: {listen: 'metrics-1.example.com:80'}",
+        "metrics",
+        MetricsConfig("metrics-1.example.com:80"),
+    ),
+    ("metrics: {listen: '[fe80::1%eth0]:9464'}", "metrics", MetricsConfig("[fe80::1%eth0]:9464")),
+]
+
+
+@pytest.mark.parametrize(("snippet", "field", "expected"), NEW_ACCEPTED)
+def test_new_accepted_value(snippet: str, field: str, expected: object) -> None:
+    config = parse_yaml(f"sqs_queue_url: {QUEUE}\n{snippet}\n")
+    assert getattr(config, field) == expected
+    assert type(getattr(config, field)) is type(expected)
+
+
+def test_unrouted_acknowledge_without_routes_is_the_default() -> None:
+    assert parse_config({"sqs_queue_url": QUEUE, "unrouted": "acknowledge"}) == Config(
+        sqs_queue_url=QUEUE
+    )
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [
+        ("127.0.0.1:9464", "127.0.0.1", 9464),
+        ("[::1]:1", "::1", 1),
+        ("[fe80::1%eth0]:80", "fe80::1%eth0", 80),
+        ("localhost:65535", "localhost", 65535),
+    ],
+)
+def test_metrics_host_and_port(listen: str, host: str, port: int) -> None:
+    metrics = parse_config({"sqs_queue_url": QUEUE, "metrics": {"listen": listen}}).metrics
+    assert metrics is not None
+    assert (metrics.host, metrics.port) == (host, port)
+
+
+LISTEN_EXPECTED = "must be host:port such as 127.0.0.1:9464, [::1]:9464 or localhost:9464"
+ROUTE_SHAPE = "download_folder and any of bucket, prefix, glob, strip_prefix, on_download"
+
+NEW_REFUSED = [
+    # on_download
+    (
+        "on_download: /usr/bin/x",
+        "on_download: must be a mapping with the keys command, timeout_seconds, got '/usr/bin/x'",
+    ),
+    ("on_download: {}", "on_download.command: required key is missing"),
+    ("on_download: {timeout_seconds: 5}", "on_download.command: required key is missing"),
+    (
+        "on_download: {command: /usr/bin/x --flag}",
+        "on_download.command: must be a list of arguments such as "
+        "[/usr/local/bin/ingest, --quiet]; no shell is used, so one string is not split into "
+        "words, got '/usr/bin/x --flag'",
+    ),
+    ("on_download: {command: []}", "on_download.command: must list at least the program to run"),
+    (
+        "on_download: {command: {a: 1}}",
+        "on_download.command: must be a list of arguments, got a mapping",
+    ),
+    (
+        "on_download: {command: [ingest]}",
+        "on_download.command[0]: must be the absolute path of the program (starting with /); "
+        "commands are not looked up in PATH, got 'ingest'",
+    ),
+    (
+        "on_download: {command: [./ingest]}",
+        "on_download.command[0]: must be the absolute path of the program (starting with /); "
+        "commands are not looked up in PATH, got './ingest'",
+    ),
+    (
+        "on_download: {command: [/bin/x, 5]}",
+        "on_download.command[1]: must be a string, got the number 5; quote it",
+    ),
+    (
+        "on_download: {command: [/bin/x, '']}",
+        "on_download.command[1]: must not be an empty string",
+    ),
+    (
+        "on_download: {command: [/bin/x, null]}",
+        "on_download.command[1]: must be a string, got null",
+    ),
+    (
+        "on_download: {command: [/bin/x, [a]]}",
+        "on_download.command[1]: must be a string, got a list",
+    ),
+    (
+        'on_download: {command: [/bin/x, "a\\0b"]}',
+        "on_download.command[1]: must not contain a NUL character",
+    ),
+    (
+        "on_download: {command: [/bin/x], timeout_seconds: 0.5}",
+        "on_download.timeout_seconds: must be a number of seconds from 1 to 86400, got 0.5",
+    ),
+    (
+        "on_download: {command: [/bin/x], timeout_seconds: 86401}",
+        "on_download.timeout_seconds: must be a number of seconds from 1 to 86400, got 86401",
+    ),
+    (
+        "on_download: {command: [/bin/x], timeout_seconds: '60'}",
+        "on_download.timeout_seconds: must be a number of seconds from 1 to 86400, "
+        "got '60' (a string; remove the quotes)",
+    ),
+    (
+        "on_download: {command: [/bin/x], timeout: 60}",
+        "on_download.timeout: unknown key (did you mean 'timeout_seconds'?)",
+    ),
+    (
+        "on_download: {command: [/bin/x], listen: x}",
+        "on_download.listen: unknown key (did you mean 'metrics.listen'? check the indentation)",
+    ),
+    # routes
+    (
+        "routes: []",
+        "routes: must list at least one route; leave it unset to download into download_folder",
+    ),
+    (
+        "routes: {download_folder: /srv/a}",
+        f"routes: must be a list of routes, each a mapping with {ROUTE_SHAPE}, got a mapping",
+    ),
+    ("routes: [/srv/a]", f"routes[0]: must be a mapping with {ROUTE_SHAPE}, got '/srv/a'"),
+    ("routes: [{bucket: a}]", "routes[0].download_folder: required key is missing"),
+    (
+        "routes: [{download_folder: srv}]",
+        "routes[0].download_folder: must be an absolute path (starting with /), got 'srv'",
+    ),
+    (
+        "routes: [{download_folder: /}]",
+        "routes[0].download_folder: must not be the root directory, got '/'",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, bucket: s3://a}]",
+        "routes[0].bucket: must be a bucket name only, without s3:// or a '/', got 's3://a'",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, bucket: 123}]",
+        "routes[0].bucket: must be a bucket name, got the number 123; quote it",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, bucket: [a, b]}]",
+        "routes[0].bucket: must be a bucket name, got a list",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: ''}]",
+        "routes[0].prefix: must be a non-empty string, got ''",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: 2024}]",
+        "routes[0].prefix: must be a string, got the number 2024; quote it",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: /incoming/}]",
+        "routes[0].prefix: must not start with '/': keys are matched as decoded, without a "
+        "leading '/' (a key that has one is refused as unsafe), got '/incoming/'",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, glob: '/*.csv'}]",
+        "routes[0].glob: must not start with '/': keys are matched as decoded, without a "
+        "leading '/' (a key that has one is refused as unsafe), got '/*.csv'",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, glob: [a]}]",
+        "routes[0].glob: must be a non-empty string, got a list",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: in/, strip_prefix: 'yes'}]",
+        "routes[0].strip_prefix: must be true or false, got 'yes'",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, strip_prefix: true}]",
+        "routes[0].strip_prefix: needs routes[0].prefix: the prefix to strip",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: incoming, strip_prefix: true}]",
+        "routes[0].prefix: must end with '/' when strip_prefix is true (only whole folders are "
+        "stripped), got 'incoming'",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, on_download: {command: [x]}}]",
+        "routes[0].on_download.command[0]: must be the absolute path of the program (starting "
+        "with /); commands are not looked up in PATH, got 'x'",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, folder: /x}]",
+        "routes[0].folder: unknown key",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, buckt: a}]",
+        "routes[0].buckt: unknown key (did you mean 'bucket'?)",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: a/, command: [/bin/x]}]",
+        "routes[0].command: unknown key (did you mean 'on_download.command'? check the "
+        "indentation)",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, bucket: a}, {download_folder: /srv/a/b}]",
+        "routes[1].download_folder: /srv/a/b is inside routes[0].download_folder (/srv/a); "
+        "route folders must be the same folder or separate ones, never one inside another",
+    ),
+    (
+        "routes: [{download_folder: /srv/a/b, bucket: a}, {download_folder: /srv/a}]",
+        "routes[1].download_folder: /srv/a contains routes[0].download_folder (/srv/a/b); "
+        "route folders must be the same folder or separate ones, never one inside another",
+    ),
+    (
+        "routes: [{download_folder: /srv/a}, {download_folder: /srv/b, bucket: x}]",
+        "routes[1]: is never used: routes[0] comes first and matches every object this route "
+        "matches (the first matching route wins)",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, prefix: in/}, {download_folder: /srv/b, "
+        "prefix: in/2024/, glob: '*.csv'}]",
+        "routes[1]: is never used: routes[0] comes first and matches every object this route "
+        "matches (the first matching route wins)",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, bucket: b, glob: '*.csv'}, {download_folder: /srv/b, "
+        "bucket: b, glob: '*.csv', prefix: x/}]",
+        "routes[1]: is never used: routes[0] comes first and matches every object this route "
+        "matches (the first matching route wins)",
+    ),
+    (
+        "routes: [{download_folder: /srv/a, bucket: b}]\ns3_bucket_name: [a, c]",
+        "routes[0].bucket: 'b' is not in s3_bucket_name, so this route would never be used",
+    ),
+    (
+        "routes: [{download_folder: /srv/a}]\ndownload_folder: /srv/a",
+        "download_folder: is not used when routes is set: each route has its own "
+        "download_folder; remove this key",
+    ),
+    # unrouted, on_remove
+    ("unrouted: dead_letter", "unrouted: has no effect without routes; remove it or add routes"),
+    (
+        "unrouted: drop\nroutes: [{download_folder: /srv/a}]",
+        "unrouted: must be one of acknowledge, dead_letter, got 'drop'",
+    ),
+    (
+        "unrouted: dead-letter\nroutes: [{download_folder: /srv/a}]",
+        "unrouted: must be one of acknowledge, dead_letter, got 'dead-letter' "
+        "(did you mean 'dead_letter'?)",
+    ),
+    ("on_remove: remove", "on_remove: must be one of keep, delete, got 'remove'"),
+    ("on_remove: true", "on_remove: must be one of keep, delete, got true"),
+    (
+        "on_remove: delet",
+        "on_remove: must be one of keep, delete, got 'delet' (did you mean 'delete'?)",
+    ),
+    # metrics
+    (
+        "metrics: true",
+        "metrics: must be a mapping with the keys listen (write {} for the default, "
+        "127.0.0.1:9464), got true",
+    ),
+    (
+        "metrics: '127.0.0.1:9464'",
+        "metrics: must be a mapping with the keys listen (write {} for the default, "
+        "127.0.0.1:9464), got '127.0.0.1:9464'",
+    ),
+    (
+        "metrics: {listen: 9464}",
+        f"metrics.listen: {LISTEN_EXPECTED}, got 9464 (write 127.0.0.1:9464 for this host only)",
+    ),
+    ("metrics: {listen: localhost}", f"metrics.listen: {LISTEN_EXPECTED}, got 'localhost'"),
+    ("metrics: {listen: 'host:port'}", f"metrics.listen: {LISTEN_EXPECTED}, got 'host:port'"),
+    ("metrics: {listen: 'h:-1'}", f"metrics.listen: {LISTEN_EXPECTED}, got 'h:-1'"),
+    ("metrics: {listen: 'h:123456'}", f"metrics.listen: {LISTEN_EXPECTED}, got 'h:123456'"),
+    (
+        "metrics: {listen: '::1:9464'}",
+        f"metrics.listen: {LISTEN_EXPECTED}; write an IPv6 address in brackets, got '::1:9464'",
+    ),
+    (
+        "metrics: {listen: '127.0.0.1:0'}",
+        "metrics.listen: the port must be from 1 to 65535, got '127.0.0.1:0'",
+    ),
+    (
+        "metrics: {listen: '127.0.0.1:65536'}",
+        "metrics.listen: the port must be from 1 to 65535, got '127.0.0.1:65536'",
+    ),
+    (
+        "metrics: {listen: ':9464'}",
+        "metrics.listen: must name the address to listen on: 127.0.0.1 for this host only, "
+        "0.0.0.0 for every interface, got ':9464'",
+    ),
+    (
+        "metrics: {listen: '256.0.0.1:9464'}",
+        "metrics.listen: '256.0.0.1' is not an IPv4 address, got '256.0.0.1:9464'",
+    ),
+    (
+        "metrics: {listen: '[::g]:9464'}",
+        "metrics.listen: '[::g]' is not an IPv6 address, got '[::g]:9464'",
+    ),
+    (
+        "metrics: {listen: '[127.0.0.1]:9464'}",
+        "metrics.listen: '[127.0.0.1]' is not an IPv6 address, got '[127.0.0.1]:9464'",
+    ),
+    (
+        "metrics: {listen: 'my_host:9464'}",
+        "metrics.listen: 'my_host' is not a host name or address, got 'my_host:9464'",
+    ),
+    (
+        "metrics: {listen: '-bad.example:9464'}",
+        "metrics.listen: '-bad.example' is not a host name or address, got '-bad.example:9464'",
+    ),
+    (
+        "metrics: {listen: 'a..b:9464'}",
+        "metrics.listen: 'a..b' is not a host name or address, got 'a..b:9464'",
+    ),
+    (
+        "metrics: {listen: 'http://127.0.0.1:9464'}",
+        f"metrics.listen: {LISTEN_EXPECTED}, without a scheme such as http://, "
+        "got 'http://127.0.0.1:9464'",
+    ),
+    ("metrics: {port: 9464}", "metrics.port: unknown key"),
+    ("metrics: {listn: ':1'}", "metrics.listn: unknown key (did you mean 'listen'?)"),
+    # the right key at the wrong level
+    (
+        "prefix: in/",
+        "prefix: unknown key (did you mean 'prefix' in a routes entry? check the indentation)",
+    ),
+    (
+        "glob: '*.csv'",
+        "glob: unknown key (did you mean 'glob' in a routes entry? check the indentation)",
+    ),
+    (
+        "listen: '127.0.0.1:1'",
+        "listen: unknown key (did you mean 'metrics.listen'? check the indentation)",
+    ),
+    (
+        "command: [/bin/x]",
+        "command: unknown key (did you mean 'on_download.command'? check the indentation)",
+    ),
+    ("route: []", "route: unknown key (did you mean 'routes'?)"),
+    ("on_remov: delete", "on_remov: unknown key (did you mean 'on_remove'?)"),
+    ("on-download: {}", "on-download: unknown key (did you mean 'on_download'?)"),
+    (
+        "metrics: {listen: '::1'}",
+        f"metrics.listen: {LISTEN_EXPECTED}; write an IPv6 address in brackets, got '::1'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("snippet", "problem"), NEW_REFUSED)
+def test_new_refused_value(snippet: str, problem: str) -> None:
+    data = yaml.safe_load(snippet)
+    data.setdefault("sqs_queue_url", QUEUE)
+    assert problems_of(data) == (problem,)
+
+
+def test_every_route_problem_is_reported_with_its_index() -> None:
+    problems = yaml_problems(
+        f"""
+sqs_queue_url: {QUEUE}
+routes:
+  - download_folder: /srv/a
+    prefix: in
+    strip_prefix: true
+  - bucket: b
+    glob: 7
+  - download_folder: /srv/c
+    on_download: {{command: [x], timeout_seconds: 0}}
+    extra: 1
+"""
+    )
+    assert problems == (
+        "routes[0].prefix: must end with '/' when strip_prefix is true (only whole folders are "
+        "stripped), got 'in'",
+        "routes[1].download_folder: required key is missing",
+        "routes[1].glob: must be a string, got the number 7; quote it",
+        "routes[2].on_download.command[0]: must be the absolute path of the program (starting "
+        "with /); commands are not looked up in PATH, got 'x'",
+        "routes[2].on_download.timeout_seconds: must be a number of seconds from 1 to 86400, got 0",
+        "routes[2].extra: unknown key",
+    )
+
+
+def test_duplicate_keys_inside_routes_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"sqs_queue_url: {QUEUE}\n"
+        "routes:\n"
+        "  - download_folder: /srv/a\n"
+        "    prefix: a/\n"
+        "  - download_folder: /srv/b\n"
+        "    prefix: b/\n"
+        "    on_download:\n"
+        "      command: [/bin/true]\n"
+        "      command: [/bin/false]\n"
+        "    prefix: c/\n"
+        "metrics:\n"
+        "  listen: 127.0.0.1:1\n"
+        "  listen: 127.0.0.1:2\n",
+    )
+    assert load_problems(path) == (
+        "routes[1].on_download.command: duplicate key (lines 8 and 9); keep only one",
+        "routes[1].prefix: duplicate key (lines 6 and 10); keep only one",
+        "metrics.listen: duplicate key (lines 12 and 13); keep only one",
+    )
+
+
+def test_route_folders_may_be_shared() -> None:
+    config = parse_config(
+        {
+            "sqs_queue_url": QUEUE,
+            "routes": [
+                {"download_folder": "/srv/a", "bucket": "x"},
+                {"download_folder": "/srv/a/", "bucket": "y"},
+            ],
+        }
+    )
+    assert [route.download_folder for route in config.routes] == [Path("/srv/a")] * 2
+
+
+def test_routes_keep_their_order() -> None:
+    routes = [{"download_folder": f"/srv/{n}", "prefix": f"{n}/"} for n in range(20)]
+    config = parse_config({"sqs_queue_url": QUEUE, "routes": routes})
+    assert [route.prefix for route in config.routes] == [f"{n}/" for n in range(20)]
+
+
+def template_examples() -> list[str]:
+    """The commented examples of the shipped file: '# key:' blocks after '... Example:'."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for line in SHIPPED_CONFIG.read_text(encoding="utf-8").splitlines():
+        if current is not None:
+            if line.startswith("# ") and (line[2:3] != " " or current) and ":" in line:
+                current.append(line[2:])
+                continue
+            blocks.append("\n".join(current))
+            current = None
+        if line.startswith("# ") and line.endswith("Example:"):
+            current = []
+    return blocks
+
+
+def test_shipped_examples_are_valid() -> None:
+    """The examples in etc/config.yaml's comments parse (with the required key added)."""
+    examples = template_examples()
+    assert len(examples) >= 3
+    for example in examples:
+        data = yaml.safe_load(example)
+        assert isinstance(data, dict)
+        data["sqs_queue_url"] = QUEUE
+        assert parse_config(data) != Config(sqs_queue_url=QUEUE)
