@@ -9,6 +9,7 @@ start). SIGHUP rereads the configuration and applies what can change without a r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ from s3sqsd.fetcher import Fetcher
 from s3sqsd.logs import set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
+from s3sqsd.routing import download_folders, route
 from s3sqsd.sqs import Queue
-from s3sqsd.worker import Worker, WorkerSettings
+from s3sqsd.worker import Placement, Worker, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ RESTART_ONLY = frozenset(
         "file_mode",
         "directory_mode",
         "metrics",
+        "routes",
     }
 )
 
@@ -70,6 +73,8 @@ class Daemon:
         self._stop = threading.Event()
         self._signals = 0
         self._worker: Worker | None = None
+        self._fetchers: dict[Path, Fetcher] = {}
+        self._routing_config = config
 
     def run(self) -> int:
         config = self._config
@@ -77,51 +82,59 @@ class Daemon:
             "s3sqsd %s starting: queue %s, download folder %s",
             __version__,
             config.sqs_queue_url,
-            config.download_folder,
+            ", ".join(str(folder) for folder in download_folders(config)),
             extra={
                 "event": "daemon.starting",
                 "version": __version__,
                 "queue_url": config.sqs_queue_url,
-                "path": str(config.download_folder),
+                "path": str(download_folders(config)[0]),
             },
         )
         clients = make_clients(config)
-        fetcher = Fetcher(
-            s3=clients.s3,
-            root=config.download_folder,
-            file_mode=config.file_mode,
-            directory_mode=config.directory_mode,
-        )
-        try:
-            swept = fetcher.prepare()
-        except LocalError as exc:
-            logger.error("%s", exc, extra={"event": "daemon.folder_unusable", "error": str(exc)})
-            return EXIT_CONFIG
-        logger.info(
-            "swept %d temporary files left by an earlier run",
-            swept,
-            extra={"event": "temp.swept", "count": swept},
-        )
-        if fetcher.xattrs_supported is False:
-            logger.warning(
-                "%s has no extended attributes: provenance is not recorded, so stale or "
-                "duplicate events cannot be recognised and are downloaded again",
-                config.download_folder,
-                extra={"event": "provenance.unavailable", "path": str(config.download_folder)},
+        fetchers: dict[Path, Fetcher] = {}
+        for folder in download_folders(config):
+            fetcher = Fetcher(
+                s3=clients.s3,
+                root=folder,
+                file_mode=config.file_mode,
+                directory_mode=config.directory_mode,
             )
+            try:
+                swept = fetcher.prepare()
+            except LocalError as exc:
+                logger.error(
+                    "%s", exc, extra={"event": "daemon.folder_unusable", "error": str(exc)}
+                )
+                return EXIT_CONFIG
+            logger.info(
+                "%s: swept %d temporary files left by an earlier run",
+                folder,
+                swept,
+                extra={"event": "temp.swept", "count": swept, "path": str(folder)},
+            )
+            if fetcher.xattrs_supported is False:
+                logger.warning(
+                    "%s has no extended attributes: provenance is not recorded, so stale or "
+                    "duplicate events cannot be recognised and are downloaded again",
+                    folder,
+                    extra={"event": "provenance.unavailable", "path": str(folder)},
+                )
+            fetchers[folder] = fetcher
+        self._fetchers = fetchers
+        self._routing_config = config
         dead_letter = (
             Queue(client=clients.sqs_control, url=config.dead_letter_queue_url)
             if config.dead_letter_queue_url
             else None
         )
         metrics = Metrics()
-        metrics_config = getattr(config, "metrics", None)
-        serving = metrics_config is not None and serve(metrics, listen=metrics_config.listen)
+        serving = config.metrics is not None and serve(metrics, listen=config.metrics.listen)
         worker = Worker(
             receive_queue=Queue(client=clients.sqs_receive, url=config.sqs_queue_url),
             control_queue=Queue(client=clients.sqs_control, url=config.sqs_queue_url),
             dead_letter_queue=dead_letter,
-            fetcher=fetcher,
+            fetcher=fetchers[download_folders(config)[0]],
+            place=self._place,
             settings=WorkerSettings.from_config(config),
             notifier=self._notifier,
             reload=self._reload,
@@ -146,6 +159,19 @@ class Daemon:
             # swept at the next start.
             _flush_and_exit(EXIT_OK)
         return EXIT_OK
+
+    def _place(self, bucket: str, key: str) -> Placement | None:
+        """Route one object (loop thread): the start-up routes, the current on_download."""
+        target = route(bucket, key, config=self._routing_config)
+        if target is None:
+            return None
+        key_path = None if target.key_path == key else target.key_path
+        return Placement(
+            fetcher=self._fetchers[target.root],
+            key_path=key_path,
+            on_download=target.on_download,
+            route_index=target.route_index,
+        )
 
     # ---- signals -----------------------------------------------------------------------------
 
@@ -194,6 +220,13 @@ class Daemon:
         applied = sorted(set(changed) - RESTART_ONLY)
         set_level(new.log_level)
         self._config = new
+        # Folders and routes keep their start-up values (fetchers are built for them); the
+        # rest of the routing (on_download) follows the new file.
+        self._routing_config = dataclasses.replace(
+            new,
+            routes=self._routing_config.routes,
+            download_folder=self._routing_config.download_folder,
+        )
         logger.info(
             "configuration reloaded; applied: %s",
             ", ".join(applied) or "nothing changed",

@@ -75,6 +75,12 @@ class PathConflictError(PermanentError):
     reason = "path_conflict"
 
 
+class UnroutedError(PermanentError):
+    """No route takes the object and ``unrouted: dead_letter`` is set."""
+
+    reason = "unrouted"
+
+
 class ObjectAccessError(PermanentError):
     """S3 refused the object for good (access denied, KMS denied, archived storage class)."""
 

@@ -521,10 +521,16 @@ class Fetcher:
 
     # -- one object --------------------------------------------------------------------------
 
-    def fetch(self, obj: ObjectCreated, *, cancel: threading.Event) -> FetchResult:
-        """Download ``obj`` to its local path; see the module docstring for the guarantees."""
+    def fetch(
+        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+    ) -> FetchResult:
+        """Download ``obj`` to its local path; see the module docstring for the guarantees.
+
+        The path is ``root/<key_path>``; ``key_path`` defaults to the key (a route with
+        ``strip_prefix`` passes the stripped key; "" is the route folder's own marker).
+        """
         started = time.monotonic()
-        path = local_path(self._root, obj.key, bucket=obj.bucket)
+        path = self._path_for(obj, key_path)
         if path is None:
             return FetchResult(
                 FetchOutcome.FOLDER_MARKER, None, 0, obj.etag, obj.version_id, _ms(started)
@@ -721,6 +727,18 @@ class Fetcher:
 
     # -- removal (on_remove: delete) ----------------------------------------------------------
 
+    def _path_for(self, obj: ObjectCreated, key_path: str | None) -> Path | None:
+        if key_path is None or key_path == obj.key:
+            return local_path(self._root, obj.key, bucket=obj.bucket)
+        if key_path == "":
+            return None
+        try:
+            return local_path(self._root, key_path, bucket=obj.bucket)
+        except UnsafeKeyError as exc:
+            raise UnsafeKeyError(
+                f"{exc} (the key of {s3_url(obj)} with a prefix stripped)"
+            ) from None
+
     def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome:
         """Remove the local file of a removal event, only when it is provably that object's.
 
@@ -735,7 +753,7 @@ class Fetcher:
         the directory is fsynced before REMOVED is returned. Every other case keeps the file
         and says why. Raises LocalError only when the folder cannot be read or synced.
         """
-        if not _is_removal(record.event_name):
+        if not is_removal(record.event_name):
             return RemoveOutcome.NOT_REMOVAL
         try:
             path = local_path(
@@ -859,7 +877,7 @@ def removal_verdict(
     return RemoveOutcome.REMOVED
 
 
-def _is_removal(event_name: str) -> bool:
+def is_removal(event_name: str) -> bool:
     """S3 notifications name removals ObjectRemoved:Delete / :DeleteMarkerCreated; EventBridge
     names them "Object Deleted". Lifecycle expirations (LifecycleExpiration:*) are not."""
     return event_name.startswith("ObjectRemoved:") or event_name == "Object Deleted"

@@ -69,6 +69,7 @@ DEFINITIONS = (
         ("outcome",),
     ),
     Definition("records_ignored", COUNTER, "Records that announce no creation (removals...)."),
+    Definition("objects_removed", COUNTER, "Local files removed by on_remove: delete."),
     Definition("receive_errors", COUNTER, "Failed ReceiveMessage calls."),
     Definition("downloads_in_flight", GAUGE, "Messages being downloaded now."),
     Definition("messages_in_hand", GAUGE, "Messages received and not yet settled."),

@@ -51,7 +51,7 @@ from typing import Protocol, cast
 from botocore.exceptions import ClientError
 
 from s3sqsd.backoff import ReceiveBackoff, retry_delay, visibility_seconds
-from s3sqsd.config import Config
+from s3sqsd.config import CommandConfig, Config
 from s3sqsd.errors import (
     AttemptsExhaustedError,
     BucketNotAllowedError,
@@ -61,9 +61,11 @@ from s3sqsd.errors import (
     PermanentError,
     QueueError,
     TransientError,
+    UnroutedError,
 )
-from s3sqsd.events import KeyDecodingPolicy, ObjectCreated, parse_message
-from s3sqsd.fetcher import FetchOutcome, FetchResult
+from s3sqsd.events import KeyDecodingPolicy, ObjectCreated, OtherRecord, object_url, parse_message
+from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome, is_removal
+from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
 from s3sqsd.notify import Notifier
 from s3sqsd.sqs import BatchResult, Message, error_code
@@ -96,7 +98,40 @@ class QueueLike(Protocol):
 
 
 class FetcherLike(Protocol):
-    def fetch(self, obj: ObjectCreated, *, cancel: threading.Event) -> FetchResult: ...
+    def fetch(
+        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+    ) -> FetchResult: ...
+
+    def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one object goes (a fetcher for its folder, the path below it) and what runs after.
+
+    Without routes there is one placement for everything; with routes the daemon's ``place``
+    function picks one per object (``routing.route``), or None for an object no route takes.
+    """
+
+    fetcher: FetcherLike
+    key_path: str | None = None  # None: the key itself; "" the route folder's own marker
+    on_download: CommandConfig | None = None
+    route_index: int | None = None
+
+
+Place = Callable[[str, str], Placement | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _FetchItem:
+    obj: ObjectCreated
+    placement: Placement
+
+
+@dataclass(frozen=True, slots=True)
+class _RemoveItem:
+    record: OtherRecord
+    placement: Placement
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +147,8 @@ class WorkerSettings:
     max_delay_seconds: float = 300.0
     allowed_buckets: frozenset[str] = frozenset()
     key_decoding: KeyDecodingPolicy = field(default_factory=KeyDecodingPolicy)
+    unrouted: str = "acknowledge"  # with routes: an object no route takes is acknowledged
+    on_remove: str = "keep"  # "delete": removal events remove the file they provably name
 
     @classmethod
     def from_config(cls, config: Config) -> WorkerSettings:
@@ -125,6 +162,8 @@ class WorkerSettings:
             max_delay_seconds=config.retry.max_delay_seconds,
             allowed_buckets=frozenset(config.s3_bucket_name),
             key_decoding=config.key_decoding,
+            unrouted=config.unrouted,
+            on_remove=config.on_remove,
         )
 
     @property
@@ -167,6 +206,7 @@ class Worker:
         settings: WorkerSettings,
         notifier: Notifier,
         reload: Callable[[], WorkerSettings | None] | None = None,
+        place: Place | None = None,
         metrics: Metrics | None = None,
         queue_depth_every_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -176,6 +216,8 @@ class Worker:
         self._queue = control_queue
         self._dlq = dead_letter_queue
         self._fetcher = fetcher
+        default = Placement(fetcher=fetcher)
+        self._place: Place = place or (lambda _bucket, _key: default)
         self._settings = settings
         self._notifier = notifier
         self._reload_hook = reload
@@ -437,7 +479,13 @@ class Worker:
             )
             self._pending_deletes.append(lease)
             return
+        items: list[_FetchItem | _RemoveItem] = []
         for record in parsed.other:
+            if settings.on_remove == "delete" and is_removal(record.event_name):
+                placement = self._place(record.bucket, record.key)
+                if placement is not None:
+                    items.append(_RemoveItem(record, placement))
+                    continue
             self.metrics.inc("records_ignored")
             logger.info(
                 "%s for s3://%s/%s acknowledged; nothing to download, local files kept",
@@ -463,10 +511,31 @@ class Worker:
                         ),
                     )
                     return
-        if not parsed.created:
+        for obj in parsed.created:
+            placement = self._place(obj.bucket, obj.key)
+            if placement is not None:
+                items.append(_FetchItem(obj, placement))
+            elif settings.unrouted == "dead_letter":
+                self._fail(
+                    lease, UnroutedError(f"{object_url(obj.bucket, obj.key)}: no route takes it")
+                )
+                return
+            else:
+                self.metrics.inc("objects_skipped", outcome="unrouted")
+                logger.info(
+                    "%s: no route takes it; acknowledged (unrouted: acknowledge)",
+                    object_url(obj.bucket, obj.key),
+                    extra={
+                        "event": "object.unrouted",
+                        "bucket": obj.bucket,
+                        "key": obj.key,
+                        "message_id": message.message_id,
+                    },
+                )
+        if not items:
             self._pending_deletes.append(lease)
             return
-        future = self._pool.submit(self._work, message, parsed.created)
+        future = self._pool.submit(self._work, message, tuple(items))
         lease.future = future
         future.add_done_callback(functools.partial(self._post_done, lease))
 
@@ -476,19 +545,31 @@ class Worker:
 
     # ---- downloading (download threads) ------------------------------------------------------
 
-    def _work(self, message: Message, objects: tuple[ObjectCreated, ...]) -> Outcome:
-        """Fetch every object of one message, in order; stop at the first failure."""
+    def _work(self, message: Message, items: tuple[_FetchItem | _RemoveItem, ...]) -> Outcome:
+        """Handle every item of one message, in order; stop at the first failure."""
         self.metrics.inc("downloads_in_flight")
         try:
-            return self._work_on(message, objects)
+            return self._work_on(message, items)
         finally:
             self.metrics.inc("downloads_in_flight", -1)
 
-    def _work_on(self, message: Message, objects: tuple[ObjectCreated, ...]) -> Outcome:
+    def _work_on(self, message: Message, items: tuple[_FetchItem | _RemoveItem, ...]) -> Outcome:
         downloaded = 0
-        for obj in objects:
+        for item in items:
+            if isinstance(item, _RemoveItem):
+                try:
+                    self._remove(item, message)
+                except MessageError as exc:
+                    return Outcome(error=exc, downloaded=downloaded)
+                continue
+            obj, placement = item.obj, item.placement
             try:
-                result = self._fetcher.fetch(obj, cancel=self._cancel)
+                result = placement.fetcher.fetch(
+                    obj, cancel=self._cancel, key_path=placement.key_path
+                )
+                self._log_result(obj, result, message)
+                self._measure(result, message)
+                self._after_download(obj, result, placement, message)
             except MessageError as exc:
                 return Outcome(error=exc, downloaded=downloaded)
             except Exception as exc:  # a bug must not kill the thread or lose the message
@@ -507,11 +588,73 @@ class Worker:
                     error=FetchError(f"s3://{obj.bucket}/{obj.key}: unexpected error: {exc!r}"),
                     downloaded=downloaded,
                 )
-            self._log_result(obj, result, message)
-            self._measure(result, message)
             if result.outcome is FetchOutcome.DOWNLOADED:
                 downloaded += 1
         return Outcome(downloaded=downloaded)
+
+    def _after_download(
+        self, obj: ObjectCreated, result: FetchResult, placement: Placement, message: Message
+    ) -> None:
+        """Run ``on_download`` for a file in place; its failure fails the message (transient).
+
+        A DUPLICATE runs it too: a retry after a failed command finds the file already there,
+        and the command must still succeed once before the message may go.
+        """
+        command = placement.on_download
+        if command is None or result.path is None:
+            return
+        if result.outcome not in (FetchOutcome.DOWNLOADED, FetchOutcome.DUPLICATE):
+            return
+        fields = {
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "path": str(result.path),
+            "message_id": message.message_id,
+        }
+        hook = run_on_download(
+            command,
+            facts=object_facts(
+                path=result.path,
+                bucket=obj.bucket,
+                key=obj.key,
+                version_id=result.version_id,
+                size=result.size,
+                etag=result.etag,
+                message_id=message.message_id,
+            ),
+            cancel=self._cancel,
+        )
+        for line in hook.output:
+            logger.info("%s", line, extra={"event": "command.output", **fields})
+        if hook.output_truncated:
+            logger.info("(command output truncated)", extra={"event": "command.output", **fields})
+        if not hook.ok:
+            raise hook.as_error(object_url(obj.bucket, obj.key))
+        logger.info(
+            "on_download command for %s succeeded",
+            object_url(obj.bucket, obj.key),
+            extra={"event": "command.succeeded", "duration_ms": hook.duration_ms, **fields},
+        )
+
+    def _remove(self, item: _RemoveItem, message: Message) -> None:
+        record = item.record
+        outcome = item.placement.fetcher.remove(record, key_path=item.placement.key_path)
+        fields = {"bucket": record.bucket, "key": record.key, "message_id": message.message_id}
+        if outcome is RemoveOutcome.REMOVED:
+            self.metrics.inc("objects_removed")
+            logger.info(
+                "%s removed: local file deleted (on_remove: delete)",
+                object_url(record.bucket, record.key),
+                extra={"event": "object.removed", **fields},
+            )
+            return
+        self.metrics.inc("records_ignored")
+        logger.info(
+            "%s removed in S3; local file kept (%s)",
+            object_url(record.bucket, record.key),
+            outcome.name.lower(),
+            extra={"event": "object.kept", "outcome": outcome.name.lower(), **fields},
+        )
 
     def _measure(self, result: FetchResult, message: Message) -> None:
         metrics = self.metrics

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from s3sqsd.config import CommandConfig
 from s3sqsd.errors import FetchError, LocalError, QueueError, UnsafeKeyError
-from s3sqsd.events import ObjectCreated
-from s3sqsd.fetcher import FetchOutcome, FetchResult
+from s3sqsd.events import ObjectCreated, OtherRecord
+from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.notify import Notifier
-from s3sqsd.worker import Worker, WorkerSettings
+from s3sqsd.worker import Placement, Worker, WorkerSettings
 from tests.support.emulator import wait_until
 from tests.support.stub_queue import StubQueue
 
@@ -49,11 +50,18 @@ class ScriptedFetcher:
     ) -> None:
         self.behaviour = behaviour or (lambda obj, cancel: ok(obj))
         self.fetched: list[str] = []
+        self.removed: list[str] = []
         self.running = 0
         self.max_running = 0
         self._lock = threading.Lock()
 
-    def fetch(self, obj: ObjectCreated, *, cancel: threading.Event) -> FetchResult:
+    def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome:
+        self.removed.append(record.key)
+        return RemoveOutcome.REMOVED
+
+    def fetch(
+        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+    ) -> FetchResult:
         with self._lock:
             self.fetched.append(obj.key)
             self.running += 1
@@ -429,3 +437,170 @@ class TestLeases:
             stop.set()
         assert queue.deleted == []
         assert (message_id, 0) in queue.visibility_calls
+
+
+def removal_body(key: str, *, bucket: str = "inbox") -> str:
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventName": "ObjectRemoved:Delete",
+                    "s3": {
+                        "bucket": {"name": bucket},
+                        "object": {"key": key, "sequencer": "0B"},
+                    },
+                }
+            ]
+        }
+    )
+
+
+class TestRoutingAndRemoval:
+    def test_unrouted_objects_are_acknowledged_or_dead_lettered(self) -> None:
+        fetcher = ScriptedFetcher()
+
+        def place(bucket: str, key: str) -> Placement | None:
+            return Placement(fetcher=fetcher) if key.startswith("keep/") else None
+
+        for unrouted, expect_dlq in (("acknowledge", False), ("dead_letter", True)):
+            settings = WorkerSettings(workers=1, wait_time_seconds=1, unrouted=unrouted)
+            queue = StubQueue()
+            dlq = StubQueue("stub://dlq")
+            queue.put(s3_body("keep/a", "other/b"))
+            worker = Worker(
+                receive_queue=queue,
+                control_queue=queue,
+                dead_letter_queue=dlq,
+                fetcher=fetcher,
+                settings=settings,
+                notifier=Notifier(enabled=False),
+                place=place,
+            )
+            stop = threading.Event()
+            thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
+            thread.start()
+            wait_until(lambda q=queue: q.remaining() == [], what=f"settled ({unrouted})")
+            stop.set()
+            worker.wake()
+            thread.join(10)
+            if expect_dlq:
+                assert [a["s3sqsd.reason"] for _, a in dlq.sent] == ["unrouted"]
+            else:
+                assert dlq.sent == []
+        # acknowledge: keep/a fetched, other/b skipped; dead_letter: nothing fetched at all
+        assert fetcher.fetched == ["keep/a"]
+
+    def test_key_path_of_the_placement_reaches_the_fetcher(self) -> None:
+        seen: list[str | None] = []
+
+        class Recording(ScriptedFetcher):
+            def fetch(
+                self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+            ) -> FetchResult:
+                seen.append(key_path)
+                return ok(obj)
+
+        fetcher = Recording()
+        queue = StubQueue()
+        queue.put(s3_body("reports/2026/a.csv"))
+        worker = Worker(
+            receive_queue=queue,
+            control_queue=queue,
+            dead_letter_queue=None,
+            fetcher=fetcher,
+            settings=WorkerSettings(workers=1, wait_time_seconds=1),
+            notifier=Notifier(enabled=False),
+            place=lambda b, k: Placement(fetcher=fetcher, key_path=k.removeprefix("reports/")),
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
+        thread.start()
+        wait_until(lambda: queue.remaining() == [], what="deleted")
+        stop.set()
+        worker.wake()
+        thread.join(10)
+        assert seen == ["2026/a.csv"]
+
+    def test_removals_reach_the_fetcher_only_with_on_remove_delete(self) -> None:
+        for on_remove, expected in (("keep", []), ("delete", ["gone.txt"])):
+            fetcher = ScriptedFetcher()
+            queue = StubQueue()
+            queue.put(removal_body("gone.txt"))
+            settings = WorkerSettings(workers=1, wait_time_seconds=1, on_remove=on_remove)
+            with running(queue, fetcher, settings=settings):
+                wait_until(lambda q=queue: q.remaining() == [], what="acknowledged")
+            assert fetcher.removed == expected
+
+
+class TestOnDownload:
+    @staticmethod
+    def script(tmp_path: Path, body: str) -> CommandConfig:
+        path = tmp_path / "hook.sh"
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+        return CommandConfig(command=(str(path),), timeout_seconds=5)
+
+    def run_with(
+        self, command: CommandConfig, outcome: FetchOutcome, queue: StubQueue
+    ) -> ScriptedFetcher:
+        def result(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            return FetchResult(
+                outcome=outcome,
+                path=Path("/srv/x") / obj.key,
+                size=7,
+                etag="abc",
+                version_id="v1",
+                duration_ms=1,
+            )
+
+        fetcher = ScriptedFetcher(result)
+        worker = Worker(
+            receive_queue=queue,
+            control_queue=queue,
+            dead_letter_queue=None,
+            fetcher=fetcher,
+            settings=WorkerSettings(workers=1, wait_time_seconds=1, base_delay_seconds=30),
+            notifier=Notifier(enabled=False),
+            place=lambda b, k: Placement(fetcher=fetcher, on_download=command),
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
+        thread.start()
+        wait_until(lambda: queue.deleted or queue.visibility_calls, timeout=15, what="settled")
+        stop.set()
+        worker.wake()
+        thread.join(10)
+        return fetcher
+
+    def test_success_deletes_and_the_command_sees_the_facts(self, tmp_path: Path) -> None:
+        out = tmp_path / "facts"
+        command = self.script(
+            tmp_path, f'echo "$S3SQSD_PATH $S3SQSD_KEY $S3SQSD_SIZE $S3SQSD_ETAG" > {out}\n'
+        )
+        queue = StubQueue()
+        message_id = queue.put(s3_body("a b.txt"))
+        self.run_with(command, FetchOutcome.DOWNLOADED, queue)
+        assert queue.deleted == [message_id]
+        assert out.read_text() == "/srv/x/a b.txt a b.txt 7 abc\n"
+
+    def test_failure_returns_the_message(self, tmp_path: Path) -> None:
+        command = self.script(tmp_path, "exit 3\n")
+        queue = StubQueue()
+        message_id = queue.put(s3_body("a"))
+        self.run_with(command, FetchOutcome.DOWNLOADED, queue)
+        assert queue.deleted == []
+        assert queue.visibility_calls
+        assert queue.visibility_calls[0][0] == message_id
+
+    def test_a_duplicate_runs_the_command_again_and_stale_does_not(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran"
+        command = self.script(tmp_path, f"echo x >> {marker}\n")
+        queue = StubQueue()
+        queue.put(s3_body("a"))
+        self.run_with(command, FetchOutcome.DUPLICATE, queue)
+        assert marker.read_text() == "x\n"
+        queue = StubQueue()
+        queue.put(s3_body("a"))
+        self.run_with(command, FetchOutcome.STALE, queue)
+        assert marker.read_text() == "x\n"
