@@ -36,6 +36,8 @@ PACKAGES = (
     "python3-yaml",
     "python3-sdnotify",
     "python3-pythonjsonlogger",
+    # debian/control Recommends it (metrics.listen); apt installs Recommends by default.
+    "python3-prometheus-client",
     "adduser",
     "procps",
     "man-db",
