@@ -36,6 +36,7 @@ from botocore.exceptions import (
 from s3sqsd.aws import client, session_and_endpoints
 from s3sqsd.config import Config
 from s3sqsd.paths import TEMP_DIR_NAME
+from s3sqsd.routing import download_folders
 
 EXIT_CHECK_FAILED = 1  # at least one FAIL line; a configuration error stays 78 (EX_CONFIG)
 
@@ -225,8 +226,9 @@ def run_checks(
         if queue.unreachable and same_endpoint:
             skip_reason = f"not checked: the endpoint {s3_endpoint} is unreachable"
         add(*check_buckets(clients.s3, config.s3_bucket_name, skip_reason=skip_reason))
-    add(check_folder(config.download_folder))
-    add(check_free_space(config.download_folder))
+    for folder in download_folders(config):  # one folder, or each route's
+        add(check_folder(folder))
+        add(check_free_space(folder))
     return Report(tuple(results))
 
 

@@ -486,3 +486,28 @@ def test_no_allow_list_skips_the_bucket_check(
     assert "no s3_bucket_name allow-list" in run.one("buckets").detail
     assert run.named("bucket") == []
     assert run.summary == "s3sqsd: all checks passed"
+
+
+def test_every_route_folder_is_checked(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    mounts: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """With routes, each route's folder gets its own folder and free-space lines."""
+    good = tmp_path / "good"
+    read_only = mounts(tmp_path / "ro", "ro")
+    config = make_config(
+        emulator.pipeline(),
+        download_folder=None,
+        routes=[
+            {"prefix": "a/", "download_folder": str(good)},
+            {"download_folder": str(read_only)},
+        ],
+    )
+    run = run_check(tmp_path, config)
+    folders = run.named("folder")
+    assert len(folders) == 2
+    assert folders[0].verdict == "ok"
+    assert folders[1].detail == f"{read_only}: not writable (read-only file system)"
+    assert len(run.named("free-space")) == 2
