@@ -30,6 +30,20 @@ class Clients:
     s3: Any
     sqs_receive: Any  # used only by the receiving thread, for long polls
     sqs_control: Any  # deletes, visibility changes, dead-letter sends, queue attributes
+    session: Any = None
+
+    def credential_values(self) -> tuple[str, ...]:
+        """The resolved credentials' values, so the logs can blank them out; () if none."""
+        if self.session is None:
+            return ()
+        try:
+            credentials = self.session.get_credentials()
+            frozen = credentials.get_frozen_credentials() if credentials else None
+        except Exception:  # noqa: BLE001 - resolution errors surface on the first AWS call
+            return ()
+        if frozen is None:
+            return ()
+        return tuple(v for v in (frozen.access_key, frozen.secret_key, frozen.token) if v)
 
 
 def endpoint_for(
@@ -87,7 +101,7 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         s3_endpoint,
         connect_timeout=3,
         read_timeout=60,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "total_max_attempts": 3},
         max_pool_connections=max(10, config.workers + 2),
     )
     sqs_receive = client(
@@ -97,18 +111,18 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         connect_timeout=3,
         # Longer than the long poll, or every idle poll would time out.
         read_timeout=config.wait_time_seconds + 10,
-        # The receive loop has its own backoff and logs state changes itself.
-        retries={"mode": "standard", "max_attempts": 1},
+        # The receive loop has its own backoff and logs state changes itself: one attempt.
+        retries={"mode": "standard", "total_max_attempts": 1},
     )
     sqs_control = client(
         session,
         "sqs",
         sqs_endpoint,
         connect_timeout=3,
-        # The loop thread makes these calls: fail fast (worst case about 2 x 8 s, well
-        # inside the unit's WatchdogSec=30s) and let the loop retry on its next pass.
+        # The loop thread makes these calls: fail fast (at most 2 attempts of 3 s connect +
+        # 5 s read, well inside the unit's WatchdogSec=30s) and let the loop retry next pass.
         read_timeout=5,
-        retries={"mode": "standard", "max_attempts": 2},
+        retries={"mode": "standard", "total_max_attempts": 2},
         max_pool_connections=4,
     )
-    return Clients(s3=s3, sqs_receive=sqs_receive, sqs_control=sqs_control)
+    return Clients(s3=s3, sqs_receive=sqs_receive, sqs_control=sqs_control, session=session)

@@ -26,7 +26,7 @@ from s3sqsd.aws import make_clients
 from s3sqsd.config import Config, load_config
 from s3sqsd.errors import ConfigError, LocalError
 from s3sqsd.fetcher import Fetcher
-from s3sqsd.logs import set_level, stdout_is_journal
+from s3sqsd.logs import add_secrets, set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
 from s3sqsd.routing import download_folders, route
@@ -77,6 +77,9 @@ class Daemon:
         self._routing_config = config
 
     def run(self) -> int:
+        # First of all: a SIGTERM during start-up must drain (here: stop before receiving),
+        # not kill the process by the default action.
+        self._install_signal_handlers()
         config = self._config
         logger.info(
             "s3sqsd %s starting: queue %s, download folder %s",
@@ -91,6 +94,7 @@ class Daemon:
             },
         )
         clients = make_clients(config)
+        add_secrets(*clients.credential_values())
         fetchers: dict[Path, Fetcher] = {}
         for folder in download_folders(config):
             fetcher = Fetcher(
@@ -142,7 +146,6 @@ class Daemon:
             queue_depth_every_seconds=QUEUE_DEPTH_EVERY_SECONDS if serving else None,
         )
         self._worker = worker
-        self._install_signal_handlers()
         worker.run(stop=self._stop)
         busy = worker.busy_threads()
         metrics = worker.metrics

@@ -19,6 +19,8 @@ import sys
 import time
 from typing import IO, Any
 
+from s3sqsd.redact import redact
+
 try:  # python-json-logger >= 3
     from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 except ImportError:  # python-json-logger 2.x (Debian bookworm ships 2.0.1)
@@ -49,6 +51,11 @@ _QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")
 class JsonFormatter(_BaseJsonFormatter):  # type: ignore[misc, valid-type]
     """JSON lines with the field names operators query: ``level``, ``event``, ``message``."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Exact credential values to blank out (the daemon registers the ones it resolved).
+        self.secrets: set[str] = set()
+
     def add_fields(
         self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
@@ -57,6 +64,13 @@ class JsonFormatter(_BaseJsonFormatter):  # type: ignore[misc, valid-type]
             time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z"
         )
+        # Last line of defence: no log field carries a signature, token or key id, whatever
+        # text an AWS error put there (s3sqsd/redact.py).
+        for name, value in log_record.items():
+            if isinstance(value, str):
+                for secret in self.secrets:
+                    value = value.replace(secret, "***")
+                log_record[name] = redact(value)
         log_record["level"] = record.levelname.lower()
         log_record.setdefault("event", "log")
         log_record["logger"] = record.name
@@ -111,3 +125,12 @@ def set_level(level: str) -> None:
     logging.getLogger().setLevel(numeric)
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+
+
+def add_secrets(*values: str | None) -> None:
+    """Never log these exact values (credentials the daemon resolved), on our handlers."""
+    wanted = {v for v in values if v and len(v) >= 8}
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, JsonFormatter):
+            formatter.secrets |= wanted

@@ -22,8 +22,9 @@ Design (read this before changing anything here):
   failure: the message is made visible again after a capped, jittered exponential delay (a
   visibility change, never a sleep), and its attempt number is SQS's ApproximateReceiveCount, so
   it survives restarts; after ``retry.max_attempts`` it is dead-lettered. A permanent failure:
-  dead-lettered at once. A local failure (disk full, read-only): the message is returned with a
-  delay and receiving pauses for that delay; it never counts towards dead-lettering.
+  dead-lettered at once. A local failure (disk full, read-only): the message stays in hand
+  (its visibility renewed, so SQS's receive count does not grow and a queue redrive policy
+  cannot dead-letter it), is tried again after a delay, and receiving pauses meanwhile.
 - **Dead-lettering.** With ``dead_letter_queue_url``: send the original body there with the
   reason in message attributes, then delete it here. Without: leave it for the queue's own redrive
   policy (returned with the maximum retry delay, so it does not hot-loop until then).
@@ -68,6 +69,7 @@ from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome, is_removal
 from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
 from s3sqsd.notify import Notifier
+from s3sqsd.redact import redact
 from s3sqsd.sqs import BatchResult, Message, error_code
 
 logger = logging.getLogger(__name__)
@@ -191,6 +193,8 @@ class _Lease:
     delete_tries: int = 0
     cap_warned: bool = False
     lost: bool = False
+    items: tuple[_FetchItem | _RemoveItem, ...] = ()
+    retry_at: float | None = None  # a local failure: kept in hand, tried again at this time
 
 
 class Worker:
@@ -282,6 +286,8 @@ class Worker:
             self._settle()
             now = self._clock()
             self._renew(now)
+            if deadline is None:
+                self._retry_local(now)
             self._heartbeat(now)
             if stop.is_set() and deadline is None:
                 deadline = now + self._settings.shutdown_timeout_seconds
@@ -535,9 +541,20 @@ class Worker:
         if not items:
             self._pending_deletes.append(lease)
             return
-        future = self._pool.submit(self._work, message, tuple(items))
+        lease.items = tuple(items)
+        self._submit(lease)
+
+    def _submit(self, lease: _Lease) -> None:
+        future = self._pool.submit(self._work, lease.message, lease.items)
         lease.future = future
         future.add_done_callback(functools.partial(self._post_done, lease))
+
+    def _retry_local(self, now: float) -> None:
+        """Try again the messages kept in hand after a local failure, once their delay is up."""
+        for lease in list(self._leases.values()):
+            if lease.retry_at is not None and now >= lease.retry_at and not lease.lost:
+                lease.retry_at = None
+                self._submit(lease)
 
     def _post_done(self, lease: _Lease, _future: Future[Outcome]) -> None:
         """Runs in the download thread (or here, if already done): hand the lease back."""
@@ -747,9 +764,11 @@ class Worker:
                 max_seconds=settings.max_delay_seconds,
                 rng=self._rng,
             )
-            self._paused_until = self._clock() + delay
+            now = self._clock()
+            self._paused_until = now + delay
             logger.error(
-                "%s; message returned, receiving paused for %.0f s (not counted as an attempt)",
+                "%s; the message stays in hand and is tried again in %.0f s, receiving paused "
+                "meanwhile (not counted as an attempt)",
                 exc,
                 delay,
                 extra={
@@ -760,7 +779,11 @@ class Worker:
                     "delay_seconds": round(delay, 1),
                 },
             )
-            self._return_later(lease, delay, reason="local_error")
+            # Kept in hand (its visibility renewed) rather than returned: every new receive
+            # would raise SQS's ApproximateReceiveCount, and a queue redrive policy would then
+            # dead-letter messages for a full disk, which is not their fault.
+            lease.future = None
+            lease.retry_at = now + delay
         elif isinstance(exc, TransientError):
             if message.receive_count >= settings.max_attempts:
                 self._dead_letter(
@@ -869,7 +892,7 @@ class Worker:
                 body=message.body,
                 attributes={
                     "s3sqsd.reason": exc.reason,
-                    "s3sqsd.error": str(exc)[:DLQ_ERROR_TEXT_LIMIT],
+                    "s3sqsd.error": redact(str(exc))[:DLQ_ERROR_TEXT_LIMIT],
                     "s3sqsd.source_message_id": message.message_id,
                     "s3sqsd.receive_count": str(message.receive_count),
                 },
@@ -1069,8 +1092,10 @@ class Worker:
         unstarted = [
             lease
             for lease in self._leases.values()
-            if lease.future is not None and lease.future.cancel()
+            if lease.retry_at is not None or (lease.future is not None and lease.future.cancel())
         ]
+        for lease in unstarted:
+            lease.retry_at = None
         self._release(unstarted, why="stopping before its download started")
         in_progress = len(self._leases) - len(unstarted)
         text = f"stopping: {in_progress} downloads finishing"

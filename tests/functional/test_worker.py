@@ -279,20 +279,29 @@ class TestFailures:
         assert dlq.sent[0][1]["s3sqsd.reason"] == "bucket_not_allowed"
         assert fetcher.fetched == []
 
-    def test_local_failure_never_dead_letters(self) -> None:
-        """A full disk is not the message's fault, even past max_attempts."""
+    def test_local_failure_keeps_the_message_in_hand_and_retries(self) -> None:
+        """A full disk is not the message's fault: never dead-lettered, even past
+        max_attempts, and not received again (SQS's receive count, which a queue redrive
+        policy acts on, does not grow); the download is retried from the lease."""
+        calls: list[int] = []
 
-        def disk_full(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
-            raise LocalError("s3://inbox/a: No space left on device")
+        def full_then_ok(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            calls.append(1)
+            if len(calls) < 3:
+                raise LocalError("s3://inbox/a: No space left on device")
+            return ok(obj)
 
+        settings = WorkerSettings(
+            workers=1, wait_time_seconds=1, base_delay_seconds=0.4, max_delay_seconds=1
+        )
         queue = StubQueue()
         dlq = StubQueue("stub://dlq")
         message_id = queue.put(s3_body("a"), receive_count=10)
-        with running(queue, ScriptedFetcher(disk_full), dlq=dlq):
-            wait_until(lambda: queue.visibility_calls, what="returned")
+        with running(queue, ScriptedFetcher(full_then_ok), settings=settings, dlq=dlq):
+            wait_until(lambda: queue.deleted == [message_id], timeout=15, what="retried")
+        assert len(calls) == 3
         assert dlq.sent == []
-        assert queue.deleted == []
-        assert queue.remaining() == [message_id]
+        assert queue.receive_counts[message_id] == 11  # received once, never again
 
     def test_failed_delete_is_retried(self) -> None:
         queue = StubQueue()

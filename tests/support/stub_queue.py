@@ -45,6 +45,7 @@ class StubQueue:
         self.max_in_flight = 0
         self.redrive = redrive
         self.attributes_error: QueueError | None = None
+        self.receive_counts: dict[str, int] = {}  # kept after a delete, for assertions
 
     # ---- test helpers ------------------------------------------------------------------------
 
@@ -87,6 +88,7 @@ class StubQueue:
             out = []
             for stored in ready[:max_messages]:
                 stored.receive_count += 1
+                self.receive_counts[stored.message_id] = stored.receive_count
                 stored.visible_at = now + visibility_timeout
                 stored.receipt = f"r{next(self._receipts)}"
                 out.append(
