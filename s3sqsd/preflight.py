@@ -171,7 +171,7 @@ def make_check_clients(config: Config, *, environ: Mapping[str, str] | None = No
     options: dict[str, Any] = {
         "connect_timeout": _CONNECT_TIMEOUT,
         "read_timeout": _READ_TIMEOUT,
-        "retries": {"mode": "standard", "max_attempts": _ATTEMPTS},
+        "retries": {"mode": "standard", "total_max_attempts": _ATTEMPTS},
     }
     return CheckClients(
         session=session,

@@ -11,11 +11,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from s3sqsd.errors import QueueError
 
 BATCH_LIMIT = 10  # SQS batch APIs take at most 10 entries (the emulator accepts 11; AWS does not)
+
+# Every failure of a call becomes QueueError: besides ClientError and BotoCoreError, botocore
+# raises ResponseParserError or UnicodeDecodeError for a garbled or cut-off answer, and those
+# must not escape into the loop (a chaos run crashed the daemon that way).
+_CALL_ERRORS = (Exception,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,7 @@ class Queue:
                 VisibilityTimeout=visibility_timeout,
                 AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             )
-        except (ClientError, BotoCoreError) as exc:
+        except _CALL_ERRORS as exc:
             raise QueueError(f"ReceiveMessage on {self.url} failed: {exc}") from exc
         messages = []
         for raw in response.get("Messages", []):
@@ -111,7 +116,7 @@ class Queue:
                     for name, value in attributes.items()
                 },
             )
-        except (ClientError, BotoCoreError) as exc:
+        except _CALL_ERRORS as exc:
             raise QueueError(f"SendMessage to {self.url} failed: {exc}") from exc
         return str(response.get("MessageId", ""))
 
@@ -120,7 +125,7 @@ class Queue:
             response = self._client.get_queue_attributes(
                 QueueUrl=self.url, AttributeNames=list(names)
             )
-        except (ClientError, BotoCoreError) as exc:
+        except _CALL_ERRORS as exc:
             raise QueueError(f"GetQueueAttributes on {self.url} failed: {exc}") from exc
         return dict(response.get("Attributes", {}))
 
@@ -137,7 +142,7 @@ class Queue:
             request = [{"Id": f"e{i}", **fields} for i, (_, fields) in enumerate(chunk)]
             try:
                 response = call(QueueUrl=self.url, Entries=request)
-            except (ClientError, BotoCoreError) as exc:
+            except _CALL_ERRORS as exc:
                 code = error_code(exc)
                 failed.extend(BatchFailure(m.message_id, code, str(exc)) for m in by_id.values())
                 continue
@@ -145,7 +150,11 @@ class Queue:
                 message = by_id.get(entry.get("Id", ""))
                 if message is not None:
                     succeeded.append(message.message_id)
+            answered: set[str] = set()
+            for entry in response.get("Successful", []):
+                answered.add(str(entry.get("Id", "")))
             for entry in response.get("Failed", []):
+                answered.add(str(entry.get("Id", "")))
                 message = by_id.get(entry.get("Id", ""))
                 if message is not None:
                     failed.append(
@@ -154,5 +163,12 @@ class Queue:
                             str(entry.get("Code", "")),
                             str(entry.get("Message", "")),
                         )
+                    )
+            # An entry in neither list (a cut-off answer botocore parsed as {}) did not succeed
+            # as far as we can know: report it failed so the caller retries or lets it go.
+            for entry_id, message in by_id.items():
+                if entry_id not in answered:
+                    failed.append(
+                        BatchFailure(message.message_id, "NoAnswer", "missing from the response")
                     )
         return BatchResult(succeeded=tuple(succeeded), failed=tuple(failed))

@@ -1,0 +1,1 @@
+"""The s3sqsd benchmark: ``python bench/run.py --help`` (see docs/performance.md)."""
