@@ -330,3 +330,15 @@ def test_expected_ignores_event_size_without_etag() -> None:
     """No ETag in the event: nothing proves it is the same object, so no size check."""
     obj = ObjectCreated("bkt", "k", "ObjectCreated:Put", size=1)
     assert Expected.from_response(ok_response(), obj).event_size is None
+
+
+def test_checksums_botocore_validates_are_not_computed_twice() -> None:
+    """With botocore's validating stream the checksum is left to botocore; MD5 and lengths
+    are still ours (botocore does not check those)."""
+    response = ok_response(ChecksumCRC32="AAAAAA==", ChecksumSHA256=SHA256)
+    ours = Expected.from_response(response, OBJ)
+    theirs = Expected.from_response(response, OBJ, botocore_validates=True)
+    assert {a for a, _ in ours.checksums} == {"CRC32", "SHA256"}
+    assert theirs.checksums == ()
+    assert theirs.md5_hex == MD5
+    assert theirs.content_length == len(DATA)
