@@ -5,6 +5,9 @@
 #   make lint          ruff (lint + format check) and mypy --strict
 #   make deb           dist/s3sqsd_<version>_all.deb (build deps: sudo packaging/build-deps.sh)
 #   make system-test   root: builds the .deb, boots Debian with systemd, installs it with apt
+#   make bench         the benchmark against the original script and the boto3 limit (~20 min;
+#                      BENCH_ARGS=--quick for a 2-3 minute smoke run); docs/performance.md
+#   make chaos         the full chaos run by hand (docs/reliability.md)
 # Virtualenvs live in .venv (requirements/dev.txt) and .venv-bookworm (requirements/bookworm.txt).
 
 PYTHON ?= python3
@@ -12,7 +15,8 @@ VENV ?= .venv
 VENV_BOOKWORM ?= .venv-bookworm
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-bookworm lint deb system-test clean
+.PHONY: demo test test-bookworm lint deb system-test bench chaos clean
+BENCH_ARGS ?= --repeat a=3,b=2,c=2,d=1,e=1
 
 $(VENV)/.installed: requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +48,12 @@ deb:
 system-test: $(VENV)/.installed
 	packaging/build-deps.sh
 	$(VENV)/bin/python -m pytest -m system tests/system $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+chaos: $(VENV)/.installed
+	$(VENV)/bin/python bench/chaos.py --profile full
 
 clean:
 	rm -rf $(VENV) $(VENV_BOOKWORM) dist build demo-run .pytest_cache .mypy_cache .ruff_cache

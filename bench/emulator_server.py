@@ -1,0 +1,256 @@
+"""The benchmark's emulator: moto's server on 127.0.0.1 in its own process, made to cost what S3
+and SQS cost a client (work proportional to the request, not to the size of the queue or the
+object), so the benchmark measures the clients and not moto.
+
+Run by ``bench/run.py``; by hand: ``python bench/emulator_server.py``. It prints one JSON line
+``{"endpoint": "http://127.0.0.1:PORT", "pid": N}`` and then answers one JSON line per command
+line read on stdin:
+
+- ``stats``: SQS calls counted per queue name since the start (``receive``, ``receive_empty``,
+  ``received``, ``delete``) and HTTP requests per action (``AmazonSQS.ReceiveMessage``,
+  ``S3 GET``, ...), ``{"queues": {name: {...}}, "requests": {action: n}}``;
+- ``quit`` (or end of input): stop and exit.
+
+Fixes applied to moto 5.2.5, in this process only:
+
+1. ``Queue.delete_message`` and ``SQSBackend.receive_message`` under the queue's own lock: the
+   race fixes the test suite uses (``tests/support/emulator.py``), reused as they are.
+2. ``ReceiveMessage`` without a full attribute scan per message: for every message it hands out,
+   moto checks the retention period through ``get_queue_attributes``, which builds the whole
+   attribute dict (``ApproximateNumberOfMessages``, ``...NotVisible``, ``...Delayed``: three walks
+   of the message list) up to three times. With 2,000 queued messages that is ~0.1 ms per queued
+   message per receive. Here the retention period is read from the queue object directly. And
+   the clock behind every message's ``visible``/``delayed`` check (each receive still walks the
+   queue) is ``time.time()`` instead of moto's ``datetime.utcnow() - utcfromtimestamp(0)``, which
+   took 70 % of the emulator's time with 1,000 messages queued; same value, 10x cheaper.
+3. HTTP/1.1: moto's request handler is a subclass of werkzeug's, which therefore leaves it at
+   HTTP/1.0, so the server closes the connection after every response and every request of
+   every client pays a new TCP connection (``socket()``, ``getaddrinfo``, ``connect``, ``close``:
+   ~15 % of a client's samples). AWS keeps connections alive; so does this server, with
+   ``TCP_NODELAY`` set (werkzeug sends headers and body in two writes, which on a kept-alive
+   connection would otherwise wait 40 ms for the client's delayed ACK).
+4. ``GetObject`` served from the object's spooled file: moto reads the whole object into memory
+   for every GET, ranged ones included, and slices the range out afterwards. A 1 GiB object
+   fetched by s3transfer in 128 ranges of 8 MiB then costs 128 GiB of copying and up to 10 GiB of
+   memory at once. Here a ranged GET reads only its range (``os.pread``), and a plain GET of a
+   large object is streamed in 1 MiB pieces, as S3 streams it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+STREAM_THRESHOLD = 8 << 20  # plain GETs of larger objects are streamed
+STREAM_PIECE = 1 << 20
+
+_counts: dict[str, dict[str, int]] = defaultdict(
+    lambda: {"receive": 0, "receive_empty": 0, "received": 0, "delete": 0}
+)
+_requests: dict[str, int] = defaultdict(int)
+_counts_lock = threading.Lock()
+_local = threading.local()
+
+
+def _count(queue_name: str, field: str, amount: int = 1) -> None:
+    with _counts_lock:
+        _counts[queue_name][field] += amount
+
+
+def _apply_sqs_fixes() -> None:
+    from moto.sqs import models
+
+    from tests.support.emulator import _apply_moto_fixes
+
+    _apply_moto_fixes()  # fix 1: delete and receive under the queue's lock
+
+    def is_message_valid_based_on_retention_period(
+        self: Any, queue_name: str, message: Any
+    ) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention + message.sent_timestamp / 1000 > models.unix_time())
+
+    models.SQSBackend.is_message_valid_based_on_retention_period = (  # fix 2
+        is_message_valid_based_on_retention_period
+    )
+    slow_unix_time = models.unix_time
+
+    def unix_time(dt: Any = None) -> float:
+        return time.time() if dt is None else float(slow_unix_time(dt))
+
+    def unix_time_millis(dt: Any = None) -> float:
+        return unix_time(dt) * 1000.0
+
+    models.unix_time = unix_time  # fix 2: the same clock, without datetime arithmetic
+    models.unix_time_millis = unix_time_millis
+
+    locked_receive = models.SQSBackend.receive_message
+    locked_delete = models.SQSBackend.delete_message
+
+    @functools.wraps(locked_receive)
+    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        result = locked_receive(self, queue_name, *args, **kwargs)
+        _count(queue_name, "receive")
+        _count(queue_name, "received", len(result))
+        if not result:
+            _count(queue_name, "receive_empty")
+        return result
+
+    @functools.wraps(locked_delete)
+    def delete_message(self: Any, queue_name: str, receipt_handle: str) -> None:
+        locked_delete(self, queue_name, receipt_handle)
+        _count(queue_name, "delete")
+
+    models.SQSBackend.receive_message = receive_message
+    models.SQSBackend.delete_message = delete_message
+
+
+class _RangeReader:
+    """Stands in for an object's bytes in a ranged GET: ``len`` and slices, read on demand."""
+
+    def __init__(self, key: Any) -> None:
+        self._key = key
+
+    def __len__(self) -> int:
+        return int(self._key.size)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __getitem__(self, index: slice) -> bytes:
+        start, stop, _ = index.indices(len(self))
+        return _pread(self._key, start, max(0, stop - start))
+
+
+def _pread(key: Any, offset: int, length: int) -> bytes:
+    buffer = key._value_buffer
+    with key.lock:
+        if not getattr(buffer, "_rolled", True):  # still in memory: small object
+            data: bytes = buffer._file.getvalue()[offset : offset + length]
+            return data
+        fd = buffer.fileno()
+    chunks = []
+    while length > 0:
+        chunk = os.pread(fd, min(length, STREAM_PIECE * 8), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
+    return b"".join(chunks)
+
+
+def _stream(key: Any) -> Iterator[bytes]:
+    size = int(key.size)
+    offset = 0
+    while offset < size:
+        piece = _pread(key, offset, min(STREAM_PIECE, size - offset))
+        if not piece:
+            return
+        offset += len(piece)
+        yield piece
+
+
+def _count_requests() -> None:
+    from moto.core import utils
+
+    original_call = utils.convert_to_flask_response.__call__
+
+    def __call__(self: Any, args: Any = None, **kwargs: Any) -> Any:
+        from flask import request
+
+        action = request.headers.get("X-Amz-Target") or f"S3 {request.method}"
+        with _counts_lock:
+            _requests[action] += 1
+        return original_call(self, args, **kwargs)
+
+    utils.convert_to_flask_response.__call__ = __call__
+
+
+def _apply_s3_fix() -> None:
+    from moto.s3 import models, responses
+
+    original_value = models.FakeKey.value
+    original_key_response = responses.S3Response.key_response
+
+    def value(self: Any) -> Any:
+        mode = getattr(_local, "get_mode", None)
+        if mode == "range":
+            return _RangeReader(self)
+        if mode == "plain" and int(self.size) > STREAM_THRESHOLD:
+            return _stream(self)
+        return original_value.fget(self)
+
+    @functools.wraps(original_key_response)
+    def key_response(self: Any, request: Any, full_url: str, headers: dict[str, Any]) -> Any:
+        mode = None
+        if request.method == "GET":
+            mode = "range" if request.headers.get("range") else "plain"
+        _local.get_mode = mode
+        try:
+            return original_key_response(self, request, full_url, headers)
+        finally:
+            _local.get_mode = None
+
+    models.FakeKey.value = property(value, original_value.fset)  # fix 4
+    responses.S3Response.key_response = key_response
+
+
+def main() -> int:
+    from tests.support.emulator import TEST_ENV
+
+    for name, val in TEST_ENV.items():
+        os.environ.setdefault(name, val)
+    _apply_sqs_fixes()
+    _apply_s3_fix()
+    _count_requests()
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    MotoRequestHandler.protocol_version = "HTTP/1.1"  # fix 3: keep connections alive
+    original_setup = MotoRequestHandler.setup
+
+    def setup(self: Any) -> None:
+        original_setup(self)
+        # werkzeug writes the headers and the body in separate send()s: without TCP_NODELAY a
+        # kept-alive connection waits for the client's delayed ACK (40 ms) between the two.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    MotoRequestHandler.setup = setup
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    print(json.dumps({"endpoint": f"http://{host}:{port}", "pid": os.getpid()}), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "stats":
+            with _counts_lock:
+                snapshot = {name: dict(c) for name, c in _counts.items()}
+                requests = dict(_requests)
+            print(json.dumps({"queues": snapshot, "requests": requests}), flush=True)
+        elif command == "quit":
+            break
+        else:
+            print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

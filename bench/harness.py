@@ -1,0 +1,441 @@
+"""The benchmark's moving parts: the emulator and delay-proxy processes, the three contestants
+as processes, /proc sampling, and an inotify watcher that timestamps files as they appear.
+
+Everything here talks to 127.0.0.1 only. Every wait has a deadline; every process started here
+is stopped by whoever started it (``stop``/``cleanup`` in ``finally`` blocks in ``run.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.daemon import DaemonProcess, daemon_env  # noqa: E402
+from tests.support.emulator import REGION, TEST_ENV, Emulator  # noqa: E402
+from tests.support.notify import NotifySocket  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---- /proc ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    at: float  # time.monotonic()
+    cpu_seconds: float  # user + system, all threads
+    sys_seconds: float  # the system (kernel) part
+    rss_kib: int
+    hwm_kib: int  # peak resident set (VmHWM)
+
+
+def proc_sample(pid: int) -> ProcSample:
+    at = time.monotonic()
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15.
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    kernel = int(fields[12]) / CLOCK_TICKS
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return ProcSample(at=at, cpu_seconds=cpu, sys_seconds=kernel, rss_kib=rss, hwm_kib=hwm)
+
+
+def cpu_seconds_precise(pid: int) -> float:
+    """On-CPU time of every live thread of ``pid`` in ns resolution (``schedstat``): for idle
+    processes, where the 10 ms ticks of ``/proc/PID/stat`` are too coarse. Threads that exited
+    are not counted, so use it only where none do."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as handle:
+            total += int(handle.read().split()[0])
+    return total / 1e9
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg", encoding="ascii") as handle:
+        return " ".join(handle.read().split()[:3])
+
+
+# ---- helper processes -----------------------------------------------------------------------
+
+
+class _LineProcess:
+    """A child speaking one JSON line per request on stdin/stdout."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=dict(env) if env is not None else None,
+            cwd=REPO_ROOT,
+        )
+        self._lock = threading.Lock()
+        self.hello = self._read_line(timeout=60)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_line(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"{self.proc.args!r} said nothing within {timeout}s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.proc.args!r} exited (status {self.proc.poll()})")
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    def request(self, command: str, timeout: float = 30) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        with self._lock:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+            return self._read_line(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class EmulatorProcess(_LineProcess):
+    """``bench/emulator_server.py``: moto's server with the benchmark's fixes, own process."""
+
+    def __init__(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(TEST_ENV)
+        super().__init__([sys.executable, str(BENCH_DIR / "emulator_server.py")], env)
+        self.endpoint: str = self.hello["endpoint"]
+
+    def requests(self) -> dict[str, int]:
+        """HTTP requests served so far, per action (all clients)."""
+        return {k: int(v) for k, v in self.request("stats")["requests"].items()}
+
+    def queue_stats(self, queue_url: str) -> dict[str, int]:
+        name = queue_url.rstrip("/").rsplit("/", 1)[1]
+        counts = self.request("stats")["queues"].get(name, {})
+        return {
+            "receive": 0,
+            "receive_empty": 0,
+            "received": 0,
+            "delete": 0,
+            **{k: int(v) for k, v in counts.items()},
+        }
+
+
+class DelayProxy(_LineProcess):
+    """``bench/delay_proxy.py``: adds ``delay_ms`` each way between clients and the emulator."""
+
+    def __init__(self, target_url: str, delay_ms: float) -> None:
+        target = target_url.split("//", 1)[1]
+        super().__init__(
+            [
+                sys.executable,
+                str(BENCH_DIR / "delay_proxy.py"),
+                "--target",
+                target,
+                "--delay-ms",
+                str(delay_ms),
+            ]
+        )
+        self.url: str = self.hello["url"]
+
+
+class RemoteEmulator(Emulator):
+    """tests.support.emulator's AWS-like setup helpers, against a server in another process."""
+
+    def __init__(self, endpoint: str) -> None:  # no server of our own
+        for name, value in TEST_ENV.items():
+            os.environ.setdefault(name, value)
+        self.endpoint = endpoint
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        pass
+
+
+# ---- inotify --------------------------------------------------------------------------------
+
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
+_EVENT = struct.Struct("iIII")
+
+
+class FileWatcher:
+    """Timestamps (time.monotonic) the first appearance of each expected name in ``folder``.
+
+    A file counts when it is closed after writing (``IN_CLOSE_WRITE``: written in place) or
+    renamed into the folder (``IN_MOVED_TO``: written elsewhere, then renamed), whichever comes
+    first; temp names are ignored because only ``expected`` names count. Not recursive: the
+    benchmark's keys have no ``/``.
+    """
+
+    def __init__(self, folder: Path, expected: Iterable[str]) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if libc.inotify_add_watch(self._fd, os.fsencode(folder), IN_CLOSE_WRITE | IN_MOVED_TO) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {folder}")
+        self.expected = set(expected)
+        self.seen: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="inotify", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(100):
+                continue
+            now = time.monotonic()
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            offset = 0
+            names = []
+            while offset < len(data):
+                _, _, _, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size
+                names.append(data[offset : offset + length].rstrip(b"\0").decode())
+                offset += length
+            with self._cond:
+                for name in names:
+                    if name in self.expected and name not in self.seen:
+                        self.seen[name] = now
+                self._cond.notify_all()
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self.seen)
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.seen) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.5))
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        os.close(self._fd)
+
+
+# ---- contestants ----------------------------------------------------------------------------
+
+
+class Contestant:
+    """One consumer process under test: started, watched until ready, sampled, stopped."""
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        endpoint: str,
+        queue_url: str,
+        bucket: str,
+        folder: Path,
+        workdir: Path,
+        workers: int,
+        extra_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.notify: NotifySocket | None = None
+        name = f"{kind}-{time.monotonic_ns()}"
+        if kind == "s3sqsd":
+            self.notify = NotifySocket()
+            config: dict[str, Any] = {
+                "sqs_queue_url": queue_url,
+                "download_folder": folder,
+                "aws_region": REGION,
+                "endpoint_url": endpoint,
+                "workers": workers,
+                **(extra_config or {}),
+            }
+            self.process = DaemonProcess(
+                config, workdir=workdir, notify_socket=self.notify.env_value, name=name
+            )
+        elif kind == "original":
+            config = {
+                "aws_region": REGION,
+                "sqs_queue_url": queue_url,
+                "download_folder": folder,
+                "s3_bucket_name": bucket,
+            }
+            self.process = DaemonProcess(
+                config,
+                workdir=workdir,
+                name=name,
+                command=[
+                    sys.executable,
+                    str(BENCH_DIR / "original.py"),
+                    "--config",
+                    str(workdir / f"{name}.yaml"),
+                ],
+                env={"AWS_ENDPOINT_URL": endpoint},
+            )
+        elif kind == "limit":
+            self.process = DaemonProcess(
+                {},
+                workdir=workdir,
+                name=name,
+                command=[
+                    sys.executable,
+                    str(BENCH_DIR / "limit.py"),
+                    "--queue-url",
+                    queue_url,
+                    "--folder",
+                    str(folder),
+                    "--endpoint",
+                    endpoint,
+                    "--workers",
+                    str(workers),
+                ],
+            )
+        else:
+            raise ValueError(f"unknown contestant {kind!r}")
+        self.ready_seconds: float | None = None
+        self.ready_at = 0.0
+        self.profile: Path | None = None
+        self._profiler: subprocess.Popen[bytes] | None = None
+        self.exit_seconds: float | None = None
+        self.exit_status: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def start(self, timeout: float = 60) -> ProcSample:
+        """Start and wait until ready; returns the /proc sample taken at that moment."""
+        self.process.start()
+        if self.notify is not None:
+            at = self._wait_notify("READY=1", timeout)
+        else:
+            record = self.process.wait_for_event("ready", timeout=timeout)
+            at = float(record["_t"])
+        self.ready_at = at
+        self.ready_seconds = at - self.process.started_at
+        sample = proc_sample(self.pid)
+        if self.profile is not None:
+            self._start_profiler(self.profile)
+        return sample
+
+    def _start_profiler(self, output: Path) -> None:
+        """py-spy, sampling without pausing the process, collapsed stacks to ``output``.
+
+        ``--gil``: only the thread holding the GIL is sampled, so the profile shows where the
+        Python-level CPU goes (C work that releases the GIL, hashing and syscalls, is not in it).
+        """
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self._profiler = subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--gil",
+                "--threads",
+                "--format",
+                "raw",
+                "--output",
+                str(output),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.2)  # let it attach (the figures of a profiled run are not for comparing)
+
+    def _wait_notify(self, field: str, timeout: float) -> float:
+        assert self.notify is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            times = self.notify.times(field)
+            if times:
+                return times[0]
+            if self.process.proc is not None and self.process.proc.poll() is not None:
+                raise RuntimeError(f"s3sqsd exited before {field}\n{self.process.describe()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {field} within {timeout}s\n{self.process.describe()}")
+            time.sleep(0.002)
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM and time the exit."""
+        proc = self.process.proc
+        if proc is None or proc.poll() is not None:
+            return
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            self.exit_status = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.exit_status = None
+        else:
+            self.exit_seconds = time.monotonic() - started
+
+    def cleanup(self) -> None:
+        self.process.cleanup()
+        if self._profiler is not None:
+            try:
+                self._profiler.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._profiler.terminate()
+                self._profiler.wait(timeout=10)
+        if self.notify is not None:
+            self.notify.close()
+
+    def problems(self) -> list[str]:
+        return self.process.problems() + [str(r.get("error")) for r in self.process.events("error")]
+
+
+def environment_for_tools() -> dict[str, str]:
+    """The environment the helper tools (transfer.py) run with: test credentials only."""
+    return daemon_env()

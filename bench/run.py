@@ -1,0 +1,878 @@
+"""Benchmark s3sqsd against the script it replaces and against the raw Python + boto3 floor.
+
+    python bench/run.py                      # everything (about 21 minutes on 2 cores)
+    python bench/run.py --quick              # a smoke run of every workload (2-3 minutes)
+    python bench/run.py --workloads a,d --networks loopback --repeat 3
+
+Side by side, in one run, on this machine: the emulator (moto's server with the fixes in
+``bench/emulator_server.py``) in its own process on 127.0.0.1, and the contestants as processes:
+
+- ``original``: ``bench/original.py``, the replaced script's algorithm;
+- ``limit``: ``bench/limit.py``, receive(10) / GET to a file / delete-batch at s3sqsd's
+  concurrency, nothing else;
+- ``s3sqsd``: ``python -m s3sqsd`` with its default config plus endpoint and ``--workers``;
+- ``download_file``: ``bench/transfer.py``, boto3's s3transfer (large-object workloads only).
+
+Workloads: (a) N small objects queued up front, (b) 8 objects of 256 MiB, (c) one 1 GiB object,
+(d) a steady trickle of PUTs (latency from PUT to file), (e) idle. Each on two networks:
+``loopback`` and ``rtt20`` (every request of the contestant through ``bench/delay_proxy.py``,
+10 ms each way). Prints a Markdown table and the targets of issue #5, and writes everything
+measured as JSON (``--json``). Nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import (
+    BENCH_DIR,
+    REPO_ROOT,
+    Contestant,
+    DelayProxy,
+    EmulatorProcess,
+    FileWatcher,
+    ProcSample,
+    RemoteEmulator,
+    cpu_seconds_precise,
+    environment_for_tools,
+    loadavg,
+    proc_sample,
+)
+from tests.support.daemon import receive_all
+
+MIB = 1 << 20
+CONTESTANTS = ("original", "limit", "s3sqsd")
+
+
+@dataclass(frozen=True)
+class Plan:
+    small_count: int = 2000
+    small_size: int = 4096
+    large_count: int = 8
+    large_size: int = 256 * MIB
+    huge_size: int = 1024 * MIB
+    trickle_rate: float = 20.0
+    trickle_seconds: float = 30.0
+    idle_seconds: float = 60.0
+    cap_seconds: float = 300.0  # no run of one contestant lasts longer
+    original_cap_seconds: float = 60.0  # the original on 2,000 files at 20 ms RTT: a sample
+    workers: int = 8
+    delay_ms: float = 10.0  # each way: ~20 ms round trip
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            small_count=200,
+            large_count=2,
+            large_size=16 * MIB,
+            huge_size=64 * MIB,
+            trickle_seconds=5.0,
+            idle_seconds=10.0,
+            cap_seconds=60.0,
+            original_cap_seconds=8.0,
+        )
+
+
+@dataclass
+class Context:
+    plan: Plan
+    emulator: EmulatorProcess
+    remote: RemoteEmulator
+    endpoints: dict[str, str]  # network name -> endpoint the contestants use
+    proxy: DelayProxy | None
+    workdir: Path
+    contestants: Sequence[str]
+    profile_dir: Path | None = None
+    s3sqsd_config: dict[str, Any] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def profile_path(self, contestant: Contestant, *parts: str) -> None:
+        """With ``--profile``: record s3sqsd and limit with py-spy into ``profile_dir``."""
+        if self.profile_dir is None or contestant.kind not in ("s3sqsd", "limit"):
+            return
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        name = "-".join([*parts, contestant.kind, str(len(self.results))])
+        contestant.profile = self.profile_dir / f"{name}.txt"
+
+    def log(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# ---- objects and queues ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectSet:
+    bucket: str
+    keys: tuple[str, ...]
+    size: int
+    bodies: tuple[str, ...]  # the notifications S3 sent for them
+    dlq_arn: str
+
+    @property
+    def total_bytes(self) -> int:
+        return self.size * len(self.keys)
+
+
+def make_objects(ctx: Context, prefix: str, count: int, size: int) -> ObjectSet:
+    """PUT ``count`` objects into a fresh bucket wired to a capture queue; keep the events."""
+    remote = ctx.remote
+    pipeline = remote.pipeline(redrive=True)
+    s3 = remote.client("s3")
+    keys = tuple(f"{prefix}-{i:05d}.bin" for i in range(count))
+    started = time.monotonic()
+    if size <= MIB:
+        body = os.urandom(size)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda k: s3.put_object(Bucket=pipeline.bucket, Key=k, Body=body), keys))
+    else:
+        for key in keys:
+            data = os.urandom(size)
+            s3.put_object(Bucket=pipeline.bucket, Key=key, Body=data)
+            del data
+    sqs = remote.client("sqs")
+    messages = receive_all(sqs, pipeline.queue_url, count=count, timeout=120)
+    sqs.delete_queue(QueueUrl=pipeline.queue_url)
+    ctx.log(f"{count} x {size} B objects in {pipeline.bucket} in {time.monotonic() - started:.1f}s")
+    assert pipeline.dlq_url is not None
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=pipeline.dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    return ObjectSet(
+        bucket=pipeline.bucket,
+        keys=keys,
+        size=size,
+        bodies=tuple(m["Body"] for m in messages),
+        dlq_arn=dlq_arn,
+    )
+
+
+def delete_bucket(ctx: Context, bucket: str) -> None:
+    s3 = ctx.remote.client("s3")
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    s3.delete_bucket(Bucket=bucket)
+
+
+def fill_queue(ctx: Context, objects: ObjectSet) -> str:
+    remote = ctx.remote
+    queue_url, _ = remote.create_queue(remote.unique("bench"), dlq_arn=objects.dlq_arn)
+    sqs = remote.client("sqs")
+    bodies = objects.bodies
+    for start in range(0, len(bodies), 10):
+        entries = [
+            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
+        ]
+        sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    return queue_url
+
+
+@contextlib.contextmanager
+def scratch_folder(ctx: Context, name: str) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=ctx.workdir))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- measuring one contestant ---------------------------------------------------------------
+
+
+def _cpu(a: ProcSample, b: ProcSample) -> float:
+    return b.cpu_seconds - a.cpu_seconds
+
+
+def run_queued(ctx: Context, kind: str, network: str, objects: ObjectSet, workload: str) -> None:
+    """Queue every event up front, start ``kind``, time it until every message is deleted."""
+    plan = ctx.plan
+    cap = plan.original_cap_seconds if kind == "original" and network != "loopback" else 0
+    cap = cap or plan.cap_seconds
+    queue_url = fill_queue(ctx, objects)
+    count = len(objects.keys)
+    load = loadavg()
+    with scratch_folder(ctx, f"{workload}-{kind}") as folder:
+        watcher = FileWatcher(folder, objects.keys)
+        contestant = Contestant(
+            kind,
+            endpoint=ctx.endpoints[network],
+            queue_url=queue_url,
+            bucket=objects.bucket,
+            folder=folder,
+            workdir=ctx.workdir,
+            workers=plan.workers,
+            extra_config=ctx.s3sqsd_config,
+        )
+        ctx.profile_path(contestant, workload, network)
+        try:
+            s0 = contestant.start()
+            e0 = proc_sample(ctx.emulator.pid)
+            r0 = ctx.emulator.requests()
+            p0 = proc_sample(ctx.proxy.pid) if ctx.proxy and network != "loopback" else None
+            peak = s0.hwm_kib
+            interval = 0.02 if objects.size <= MIB else 0.1
+            deleted = 0
+            while True:
+                deleted = ctx.emulator.queue_stats(queue_url)["delete"]
+                now = time.monotonic()
+                if deleted >= count or now - contestant.ready_at > cap:
+                    break
+                if contestant.process.proc and contestant.process.proc.poll() is not None:
+                    break
+                if objects.size > MIB:
+                    peak = max(peak, proc_sample(contestant.pid).hwm_kib)
+                time.sleep(interval)
+            s1 = proc_sample(contestant.pid)
+            e1 = proc_sample(ctx.emulator.pid)
+            p1 = proc_sample(ctx.proxy.pid) if p0 is not None and ctx.proxy else None
+            stats = ctx.emulator.queue_stats(queue_url)
+            r1 = ctx.emulator.requests()
+            contestant.stop()
+        finally:
+            contestant.cleanup()
+            watcher.close()
+        elapsed = s1.at - contestant.ready_at
+        complete = [
+            k
+            for k in objects.keys
+            if (folder / k).is_file() and (folder / k).stat().st_size == objects.size
+        ]
+        done = min(deleted, len(complete))
+        record: dict[str, Any] = {
+            "workload": workload,
+            "network": network,
+            "contestant": kind,
+            "load_average": load,
+            "files": count,
+            "files_done": done,
+            "files_on_disk": len(complete),
+            "capped": deleted < count,
+            "seconds": elapsed,
+            "files_per_s": done / elapsed if elapsed > 0 else None,
+            "mb_per_s": done * objects.size / MIB / elapsed if elapsed > 0 else None,
+            "cpu_ms_per_file": _cpu(s0, s1) * 1000 / done if done else None,
+            "cpu_sys_ms_per_file": (s1.sys_seconds - s0.sys_seconds) * 1000 / done
+            if done
+            else None,
+            "cpu_core_share": _cpu(s0, s1) / elapsed if elapsed > 0 else None,
+            "peak_rss_mib": max(peak, s1.hwm_kib) / 1024,
+            "emulator_cpu_ms_per_file": _cpu(e0, e1) * 1000 / done if done else None,
+            "proxy_cpu_ms_per_file": _cpu(p0, p1) * 1000 / done if p0 and p1 and done else None,
+            "receive_calls": stats["receive"],
+            "requests": {k: v - r0.get(k, 0) for k, v in r1.items() if v - r0.get(k, 0)},
+            "ready_s": contestant.ready_seconds,
+            "term_exit_s": contestant.exit_seconds,
+            "exit_status": contestant.exit_status,
+            "problems": contestant.problems()[:5],
+        }
+    ctx.remote.client("sqs").delete_queue(QueueUrl=queue_url)
+    ctx.results.append(record)
+    ctx.log(_summary(record))
+
+
+def run_transfer(ctx: Context, network: str, objects: ObjectSet, workload: str) -> None:
+    """boto3's download_file on the same objects, one after the other."""
+    load = loadavg()
+    with scratch_folder(ctx, f"{workload}-download_file") as folder:
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH_DIR / "transfer.py"),
+                "--endpoint",
+                ctx.endpoints[network],
+                "--bucket",
+                objects.bucket,
+                "--folder",
+                str(folder),
+                *objects.keys,
+            ],
+            env=environment_for_tools(),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=ctx.plan.cap_seconds + 120,
+            check=True,
+        )
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    count = len(objects.keys)
+    seconds = float(data["seconds"])
+    record = {
+        "workload": workload,
+        "network": network,
+        "contestant": "download_file",
+        "load_average": load,
+        "files": count,
+        "files_done": count,
+        "files_on_disk": count,
+        "capped": False,
+        "seconds": seconds,
+        "files_per_s": count / seconds,
+        "mb_per_s": data["bytes"] / MIB / seconds,
+        "cpu_ms_per_file": data["cpu_seconds"] * 1000 / count,
+        "cpu_core_share": data["cpu_seconds"] / seconds,
+        "peak_rss_mib": data["peak_rss_kib"] / 1024,
+    }
+    ctx.results.append(record)
+    ctx.log(_summary(record))
+
+
+def run_trickle(ctx: Context, kind: str, network: str) -> None:
+    """PUT objects at a steady rate; latency from each PUT's completion to its file."""
+    plan = ctx.plan
+    remote = ctx.remote
+    pipeline = remote.pipeline(redrive=True)
+    count = int(plan.trickle_rate * plan.trickle_seconds)
+    keys = [f"t-{i:05d}.bin" for i in range(count)]
+    body = os.urandom(4096)
+    s3 = remote.client("s3")
+    s3.put_object(Bucket=pipeline.bucket, Key="warm-up.bin", Body=body)  # warm the client
+    remote.drain(pipeline.queue_url)
+    put_done: dict[str, float] = {}
+    load = loadavg()
+    with scratch_folder(ctx, f"d-{kind}") as folder:
+        watcher = FileWatcher(folder, keys)
+        contestant = Contestant(
+            kind,
+            endpoint=ctx.endpoints[network],
+            queue_url=pipeline.queue_url,
+            bucket=pipeline.bucket,
+            folder=folder,
+            workdir=ctx.workdir,
+            workers=plan.workers,
+            extra_config=ctx.s3sqsd_config,
+        )
+        ctx.profile_path(contestant, "d", network)
+        try:
+            s0 = contestant.start()
+            time.sleep(1.0)  # let the first long poll start
+            s0 = proc_sample(contestant.pid)
+            started = time.monotonic()
+            for i, key in enumerate(keys):
+                delay = started + i / plan.trickle_rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                s3.put_object(Bucket=pipeline.bucket, Key=key, Body=body)
+                put_done[key] = time.monotonic()
+            watcher.wait_for(count, timeout=30)
+            s1 = proc_sample(contestant.pid)
+            contestant.stop()
+        finally:
+            contestant.cleanup()
+            watcher.close()
+        seen = dict(watcher.seen)
+    latencies = sorted((seen[k] - put_done[k]) * 1000 for k in keys if k in seen and k in put_done)
+    elapsed = s1.at - s0.at
+    record: dict[str, Any] = {
+        "workload": "d",
+        "network": network,
+        "contestant": kind,
+        "load_average": load,
+        "files": count,
+        "files_done": len(latencies),
+        "seconds": elapsed,
+        "files_per_s": len(latencies) / elapsed,
+        "cpu_ms_per_file": _cpu(s0, s1) * 1000 / len(latencies) if latencies else None,
+        "cpu_core_share": _cpu(s0, s1) / elapsed,
+        "peak_rss_mib": s1.hwm_kib / 1024,
+        "latency_p50_ms": _percentile(latencies, 50),
+        "latency_p99_ms": _percentile(latencies, 99),
+        "latency_max_ms": latencies[-1] if latencies else None,
+        "ready_s": contestant.ready_seconds,
+        "term_exit_s": contestant.exit_seconds,
+        "problems": contestant.problems()[:5],
+    }
+    delete_bucket(ctx, pipeline.bucket)
+    sqs = remote.client("sqs")
+    for url in (pipeline.queue_url, pipeline.dlq_url):
+        if url:
+            sqs.delete_queue(QueueUrl=url)
+    ctx.results.append(record)
+    ctx.log(_summary(record))
+
+
+def run_idle(ctx: Context, network: str) -> None:
+    """Every contestant at once on its own empty queue: CPU and ReceiveMessage calls, then stop."""
+    plan = ctx.plan
+    remote = ctx.remote
+    running: list[tuple[Contestant, str, Path]] = []
+    load = loadavg()
+    try:
+        for kind in ctx.contestants:
+            queue_url, _ = remote.create_queue(remote.unique("idle"))
+            folder = Path(tempfile.mkdtemp(prefix=f"e-{kind}-", dir=ctx.workdir))
+            contestant = Contestant(
+                kind,
+                endpoint=ctx.endpoints[network],
+                queue_url=queue_url,
+                bucket="none",
+                folder=folder,
+                workdir=ctx.workdir,
+                workers=plan.workers,
+                extra_config=ctx.s3sqsd_config,
+            )
+            running.append((contestant, queue_url, folder))
+            contestant.start()
+        time.sleep(2.0)  # start-up calls (GetQueueAttributes, first poll) are not idling
+        before = [
+            (time.monotonic(), cpu_seconds_precise(c.pid), ctx.emulator.queue_stats(q)["receive"])
+            for c, q, _ in running
+        ]
+        time.sleep(plan.idle_seconds)
+        after = [
+            (time.monotonic(), cpu_seconds_precise(c.pid), ctx.emulator.queue_stats(q)["receive"])
+            for c, q, _ in running
+        ]
+        peaks = [proc_sample(c.pid).hwm_kib for c, _, _ in running]
+        for contestant, _, _ in running:
+            contestant.stop()
+    finally:
+        for contestant, queue_url, folder in running:
+            contestant.cleanup()
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                remote.client("sqs").delete_queue(QueueUrl=queue_url)
+    for (contestant, _, _), (t0, c0, r0), (t1, c1, r1), peak in zip(
+        running, before, after, peaks, strict=True
+    ):
+        record = {
+            "workload": "e",
+            "network": network,
+            "contestant": contestant.kind,
+            "load_average": load,
+            "seconds": t1 - t0,
+            "idle_cpu_pct": (c1 - c0) / (t1 - t0) * 100,
+            "receives_per_min": (r1 - r0) / ((t1 - t0) / 60),
+            "receive_calls": r1 - r0,
+            "peak_rss_mib": peak / 1024,
+            "ready_s": contestant.ready_seconds,
+            "term_exit_s": contestant.exit_seconds,
+            "exit_status": contestant.exit_status,
+            "problems": contestant.problems()[:5],
+        }
+        ctx.results.append(record)
+        ctx.log(_summary(record))
+
+
+# ---- reporting ------------------------------------------------------------------------------
+
+
+def _percentile(values: Sequence[float], pct: float) -> float | None:
+    if not values:
+        return None
+    rank = max(0, min(len(values) - 1, round(pct / 100 * len(values) + 0.5) - 1))
+    return sorted(values)[rank]
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _summary(r: dict[str, Any]) -> str:
+    keys = (
+        "files_per_s",
+        "mb_per_s",
+        "cpu_ms_per_file",
+        "peak_rss_mib",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "idle_cpu_pct",
+        "receives_per_min",
+        "ready_s",
+        "term_exit_s",
+    )
+    shown = ", ".join(f"{k}={_fmt(r[k], 3)}" for k in keys if r.get(k) is not None)
+    extra = " CAPPED" if r.get("capped") else ""
+    problems = f" PROBLEMS {r['problems']}" if r.get("problems") else ""
+    return f"{r['workload']}/{r['network']}/{r['contestant']}: {shown}{extra}{problems}"
+
+
+COLUMNS: list[tuple[str, str, int]] = [
+    ("files/s", "files_per_s", 1),
+    ("MB/s", "mb_per_s", 1),
+    ("CPU ms/file", "cpu_ms_per_file", 2),
+    ("peak RSS MiB", "peak_rss_mib", 1),
+    ("p50 ms", "latency_p50_ms", 0),
+    ("p99 ms", "latency_p99_ms", 0),
+    ("idle CPU %", "idle_cpu_pct", 3),
+    ("receives/min", "receives_per_min", 2),
+    ("READY s", "ready_s", 2),
+    ("TERM→exit s", "term_exit_s", 2),
+    ("emulator CPU ms/file", "emulator_cpu_ms_per_file", 2),
+]
+
+WORKLOAD_NAMES = {
+    "a": "a: small files queued",
+    "b": "b: 8 large objects",
+    "c": "c: one huge object",
+    "d": "d: trickle, latency",
+    "e": "e: idle",
+}
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (workload, network, contestant): the median of each figure over repeats."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["workload"], r["network"], r["contestant"]), []).append(r)
+    rows = []
+    for (workload, network, contestant), runs in groups.items():
+        row: dict[str, Any] = {
+            "workload": workload,
+            "network": network,
+            "contestant": contestant,
+            "runs": len(runs),
+            "capped": any(r.get("capped") for r in runs),
+        }
+        for _, key, _ in COLUMNS:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    header = ["workload", "network", "contestant", *[c[0] for c in COLUMNS]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        name = row["contestant"] + (" (capped)" if row.get("capped") else "")
+        if row["runs"] > 1:
+            name += f" x{row['runs']}"
+        cells = [WORKLOAD_NAMES.get(row["workload"], row["workload"]), row["network"], name]
+        cells += [_fmt(row.get(key), digits) for _, key, digits in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _get(rows: list[dict[str, Any]], workload: str, network: str, who: str, key: str) -> Any:
+    for row in rows:
+        if (row["workload"], row["network"], row["contestant"]) == (workload, network, who):
+            return row.get(key)
+    return None
+
+
+def targets(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue #5's targets, each with the figures it was judged on (None: not measured)."""
+    out: list[dict[str, Any]] = []
+
+    def ratio(name: str, value: Any, reference: Any, bound: float, at_least: bool) -> None:
+        if value is None or reference in (None, 0):
+            out.append({"target": name, "met": None, "detail": "not measured in this run"})
+            return
+        r = value / reference
+        met = r >= bound if at_least else r <= bound
+        out.append(
+            {
+                "target": name,
+                "met": met,
+                "detail": f"{value:,.2f} / {reference:,.2f} = {r:.2f} (bound {bound})",
+            }
+        )
+
+    def absolute(name: str, value: Any, bound: float) -> None:
+        if value is None:
+            out.append({"target": name, "met": None, "detail": "not measured in this run"})
+            return
+        out.append({"target": name, "met": value <= bound, "detail": f"{value:,.3f} ≤ {bound}"})
+
+    g = _get
+    ratio(
+        "a loopback: files/s ≥ 0.9 x limit",
+        g(rows, "a", "loopback", "s3sqsd", "files_per_s"),
+        g(rows, "a", "loopback", "limit", "files_per_s"),
+        0.9,
+        True,
+    )
+    ratio(
+        "a loopback: CPU per file ≤ 1.3 x limit",
+        g(rows, "a", "loopback", "s3sqsd", "cpu_ms_per_file"),
+        g(rows, "a", "loopback", "limit", "cpu_ms_per_file"),
+        1.3,
+        False,
+    )
+    ratio(
+        "a rtt20: files/s ≥ 25 x original",
+        g(rows, "a", "rtt20", "s3sqsd", "files_per_s"),
+        g(rows, "a", "rtt20", "original", "files_per_s"),
+        25,
+        True,
+    )
+    for workload in ("b", "c"):
+        for network in ("loopback", "rtt20"):
+            ratio(
+                f"{workload} {network}: MB/s ≥ 0.9 x download_file",
+                g(rows, workload, network, "s3sqsd", "mb_per_s"),
+                g(rows, workload, network, "download_file", "mb_per_s"),
+                0.9,
+                True,
+            )
+    absolute(
+        "c loopback: peak RSS ≤ 80 MiB (1 GiB object)",
+        g(rows, "c", "loopback", "s3sqsd", "peak_rss_mib"),
+        80,
+    )
+    absolute("d loopback: p50 ≤ 100 ms", g(rows, "d", "loopback", "s3sqsd", "latency_p50_ms"), 100)
+    absolute("d loopback: p99 ≤ 500 ms", g(rows, "d", "loopback", "s3sqsd", "latency_p99_ms"), 500)
+    absolute(
+        "e: idle CPU ≤ 0.2 % of a core", g(rows, "e", "loopback", "s3sqsd", "idle_cpu_pct"), 0.2
+    )
+    absolute(
+        "e: ≤ 3.5 ReceiveMessage calls/min per poller",
+        g(rows, "e", "loopback", "s3sqsd", "receives_per_min"),
+        3.5,
+    )
+    ready = [r["ready_s"] for r in results if r["contestant"] == "s3sqsd" and r.get("ready_s")]
+    absolute("start to READY ≤ 1 s (median of every s3sqsd start)", _median(ready), 1.0)
+    absolute("start to READY, slowest start", max(ready) if ready else None, 1.0)
+    idle_exit = [
+        r["term_exit_s"]
+        for r in results
+        if r["contestant"] == "s3sqsd" and r["workload"] == "e" and r.get("term_exit_s")
+    ]
+    absolute("SIGTERM to exit when idle ≤ 2 s", max(idle_exit) if idle_exit else None, 2.0)
+    return out
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def machine() -> dict[str, Any]:
+    mem_kib = 0
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    versions = {}
+    for module in ("boto3", "botocore", "s3transfer", "moto", "urllib3"):
+        with contextlib.suppress(Exception):
+            versions[module] = __import__(module).__version__
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "s3sqsd"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
+    return {
+        "s3sqsd_uncommitted": [line.strip() for line in dirty if line.strip()],
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kib / (1 << 20), 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git": rev,
+        "load_average_start": loadavg(),
+    }
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def run_workloads(
+    ctx: Context, workloads: Sequence[str], networks: Sequence[str], repeats: dict[str, int]
+) -> None:
+    plan = ctx.plan
+    kinds = list(ctx.contestants)
+
+    for workload in workloads:
+        repeat = repeats.get(workload, repeats.get("*", 1))
+
+        def rounds(body: Callable[[str, int], None], repeat: int = repeat) -> None:
+            for network in networks:
+                for i in range(repeat):
+                    body(network, i)
+
+        ctx.log(f"workload {workload} (load average {loadavg()})")
+        if workload == "a":
+            objects = make_objects(ctx, "a", plan.small_count, plan.small_size)
+            try:
+
+                def small(network: str, i: int, objects: ObjectSet = objects) -> None:
+                    order = kinds if i % 2 == 0 else kinds[::-1]
+                    for kind in order:
+                        run_queued(ctx, kind, network, objects, "a")
+
+                rounds(small)
+            finally:
+                delete_bucket(ctx, objects.bucket)
+        elif workload in ("b", "c"):
+            count, size = (
+                (plan.large_count, plan.large_size) if workload == "b" else (1, plan.huge_size)
+            )
+            objects = make_objects(ctx, workload, count, size)
+            try:
+
+                def large(
+                    network: str, i: int, objects: ObjectSet = objects, workload: str = workload
+                ) -> None:
+                    order = [*kinds, "download_file"]
+                    for kind in order if i % 2 == 0 else order[::-1]:
+                        if kind == "download_file":
+                            run_transfer(ctx, network, objects, workload)
+                        else:
+                            run_queued(ctx, kind, network, objects, workload)
+
+                rounds(large)
+            finally:
+                delete_bucket(ctx, objects.bucket)
+        elif workload == "d":
+            rounds(lambda network, i: [run_trickle(ctx, kind, network) for kind in kinds])
+        elif workload == "e":
+            rounds(lambda network, i: run_idle(ctx, network))
+        else:
+            raise SystemExit(f"unknown workload {workload!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Workloads: " + "; ".join(WORKLOAD_NAMES.values()),
+    )
+    parser.add_argument("--workloads", default="a,b,c,d,e", help="comma-separated: a,b,c,d,e")
+    parser.add_argument("--networks", default="loopback,rtt20", help="loopback,rtt20")
+    parser.add_argument("--contestants", default=",".join(CONTESTANTS))
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, 2-3 min")
+    parser.add_argument(
+        "--repeat",
+        default="1",
+        help="runs of each workload, the table shows medians: N for all, or a=3,b=1,*=1",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="download threads (8)")
+    parser.add_argument(
+        "--json", type=Path, default=BENCH_DIR / "results" / "latest.json", help="output file"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (a temp dir)")
+    parser.add_argument(
+        "--s3sqsd-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra s3sqsd config key (YAML value), e.g. log_level=warning; repeatable",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="record s3sqsd and limit with py-spy (collapsed stacks in DIR; summarise with "
+        "bench/profile_summary.py); the figures of such a run are perturbed",
+    )
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    if args.workers:
+        plan = Plan(**{**plan.__dict__, "workers": args.workers})
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+    contestants = [c.strip() for c in args.contestants.split(",") if c.strip()]
+    for name in networks:
+        if name not in ("loopback", "rtt20"):
+            parser.error(f"unknown network {name!r}")
+    for name in contestants:
+        if name not in CONTESTANTS:
+            parser.error(f"unknown contestant {name!r}")
+    extra_config: dict[str, Any] = {}
+    for item in args.s3sqsd_config:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--s3sqsd-config {item!r}: expected KEY=VALUE")
+        extra_config[key.strip()] = yaml.safe_load(value)
+    repeats: dict[str, int] = {}
+    for part in args.repeat.split(","):
+        name, _, value = part.rpartition("=")
+        repeats[name.strip() or "*"] = int(value)
+    info = machine()
+    info["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    workdir = Path(tempfile.mkdtemp(prefix="s3sqsd-bench-", dir=args.workdir))
+    emulator = EmulatorProcess()
+    proxy = None
+    started = time.monotonic()
+    try:
+        endpoints = {"loopback": emulator.endpoint}
+        if "rtt20" in networks:
+            proxy = DelayProxy(emulator.endpoint, plan.delay_ms)
+            endpoints["rtt20"] = proxy.url
+        ctx = Context(
+            plan=plan,
+            emulator=emulator,
+            remote=RemoteEmulator(emulator.endpoint),
+            endpoints=endpoints,
+            proxy=proxy,
+            workdir=workdir,
+            contestants=contestants,
+            profile_dir=args.profile,
+            s3sqsd_config=extra_config,
+        )
+        ctx.log(f"emulator {emulator.endpoint} (pid {emulator.pid}); workdir {workdir}")
+        try:
+            run_workloads(ctx, workloads, networks, repeats)
+        except KeyboardInterrupt:
+            ctx.log("interrupted: reporting what was measured")
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        emulator.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    info["load_average_end"] = loadavg()
+    info["duration_s"] = round(time.monotonic() - started, 1)
+    rows = summarise(ctx.results)
+    checks = targets(rows, ctx.results)
+    report = {
+        "machine": info,
+        "plan": plan.__dict__,
+        "s3sqsd_config": extra_config,
+        "rows": rows,
+        "targets": checks,
+        "runs": ctx.results,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    print(table(rows))
+    print()
+    for check in checks:
+        mark = {True: "met", False: "MISSED", None: "n/a"}[check["met"]]
+        print(f"- {mark}: {check['target']}: {check['detail']}")
+    print()
+    print(
+        f"nproc {info['nproc']}, {info['memory_gib']} GiB, load average "
+        f"{info['load_average_start']} -> {info['load_average_end']}, "
+        f"{info['duration_s']} s; JSON: {args.json}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
