@@ -552,7 +552,14 @@ class Worker:
     def _retry_local(self, now: float) -> None:
         """Try again the messages kept in hand after a local failure, once their delay is up."""
         for lease in list(self._leases.values()):
-            if lease.retry_at is not None and now >= lease.retry_at and not lease.lost:
+            if lease.retry_at is None:
+                continue
+            if lease.lost:
+                # SQS no longer knows this receipt (the message went back to the queue): let go
+                # of it, and of the capacity it held; the next delivery brings it back.
+                lease.retry_at = None
+                self._forget([lease])
+            elif now >= lease.retry_at:
                 lease.retry_at = None
                 self._submit(lease)
 
