@@ -494,10 +494,9 @@ class Worker:
                     continue
             self.metrics.inc("records_ignored")
             logger.info(
-                "%s for s3://%s/%s acknowledged; nothing to download, local files kept",
+                "%s for %s acknowledged; nothing to download, local files kept",
                 record.event_name,
-                record.bucket,
-                record.key,
+                object_url(record.bucket, record.key),
                 extra={
                     "event": "record.ignored",
                     "bucket": record.bucket,
@@ -512,8 +511,8 @@ class Worker:
                     self._fail(
                         lease,
                         BucketNotAllowedError(
-                            f"s3://{obj.bucket}/{obj.key}: bucket {obj.bucket!r} is not in "
-                            "s3_bucket_name"
+                            f"{object_url(obj.bucket, obj.key)}: bucket {obj.bucket!r} is not "
+                            "in s3_bucket_name"
                         ),
                     )
                     return
