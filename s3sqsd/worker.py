@@ -49,7 +49,8 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from s3sqsd.backoff import ReceiveBackoff, retry_delay, visibility_seconds
 from s3sqsd.config import CommandConfig, Config
@@ -197,6 +198,21 @@ class _Lease:
     retry_at: float | None = None  # a local failure: kept in hand, tried again at this time
 
 
+def _failure_state(exc: BaseException) -> str:
+    """What kind of receive failure this is, for logging once per change of state.
+
+    Every way of not reaching the endpoint is one state ("unreachable"): an outage starts with
+    the open long poll cut (ConnectionClosedError), then connections are refused
+    (EndpointConnectionError), then may time out; that is one thing to tell the operator, not
+    three. Errors the service answered with keep their AWS code (AccessDenied,
+    QueueDoesNotExist...), each a state of its own.
+    """
+    cause = exc.__cause__ or exc
+    if isinstance(cause, (HTTPClientError, BotoConnectionError)):
+        return "unreachable"
+    return error_code(cause)
+
+
 class Worker:
     """Runs the loop until ``stop`` is set and the drain is over."""
 
@@ -335,8 +351,9 @@ class Worker:
                 # traceback, and handled the same way so the daemon keeps receiving.
                 self._unreserve(wanted)
                 code = error_code(exc.__cause__ or exc)
-                if code != failing:
-                    failing, failing_since = code, self._clock()
+                state = _failure_state(exc)
+                if state != failing:
+                    failing, failing_since = state, self._clock()
                     logger.error(
                         "cannot receive from %s (%s); retrying with backoff, next message when "
                         "it recovers",

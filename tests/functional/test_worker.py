@@ -613,3 +613,21 @@ class TestOnDownload:
         queue.put(s3_body("a"))
         self.run_with(command, FetchOutcome.STALE, queue)
         assert marker.read_text() == "x\n"
+
+
+def test_every_way_of_not_reaching_the_endpoint_is_one_state() -> None:
+    """An outage cuts the open poll, then refuses connections: one state, logged once."""
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+
+    from s3sqsd.worker import _failure_state
+
+    def wrapped(cause: Exception) -> QueueError:
+        error = QueueError(f"ReceiveMessage failed: {cause}")
+        error.__cause__ = cause
+        return error
+
+    closed = wrapped(ConnectionClosedError(endpoint_url="http://127.0.0.1:1/"))
+    refused = wrapped(EndpointConnectionError(endpoint_url="http://127.0.0.1:1/"))
+    denied = wrapped(ClientError({"Error": {"Code": "AccessDenied"}}, "ReceiveMessage"))
+    assert _failure_state(closed) == _failure_state(refused) == "unreachable"
+    assert _failure_state(denied) == "AccessDenied"
