@@ -21,7 +21,7 @@ from s3sqsd.errors import FetchError, LocalError, QueueError, UnsafeKeyError
 from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.notify import Notifier
-from s3sqsd.worker import Placement, Worker, WorkerSettings
+from s3sqsd.worker import Place, Placement, Worker, WorkerSettings
 from tests.support.emulator import wait_until
 from tests.support.stub_queue import StubQueue
 
@@ -102,6 +102,7 @@ def running(
     *,
     settings: WorkerSettings = SETTINGS,
     dlq: StubQueue | None = None,
+    place: Place | None = None,
 ) -> Iterator[tuple[Worker, threading.Event]]:
     worker = Worker(
         receive_queue=queue,
@@ -110,6 +111,7 @@ def running(
         fetcher=fetcher,
         settings=settings,
         notifier=Notifier(enabled=False),
+        place=place,
     )
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
@@ -477,22 +479,8 @@ class TestRoutingAndRemoval:
             queue = StubQueue()
             dlq = StubQueue("stub://dlq")
             queue.put(s3_body("keep/a", "other/b"))
-            worker = Worker(
-                receive_queue=queue,
-                control_queue=queue,
-                dead_letter_queue=dlq,
-                fetcher=fetcher,
-                settings=settings,
-                notifier=Notifier(enabled=False),
-                place=place,
-            )
-            stop = threading.Event()
-            thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
-            thread.start()
-            wait_until(lambda q=queue: q.remaining() == [], what=f"settled ({unrouted})")
-            stop.set()
-            worker.wake()
-            thread.join(10)
+            with running(queue, fetcher, settings=settings, dlq=dlq, place=place):
+                wait_until(lambda q=queue: q.remaining() == [], what=f"settled ({unrouted})")
             if expect_dlq:
                 assert [a["s3sqsd.reason"] for _, a in dlq.sent] == ["unrouted"]
             else:
@@ -513,22 +501,13 @@ class TestRoutingAndRemoval:
         fetcher = Recording()
         queue = StubQueue()
         queue.put(s3_body("reports/2026/a.csv"))
-        worker = Worker(
-            receive_queue=queue,
-            control_queue=queue,
-            dead_letter_queue=None,
-            fetcher=fetcher,
+        with running(
+            queue,
+            fetcher,
             settings=WorkerSettings(workers=1, wait_time_seconds=1),
-            notifier=Notifier(enabled=False),
             place=lambda b, k: Placement(fetcher=fetcher, key_path=k.removeprefix("reports/")),
-        )
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
-        thread.start()
-        wait_until(lambda: queue.remaining() == [], what="deleted")
-        stop.set()
-        worker.wake()
-        thread.join(10)
+        ):
+            wait_until(lambda: queue.remaining() == [], what="deleted")
         assert seen == ["2026/a.csv"]
 
     def test_removals_reach_the_fetcher_only_with_on_remove_delete(self) -> None:
@@ -564,22 +543,13 @@ class TestOnDownload:
             )
 
         fetcher = ScriptedFetcher(result)
-        worker = Worker(
-            receive_queue=queue,
-            control_queue=queue,
-            dead_letter_queue=None,
-            fetcher=fetcher,
+        with running(
+            queue,
+            fetcher,
             settings=WorkerSettings(workers=1, wait_time_seconds=1, base_delay_seconds=30),
-            notifier=Notifier(enabled=False),
             place=lambda b, k: Placement(fetcher=fetcher, on_download=command),
-        )
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
-        thread.start()
-        wait_until(lambda: queue.deleted or queue.visibility_calls, timeout=15, what="settled")
-        stop.set()
-        worker.wake()
-        thread.join(10)
+        ):
+            wait_until(lambda: queue.deleted or queue.visibility_calls, timeout=15, what="settled")
         return fetcher
 
     def test_success_deletes_and_the_command_sees_the_facts(self, tmp_path: Path) -> None:
