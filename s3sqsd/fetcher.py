@@ -538,7 +538,7 @@ class Fetcher:
         ``strip_prefix`` passes the stripped key; "" is the route folder's own marker).
         """
         started = time.monotonic()
-        path = self._path_for(obj, key_path)
+        path = local_path(self._root, obj.key, bucket=obj.bucket, key_path=key_path)
         if path is None:
             return FetchResult(
                 FetchOutcome.FOLDER_MARKER, None, 0, obj.etag, obj.version_id, _ms(started)
@@ -750,18 +750,6 @@ class Fetcher:
 
     # -- removal (on_remove: delete) ----------------------------------------------------------
 
-    def _path_for(self, obj: ObjectCreated, key_path: str | None) -> Path | None:
-        if key_path is None or key_path == obj.key:
-            return local_path(self._root, obj.key, bucket=obj.bucket)
-        if key_path == "":
-            return None
-        try:
-            return local_path(self._root, key_path, bucket=obj.bucket)
-        except UnsafeKeyError as exc:
-            raise UnsafeKeyError(
-                f"{exc} (the key of {s3_url(obj)} with a prefix stripped)"
-            ) from None
-
     def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome:
         """Remove the local file of a removal event, only when it is provably that object's.
 
@@ -779,9 +767,7 @@ class Fetcher:
         if not is_removal(record.event_name):
             return RemoveOutcome.NOT_REMOVAL
         try:
-            path = local_path(
-                self._root, record.key if key_path is None else key_path, bucket=record.bucket
-            )
+            path = local_path(self._root, record.key, bucket=record.bucket, key_path=key_path)
         except UnsafeKeyError:
             return RemoveOutcome.UNSAFE_KEY
         if path is None:

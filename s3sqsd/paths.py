@@ -35,13 +35,34 @@ def _is_forbidden_char(char: str) -> bool:
     return code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF
 
 
-def local_path(root: Path, key: str, *, bucket: str) -> Path | None:
+def local_path(
+    root: Path,
+    key: str,
+    *,
+    bucket: str,
+    key_path: str | None = None,
+    stripped_by: str = "a route",
+) -> Path | None:
     """Map ``key`` to ``root/<key>``; None for a folder marker (a key ending in ``/``).
 
     ``root`` must be absolute and normalised (the caller guarantees it). Raise UnsafeKeyError,
     naming ``s3://bucket/key`` and the rule broken, for any key that is not a plain relative
     path of non-empty, non-dot components within the kernel's length limits.
+
+    ``key_path``: the part of the key that becomes the path, when a route strips a prefix
+    (``stripped_by`` names it in errors); "" is the route folder's own marker (None). The same
+    rules apply to it, and errors still name the full key.
     """
+    if key_path is not None and key_path != key:
+        if key_path == "":
+            return None
+        try:
+            return local_path(root, key_path, bucket=bucket)
+        except UnsafeKeyError as exc:
+            raise UnsafeKeyError(
+                f"{exc} (the key {object_url(bucket, key)} with the prefix of {stripped_by} "
+                "stripped)"
+            ) from None
     # A folder marker ("a/b/") stands for a directory, which needs no download; it is still
     # validated like any other key so that "../x/" is refused, not quietly skipped.
     folder_marker = key.endswith("/")

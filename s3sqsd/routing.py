@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s3sqsd.config import CommandConfig, Config, RouteConfig
-from s3sqsd.errors import UnsafeKeyError
-from s3sqsd.events import object_url
 from s3sqsd.paths import local_path
 
 
@@ -44,17 +42,13 @@ class Target:
         ``key`` is the object's full key, named in errors. Raise UnsafeKeyError, like
         ``paths.local_path``, for a key part that cannot be stored safely.
         """
-        if self.key_path == "":
-            return None
-        if self.key_path == key:
-            return local_path(self.root, key, bucket=bucket)
-        try:
-            return local_path(self.root, self.key_path, bucket=bucket)
-        except UnsafeKeyError as exc:
-            raise UnsafeKeyError(
-                f"{exc} (the key {object_url(bucket, key)} with the prefix of "
-                f"routes[{self.route_index}] stripped)"
-            ) from None
+        return local_path(
+            self.root,
+            key,
+            bucket=bucket,
+            key_path=self.key_path,
+            stripped_by=f"routes[{self.route_index}]",
+        )
 
 
 def route(obj_bucket: str, obj_key: str, *, config: Config) -> Target | None:
