@@ -200,6 +200,9 @@ def test_signal_while_idle_exits_within_two_seconds(
     assert ready is not None
     assert stopping is not None, notify_socket.messages()
     assert stopping > ready
+    # The drain asks systemd for the configured time (shutdown_timeout_seconds 10 + 15 s), so a
+    # drain longer than the unit's TimeoutStopSec is not cut short.
+    assert notify_socket.values("EXTEND_TIMEOUT_USEC") == ["25000000"]
     names = daemon.event_names()
     assert "daemon.stopping" in names
     assert "daemon.stopped" in names
