@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,6 +21,7 @@ from tests.support.daemon import (
     receive_all,
     s3_notification_body,
     temp_files,
+    via_port,
     visible_files,
     wait_queue_empty,
 )
@@ -243,11 +244,6 @@ def test_queue_without_redrive_policy_warns_at_start(
 # ---- the SQS endpoint is down -------------------------------------------------------------------
 
 
-def _with_port(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
-
-
 def test_unreachable_endpoint_stays_up_and_logs_once(
     emulator: Emulator,
     make_config: Callable[..., dict[str, Any]],
@@ -261,7 +257,7 @@ def test_unreachable_endpoint_stays_up_and_logs_once(
     config = make_config(
         pipeline,
         endpoint_url=f"http://127.0.0.1:{port}",
-        sqs_queue_url=_with_port(pipeline.queue_url, port),
+        sqs_queue_url=via_port(pipeline.queue_url, port),
     )
     daemon = spawn_daemon(config, notify=notify_socket)
     notify_socket.wait_for("READY=1", timeout=30)
@@ -293,7 +289,7 @@ def test_endpoint_that_comes_back_is_used_again(
         make_config(
             pipeline,
             endpoint_url=f"http://127.0.0.1:{port}",
-            sqs_queue_url=_with_port(pipeline.queue_url, port),
+            sqs_queue_url=via_port(pipeline.queue_url, port),
         )
     )
     daemon.wait_for_event("sqs.receive.failed", timeout=30)

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
 import botocore
 import pytest
@@ -33,6 +33,7 @@ from tests.support.daemon import (
     put_objects,
     receive_all,
     temp_files,
+    via_port,
     visible_files,
     wait_queue_empty,
 )
@@ -47,6 +48,7 @@ from tests.support.faultproxy import (
     SLOW_DOWN,
     TRUNCATE_BODY,
     FaultProxy,
+    proxy_for,
 )
 from tests.support.notify import NotifySocket
 
@@ -81,16 +83,9 @@ def objects_for(tag: str) -> dict[str, bytes]:
     }
 
 
-def _via(url: str, port: int) -> str:
-    return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{port}"))
-
-
 @pytest.fixture
 def proxy(emulator: Emulator) -> Iterator[FaultProxy]:
-    parts = urlsplit(emulator.endpoint)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    with FaultProxy((parts.hostname, parts.port), seed=4) as fault_proxy:
+    with proxy_for(emulator, seed=4) as fault_proxy:
         yield fault_proxy
 
 
@@ -105,8 +100,8 @@ def proxied_config(
     config = make_config(
         pipeline,
         endpoint_url=proxy.url,
-        sqs_queue_url=_via(pipeline.queue_url, proxy.port),
-        dead_letter_queue_url=_via(pipeline.dlq_url, proxy.port),
+        sqs_queue_url=via_port(pipeline.queue_url, proxy.port),
+        dead_letter_queue_url=via_port(pipeline.dlq_url, proxy.port),
         visibility_timeout_seconds=6,
         retry={"max_attempts": 10, "base_delay_seconds": 1, "max_delay_seconds": 2},
     )

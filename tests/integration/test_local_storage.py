@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -34,6 +34,7 @@ from tests.support.daemon import (
     put_objects,
     receive_all,
     temp_files,
+    via_port,
     visible_files,
     wait_queue_empty,
 )
@@ -164,10 +165,6 @@ class ReceiveCounter(TcpForwarder):
                 dst.shutdown(socket.SHUT_WR)
 
 
-def _with_port(url: str, port: int) -> str:
-    return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{port}"))
-
-
 def _used_bytes(path: Path) -> int:
     st = os.statvfs(path)
     return (st.f_blocks - st.f_bfree) * st.f_frsize
@@ -235,7 +232,7 @@ def test_disk_full_keeps_messages_pauses_receiving_and_resumes(
             download_folder=str(folder),
             dead_letter_queue_url=pipeline.dlq_url,
             sqs_endpoint_url=counter.url,
-            sqs_queue_url=_with_port(pipeline.queue_url, counter.port),
+            sqs_queue_url=via_port(pipeline.queue_url, counter.port),
             # One download at a time: exactly two big files fit, whatever the order.
             workers=1,
             log_level="debug",

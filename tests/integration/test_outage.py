@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -22,11 +21,12 @@ from tests.support.daemon import (
     DaemonProcess,
     put_objects,
     temp_files,
+    via_port,
     visible_files,
     wait_queue_empty,
 )
 from tests.support.emulator import Emulator
-from tests.support.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy, proxy_for
 from tests.support.notify import NotifySocket
 
 pytestmark = pytest.mark.integration
@@ -38,16 +38,9 @@ WATCHDOG_USEC = 10_000_000
 MAX_PING_GAP = WATCHDOG_USEC / 1e6 / 2 + 1.0
 
 
-def _via(url: str, port: int) -> str:
-    return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{port}"))
-
-
 @pytest.fixture
 def proxy(emulator: Emulator) -> Iterator[FaultProxy]:
-    parts = urlsplit(emulator.endpoint)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    with FaultProxy((parts.hostname, parts.port), seed=3) as fault_proxy:
+    with proxy_for(emulator, seed=3) as fault_proxy:
         yield fault_proxy
 
 
@@ -77,8 +70,8 @@ def test_thirty_second_outage_is_survived_without_a_restart(
     config = make_config(
         pipeline,
         endpoint_url=proxy.url,
-        sqs_queue_url=_via(pipeline.queue_url, proxy.port),
-        dead_letter_queue_url=_via(pipeline.dlq_url, proxy.port),
+        sqs_queue_url=via_port(pipeline.queue_url, proxy.port),
+        dead_letter_queue_url=via_port(pipeline.dlq_url, proxy.port),
     )
     s3 = emulator.client("s3")
     daemon = spawn_daemon(config, notify=notify_socket, watchdog_usec=WATCHDOG_USEC)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -33,6 +33,7 @@ from tests.support.daemon import (
     run_cli,
     s3_notification_body,
     temp_files,
+    via_port,
     wait_queue_empty,
     write_config,
 )
@@ -72,10 +73,6 @@ def daemon_output(daemon: DaemonProcess) -> list[str]:
 def assert_no_leak(daemon: DaemonProcess) -> None:
     found = leaks(daemon_output(daemon))
     assert found == [], found
-
-
-def _with_port(url: str, port: int) -> str:
-    return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{port}"))
 
 
 def _emulator_address(emulator: Emulator) -> tuple[str, int]:
@@ -266,7 +263,7 @@ def test_unreachable_endpoint(
     config = make_config(
         pipeline,
         endpoint_url=f"http://127.0.0.1:{port}",
-        sqs_queue_url=_with_port(pipeline.queue_url, port),
+        sqs_queue_url=via_port(pipeline.queue_url, port),
     )
     env: dict[str, str] = {}
     if via == "proxy-with-password":
@@ -295,7 +292,7 @@ def test_queue_refusing_the_signature(
     config = make_config(
         pipeline,
         endpoint_url=refusing_endpoint,
-        sqs_queue_url=_with_port(pipeline.queue_url, port),
+        sqs_queue_url=via_port(pipeline.queue_url, port),
     )
     daemon = _spawn(spawn_daemon, config)
     failed = daemon.wait_for_event("sqs.receive.failed", timeout=30)

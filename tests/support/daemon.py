@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -553,3 +554,9 @@ def wait_queue_empty(emulator: Any, queue_url: str, *, timeout: float = 20.0) ->
         timeout=timeout,
         what=f"queue {queue_url} to be empty (now {emulator.queue_counts(queue_url)})",
     )
+
+
+def via_port(url: str, port: int) -> str:
+    """``url`` pointed at 127.0.0.1:``port`` (a forwarder or proxy in front of the emulator)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))

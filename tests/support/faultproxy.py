@@ -45,7 +45,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -792,3 +792,13 @@ class FaultProxy:
             client.close()
             return False
         return keep_alive
+
+
+@contextlib.contextmanager
+def proxy_for(emulator: Any, *, seed: int) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of ``emulator``'s endpoint, stopped on exit."""
+    parts = urlsplit(emulator.endpoint)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"no host and port in {emulator.endpoint!r}")
+    with FaultProxy((parts.hostname, parts.port), seed=seed) as proxy:
+        yield proxy
