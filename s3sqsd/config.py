@@ -91,6 +91,24 @@ class MetricsConfig:
         return int(self.listen.rpartition(":")[2])
 
 
+MiB = 1 << 20
+S3_MAX_OBJECT_BYTES = 5 << 40  # 5 TiB
+
+
+@dataclass(frozen=True, slots=True)
+class LargeObjectsConfig:
+    """Objects of ``threshold_bytes`` or more are fetched as ranged GETs in parallel.
+
+    One GET stream is bound to one CPU core (read, checksum, write in one thread); ranges of
+    ``part_size_bytes`` on up to ``concurrency`` threads shared by every download are what
+    boto3's ``download_file`` does, here with the whole-object checks kept (see fetcher.py).
+    """
+
+    threshold_bytes: int = 64 * MiB
+    part_size_bytes: int = 8 * MiB
+    concurrency: int = 10  # s3transfer's max_concurrency
+
+
 UNROUTED_CHOICES = ("acknowledge", "dead_letter")
 ON_REMOVE_CHOICES = ("keep", "delete")
 
@@ -121,6 +139,7 @@ class Config:
     unrouted: str = "acknowledge"  # with routes, an object no route takes: UNROUTED_CHOICES
     on_remove: str = "keep"  # what an ObjectRemoved event does locally: ON_REMOVE_CHOICES
     metrics: MetricsConfig | None = None  # None: no metrics endpoint
+    large_objects: LargeObjectsConfig = field(default_factory=LargeObjectsConfig)
 
     @property
     def s3_endpoint(self) -> str | None:
@@ -163,6 +182,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "key_decoding": tuple(f.name for f in fields(KeyDecodingPolicy)),
     "on_download": tuple(f.name for f in fields(CommandConfig)),
     "metrics": tuple(f.name for f in fields(MetricsConfig)),
+    "large_objects": tuple(f.name for f in fields(LargeObjectsConfig)),
 }
 _ROUTE_KEYS = tuple(f.name for f in fields(RouteConfig))
 _MAX_COMMAND_TIMEOUT_SECONDS = 86400.0  # one day; the message's lease stops at 12 hours anyway
@@ -384,6 +404,7 @@ def _parse_config(data: object, *, source: str) -> Config:
         "unrouted": _choice(UNROUTED_CHOICES),
         "on_remove": _choice(ON_REMOVE_CHOICES),
         "metrics": _metrics,
+        "large_objects": _large_objects,
     }
     for key, check in checks.items():
         raw = data.get(key)
@@ -1017,6 +1038,32 @@ def _choice(choices: tuple[str, ...]) -> Callable[[_Problems, str, object], str 
         return None
 
     return check
+
+
+def _large_objects(problems: _Problems, path: str, value: object) -> LargeObjectsConfig | None:
+    section = _section(problems, path, value)
+    if section is None:
+        return None
+    checks = {
+        "threshold_bytes": _int_range(
+            MiB, S3_MAX_OBJECT_BYTES, note="5 TiB, the S3 maximum, fetches every object whole"
+        ),
+        "part_size_bytes": _int_range(
+            MiB, S3_MAX_OBJECT_BYTES, note="1 MiB to 5 TiB; S3 serves any range, 8 MiB is usual"
+        ),
+        "concurrency": _int_range(1, 256),
+    }
+    before = len(problems.lines)
+    values: dict[str, int] = {}
+    for key, check in checks.items():
+        raw = section.get(key)
+        checked = None if raw is None else check(problems, f"{path}.{key}", raw)
+        if checked is not None:
+            values[key] = checked
+    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS["large_objects"])
+    if len(problems.lines) != before:
+        return None
+    return LargeObjectsConfig(**values)
 
 
 def _metrics(problems: _Problems, path: str, value: object) -> MetricsConfig | None:

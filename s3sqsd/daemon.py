@@ -31,7 +31,7 @@ from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
 from s3sqsd.routing import download_folders, route
 from s3sqsd.sqs import Queue
-from s3sqsd.worker import Placement, Worker, WorkerSettings
+from s3sqsd.worker import Placement, Worker, WorkerSettings, parts_executor
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ RESTART_ONLY = frozenset(
         "directory_mode",
         "metrics",
         "routes",
+        "large_objects",
     }
 )
 
@@ -96,12 +97,18 @@ class Daemon:
         clients = make_clients(config)
         add_secrets(*clients.credential_values())
         fetchers: dict[Path, Fetcher] = {}
+        large = config.large_objects
+        parts = parts_executor(large.concurrency)
         for folder in download_folders(config):
             fetcher = Fetcher(
                 s3=clients.s3,
                 root=folder,
                 file_mode=config.file_mode,
                 directory_mode=config.directory_mode,
+                parts=parts,
+                ranged_threshold=large.threshold_bytes,
+                part_size=large.part_size_bytes,
+                parts_window=2 * large.concurrency,
             )
             try:
                 swept = fetcher.prepare()
@@ -144,6 +151,7 @@ class Daemon:
             reload=self._reload,
             metrics=metrics,
             queue_depth_every_seconds=QUEUE_DEPTH_EVERY_SECONDS if serving else None,
+            parts=parts,
         )
         self._worker = worker
         worker.run(stop=self._stop)

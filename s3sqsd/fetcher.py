@@ -27,66 +27,60 @@ is enough against keys but not against a local user racing symlinks into the fol
 temp folder is never re-created here (the folder may be an unmounted mount point): that is a
 LocalError until ``prepare`` runs again.
 
-Checksums verified here: MD5 (single-part, non-KMS/SSE-C ETag), SHA256, SHA1, CRC32. CRC32C
-and CRC64NVME need extra dependencies and are not checked here (botocore >= 1.36 validates
-them itself when ``awscrt`` is installed).
+What is verified, and why the MD5 only when no checksum is: verify.py. Objects of
+``ranged_threshold`` bytes or more are fetched as parallel ranged GETs when an executor is given
+(ranged.py), with the same checks.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import enum
 import errno
-import hashlib
-import http.client
 import json
 import os
-import re
 import secrets
 import shutil
 import stat
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import urllib3.exceptions
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import Any
 
 from s3sqsd.errors import (
     FetchError,
-    IntegrityError,
     LocalError,
     MessageError,
-    ObjectAccessError,
     PathConflictError,
     UnsafeKeyError,
 )
 from s3sqsd.events import ObjectCreated, OtherRecord, object_url, sequencer_newer
 from s3sqsd.paths import TEMP_DIR_NAME, local_path
+from s3sqsd.ranged import fetch_ranged
+from s3sqsd.verify import (
+    REMOTE_ERRORS,
+    Readable,
+    remote_error,
+    s3_url,
+    stream_and_verify,
+    strip_etag,
+)
 
 XATTR_NAME = "user.s3sqsd"
 WRITEBACK_BYTES = 8 << 20  # start writeback of a large download every 8 MiB
 TEMP_SUFFIX = ".part"
-
-# S3 error codes that no retry can fix for this object. Everything else (NoSuchKey right after
-# the notification, throttling, 5xx, expired credentials, unknown codes) is retried by the
-# worker and dead-lettered after retry.max_attempts.
-_PERMANENT_CODES = frozenset(
-    {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidObjectState"}
-)
-_PERMANENT_PREFIXES = ("KMS",)  # "KMS.DisabledException", "KMSAccessDenied", ...
-_TRANSIENT_WORDS = ("Throttl", "Internal", "Timeout", "Unavailable")  # KMS having a bad minute
+# Reads of a ranged GET: with ten ranges in flight, 1 MiB reads cost 14 MiB more peak RSS on a
+# 1 GiB object than 256 KiB ones (73.7 vs 59.3 MiB) for no speed (bench, workload c), and
+# smaller reads halve the CPU at 20 ms RTT (fewer partial reads per call); s3transfer reads
+# 256 KiB too.
+RANGE_CHUNK_BYTES = 256 << 10
 
 _NO_XATTR_ERRNOS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 _UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 _CONFLICT_ERRNOS = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR})
-_URL_QUERY = re.compile(r"\?[^\s\"'<>]*")
 
 
 class FetchOutcome(enum.Enum):
@@ -185,195 +179,6 @@ def read_provenance(path: Path) -> Provenance | None:
     return provenance
 
 
-def s3_url(obj: ObjectCreated) -> str:
-    """``s3://bucket/key`` as error texts show it (long keys cut, unprintables escaped)."""
-    return object_url(obj.bucket, obj.key)
-
-
-def _redact(text: str) -> str:
-    """Drop URL query strings (a presigned URL carries its signature there)."""
-    return _URL_QUERY.sub("?...", text)
-
-
-# ---- verification (pure: no file system, no network) ------------------------------------------
-
-
-class Readable(Protocol):
-    def read(self, amt: int, /) -> bytes: ...
-
-
-def _strip_etag(etag: str | None) -> str | None:
-    return None if etag is None else etag.strip().strip('"')
-
-
-@dataclass(frozen=True, slots=True)
-class Expected:
-    """What the bytes of one GET must match; built from the response and the event."""
-
-    url: str
-    content_length: int | None
-    event_size: int | None  # only when the response ETag is the event's (same object)
-    md5_hex: str | None  # the ETag, when it is a plain MD5
-    checksums: tuple[tuple[str, str], ...]  # (algorithm, base64 value) full-object checksums
-
-    @classmethod
-    def from_response(
-        cls, response: Mapping[str, Any], obj: ObjectCreated, *, botocore_validates: bool = False
-    ) -> Expected:
-        """``botocore_validates``: the body is botocore's own checksum-validating stream
-        (botocore >= 1.36 with ChecksumMode), which already checks the checksum S3 returned and
-        raises FlexibleChecksumError (mapped to IntegrityError) on a mismatch; computing it a
-        second time would cost a quarter of the CPU of a large download for nothing."""
-        etag = _strip_etag(response.get("ETag"))
-        length = response.get("ContentLength")
-        event_size = obj.size if etag is not None and etag == _strip_etag(obj.etag) else None
-        md5_hex = None
-        encrypted = str(response.get("ServerSideEncryption") or "").startswith("aws:kms") or (
-            response.get("SSECustomerAlgorithm") is not None
-        )
-        if etag is not None and re.fullmatch(r"[0-9a-fA-F]{32}", etag) and not encrypted:
-            md5_hex = etag.lower()
-        checksums: list[tuple[str, str]] = []
-        if not botocore_validates and response.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
-            for algorithm in ("SHA256", "SHA1", "CRC32"):
-                value = response.get(f"Checksum{algorithm}")
-                # "...-N" is a checksum of part checksums (multipart): not of the bytes.
-                if isinstance(value, str) and value and "-" not in value:
-                    checksums.append((algorithm, value))
-        return cls(
-            url=s3_url(obj),
-            content_length=length if isinstance(length, int) else None,
-            event_size=event_size,
-            md5_hex=md5_hex,
-            checksums=tuple(checksums),
-        )
-
-
-class Digests:
-    """Running digests of the bytes written, only those that ``Expected`` can check."""
-
-    def __init__(self, expected: Expected) -> None:
-        self._expected = expected
-        self.length = 0
-        self._md5 = hashlib.md5(usedforsecurity=False) if expected.md5_hex else None
-        self._hashes: dict[str, Any] = {}
-        self._crc32: int | None = None
-        for algorithm, _ in expected.checksums:
-            if algorithm == "SHA256":
-                self._hashes[algorithm] = hashlib.sha256()
-            elif algorithm == "SHA1":
-                self._hashes[algorithm] = hashlib.sha1(usedforsecurity=False)
-            elif algorithm == "CRC32":
-                self._crc32 = 0
-
-    def update(self, chunk: bytes) -> None:
-        self.length += len(chunk)
-        if self._md5 is not None:
-            self._md5.update(chunk)
-        for digest in self._hashes.values():
-            digest.update(chunk)
-        if self._crc32 is not None:
-            self._crc32 = zlib.crc32(chunk, self._crc32)
-
-    def _checksum(self, algorithm: str) -> bytes:
-        if algorithm == "CRC32":
-            return (self._crc32 or 0).to_bytes(4, "big")
-        return bytes(self._hashes[algorithm].digest())
-
-    def verify(self) -> None:
-        """Raise IntegrityError (expected vs got) on the first mismatch."""
-        exp = self._expected
-        got = self.length
-        if exp.content_length is not None and got != exp.content_length:
-            raise IntegrityError(
-                f"{exp.url}: length mismatch: expected {exp.content_length} bytes "
-                f"(Content-Length), got {got}"
-            )
-        if exp.event_size is not None and got != exp.event_size:
-            raise IntegrityError(
-                f"{exp.url}: size mismatch: expected {exp.event_size} bytes (event), got {got}"
-            )
-        if self._md5 is not None and self._md5.hexdigest() != exp.md5_hex:
-            raise IntegrityError(
-                f"{exp.url}: MD5 mismatch: expected {exp.md5_hex} (ETag), "
-                f"got {self._md5.hexdigest()}"
-            )
-        for algorithm, value in exp.checksums:
-            try:
-                wanted = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                continue  # not a checksum we can read: nothing to compare against
-            actual = self._checksum(algorithm)
-            if actual != wanted:
-                raise IntegrityError(
-                    f"{exp.url}: {algorithm} checksum mismatch: expected {value}, "
-                    f"got {base64.b64encode(actual).decode('ascii')}"
-                )
-
-
-def remote_error(exc: BaseException, obj: ObjectCreated) -> MessageError:
-    """Classify a failed GET (or body read) for ``obj``; the text never carries credentials."""
-    url = s3_url(obj)
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if "FlexibleChecksumError" in names:  # botocore's own checksum check (class absent in old)
-        return IntegrityError(f"{url}: checksum mismatch reported by botocore: {exc}")
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", "Unknown"))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        message = _redact(str(error.get("Message", "")))
-        detail = f"{code} (HTTP {status})" if status else code
-        text = f"GET {url} failed: {detail}" + (f": {message}" if message else "")
-        if code in _PERMANENT_CODES or (
-            code.startswith(_PERMANENT_PREFIXES)
-            and not any(word in code for word in _TRANSIENT_WORDS)
-        ):
-            return ObjectAccessError(text)
-        return FetchError(text)
-    return FetchError(f"GET {url} failed: {type(exc).__name__}: {_redact(str(exc))}")
-
-
-# What a body read can raise when the network fails (OSError: a reset socket).
-_REMOTE_ERRORS = (
-    BotoCoreError,
-    ClientError,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    OSError,
-)
-
-
-def stream_and_verify(
-    body: Readable,
-    write: Callable[[bytes], object],
-    *,
-    response: Mapping[str, Any],
-    obj: ObjectCreated,
-    chunk_size: int,
-    cancel: threading.Event,
-) -> int:
-    """Copy ``body`` to ``write`` in chunks of at most ``chunk_size``, then verify the bytes.
-
-    Errors raised by ``write`` (local I/O) propagate unchanged; read errors become FetchError,
-    mismatches IntegrityError, a set ``cancel`` FetchError. Returns the number of bytes.
-    """
-    botocore_validates = type(body).__name__ == "StreamingChecksumBody"
-    digests = Digests(Expected.from_response(response, obj, botocore_validates=botocore_validates))
-    while True:
-        if cancel.is_set():
-            raise FetchError(f"download of {s3_url(obj)} cancelled")
-        try:
-            chunk = body.read(chunk_size)
-        except _REMOTE_ERRORS as exc:
-            raise remote_error(exc, obj) from exc
-        if not chunk:
-            break
-        write(chunk)
-        digests.update(chunk)
-    digests.verify()
-    return digests.length
-
-
 # ---- local file system ---------------------------------------------------------------------
 
 
@@ -428,15 +233,27 @@ class Fetcher:
         file_mode: int = 0o640,
         directory_mode: int = 0o750,
         chunk_size: int = 1 << 20,
+        parts: Executor | None = None,
+        ranged_threshold: int = 64 << 20,
+        part_size: int = 8 << 20,
+        parts_window: int = 16,
     ) -> None:
-        if chunk_size <= 0:
-            raise ValueError("chunk_size must be positive")
+        """``parts``: the executor ranged GETs run on (worker.py owns its threads); without
+        one every object is one GET. Objects whose event size is ``ranged_threshold`` or more
+        are fetched as ranges of ``part_size``, at most ``parts_window`` of one object ahead of
+        the in-order verification."""
+        if chunk_size <= 0 or part_size <= 0 or parts_window <= 0:
+            raise ValueError("chunk_size, part_size and parts_window must be positive")
         self._s3 = s3
         self._root = Path(root)
         self._temp_dir = self._root / TEMP_DIR_NAME
         self._file_mode = file_mode
         self._directory_mode = directory_mode
         self._chunk_size = chunk_size
+        self._parts = parts
+        self._ranged_threshold = ranged_threshold
+        self._part_size = part_size
+        self._parts_window = parts_window
         self._xattrs: bool | None = None
         self._locks_guard = threading.Lock()
         self._locks: dict[Path, tuple[threading.Lock, int]] = {}
@@ -551,24 +368,17 @@ class Fetcher:
         if cancel.is_set():
             raise FetchError(f"download of {s3_url(obj)} cancelled")
 
-        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "ChecksumMode": "ENABLED"}
-        if obj.version_id:
-            params["VersionId"] = obj.version_id
-        try:
-            response = self._s3.get_object(**params)
-        except _REMOTE_ERRORS as exc:
-            raise remote_error(exc, obj) from exc
-        body = response["Body"]
         with contextlib.ExitStack() as cleanup:
-            cleanup.callback(_close_quietly, body)
             temp, fd = self._open_temp(obj)
             # Registered before the first write: every exit below removes the temp file, except
             # the rename, after which the name no longer exists.
             cleanup.callback(_unlink_quietly, temp)
             cleanup.callback(os.close, fd)
-            size = self._receive(body, fd, path, response, obj, cancel)
-            etag = _strip_etag(response.get("ETag"))
-            version_id = response.get("VersionId") or obj.version_id
+            parts = self._parts
+            if parts is not None and (obj.size or 0) >= self._ranged_threshold:
+                size, etag, version_id = self._fetch_ranged(obj, fd, path, cancel, parts)
+            else:
+                size, etag, version_id = self._fetch_whole(obj, fd, path, cancel)
             self._label(fd, temp, obj, etag=etag, version_id=version_id, size=size)
             try:
                 os.fsync(fd)
@@ -589,9 +399,55 @@ class Fetcher:
                     raise local_error(exc, path.parent, obj, "cannot sync directory") from exc
         return FetchResult(FetchOutcome.DOWNLOADED, path, size, etag, version_id, _ms(started))
 
+    def _fetch_whole(
+        self, obj: ObjectCreated, fd: int, path: Path, cancel: threading.Event
+    ) -> tuple[int, str | None, str | None]:
+        """One GET streamed into ``fd``; returns size, ETag and version id."""
+        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "ChecksumMode": "ENABLED"}
+        if obj.version_id:
+            params["VersionId"] = obj.version_id
+        try:
+            response = self._s3.get_object(**params)
+        except REMOTE_ERRORS as exc:
+            raise remote_error(exc, obj) from exc
+        body = response["Body"]
+        try:
+            size = self._receive(body, fd, path, response, obj, cancel)
+        finally:
+            _close_quietly(body)
+        return size, strip_etag(response.get("ETag")), response.get("VersionId") or obj.version_id
+
+    def _fetch_ranged(
+        self,
+        obj: ObjectCreated,
+        fd: int,
+        path: Path,
+        cancel: threading.Event,
+        parts: Executor,
+    ) -> tuple[int, str | None, str | None]:
+        """Ranged GETs on the parts executor (ranged.py); returns size, ETag and version id."""
+        result = fetch_ranged(
+            s3=self._s3,
+            obj=obj,
+            fd=fd,
+            executor=parts,
+            part_size=self._part_size,
+            chunk_size=min(self._chunk_size, RANGE_CHUNK_BYTES),
+            window=self._parts_window,
+            cancel=cancel,
+            write_error=lambda exc: self._write_failed(exc, obj, path),
+        )
+        return result.size, result.etag, result.version_id
+
+    def _write_failed(self, exc: OSError, obj: ObjectCreated, path: Path) -> LocalError:
+        return LocalError(
+            f"cannot write {s3_url(obj)} to {path} (temp folder {self._temp_dir}): "
+            f"{exc.strerror or exc}"
+        )
+
     def _open_temp(self, obj: ObjectCreated) -> tuple[Path, int]:
         temp = self._temp_dir / f"{secrets.token_hex(12)}{TEMP_SUFFIX}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             fd = os.open(temp, flags, self._file_mode)
         except OSError as exc:
@@ -644,10 +500,7 @@ class Fetcher:
         except MessageError:
             raise
         except OSError as exc:  # only writes get here: read errors are already classified
-            raise LocalError(
-                f"cannot write {s3_url(obj)} to {path} (temp folder {self._temp_dir}): "
-                f"{exc.strerror or exc}"
-            ) from exc
+            raise self._write_failed(exc, obj, path) from exc
 
     def _label(
         self,
@@ -743,7 +596,7 @@ class Fetcher:
             return FetchOutcome.DUPLICATE, have
         if obj.sequencer is None and obj.version_id is not None:
             same_version = have.version_id == obj.version_id
-            event_etag = _strip_etag(obj.etag)
+            event_etag = strip_etag(obj.etag)
             if same_version and event_etag is not None and have.etag == event_etag:
                 return FetchOutcome.DUPLICATE, have
         return None

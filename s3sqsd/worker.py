@@ -2,11 +2,14 @@
 
 Design (read this before changing anything here):
 
-- **Three kinds of thread.** One *receiver* thread does nothing but long-poll ReceiveMessage. N
+- **Four kinds of thread.** One *receiver* thread does nothing but long-poll ReceiveMessage. N
   *download* threads (a bounded pool) run the fetcher: S3 GETs and local disk work, never an SQS
-  call. The *loop* thread (the caller of ``Worker.run``, the process's main thread) owns every
-  other SQS call (delete, visibility, dead-letter send) and every decision. Threads talk only
-  through one inbox queue, so leases and counters have a single owner and need no locks.
+  call. *Part* threads (``parts_executor``, ``large_objects.concurrency`` of them, shared by
+  every download) run the ranged GETs of large objects for the download threads waiting on them;
+  they never wait on anything but S3, so a download thread waiting on them cannot deadlock.
+  The *loop* thread (the caller of ``Worker.run``, the process's main thread) owns every other
+  SQS call (delete, visibility, dead-letter send) and every decision. Threads talk only through
+  one inbox queue, so leases and counters have a single owner and need no locks.
 - **Why the long poll has its own thread.** A 20 s long poll cannot be interrupted. If the loop
   made it, a SIGTERM would wait up to 20 s and watchdog pings would stall. With the poll apart,
   the loop wakes at least once a second: an idle daemon stops within a second or two, and the
@@ -213,6 +216,15 @@ def _failure_state(exc: BaseException) -> str:
     return error_code(cause)
 
 
+def parts_executor(concurrency: int) -> ThreadPoolExecutor:
+    """The pool ranged GETs of large objects run on (handed to every Fetcher; see ranged.py).
+
+    Created with the fetchers, before the Worker, and passed to it as ``parts`` so that its
+    shutdown happens with the other pools.
+    """
+    return ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3sqsd-part")
+
+
 class Worker:
     """Runs the loop until ``stop`` is set and the drain is over."""
 
@@ -229,6 +241,7 @@ class Worker:
         place: Place | None = None,
         metrics: Metrics | None = None,
         queue_depth_every_seconds: float | None = None,
+        parts: ThreadPoolExecutor | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -249,6 +262,7 @@ class Worker:
             max_workers=settings.workers, thread_name_prefix="s3sqsd-download"
         )
         self._old_pools: list[ThreadPoolExecutor] = []
+        self._parts = parts
         self._cancel = threading.Event()
         self._stop_receiving = threading.Event()
         self._reload_requested = threading.Event()
@@ -1156,3 +1170,5 @@ class Worker:
         self._stop_receiving.set()
         for pool in [*self._old_pools, self._pool]:
             pool.shutdown(wait=False, cancel_futures=True)
+        if self._parts is not None:
+            self._parts.shutdown(wait=False, cancel_futures=True)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.daemon import DaemonProcess
 from tests.support.emulator import REGION, Emulator, Pipeline
+from tests.support.mounts import Mounts, mounted_under
 from tests.support.notify import NotifySocket
 
 
@@ -103,3 +104,11 @@ def spawn_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     for proc in started:
         proc.cleanup()
         print(proc.describe(last=200))
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    """tmpfs/bind mounts for one test (root only). Request it before ``spawn_daemon`` so the
+    daemons stop before the unmount."""
+    with mounted_under(tmp_path) as made:
+        yield made

@@ -24,9 +24,12 @@ from tests.support.daemon import (
     wait_queue_empty,
 )
 from tests.support.emulator import Emulator
+from tests.support.faultproxy import proxy_for
 from tests.support.notify import NotifySocket
 
 pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
 
 
 def test_direct_end_to_end(
@@ -200,5 +203,34 @@ def test_duplicate_delivery_gives_one_file(
     assert visible_files(download_folder) == {key: body}
     assert temp_files(download_folder) == []
     assert len(daemon.events("object.downloaded", key=key)) >= 1
+    assert daemon.stop() == 0
+    assert daemon.problems() == []
+
+
+def test_large_objects_arrive_through_ranged_gets(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+) -> None:
+    """With large_objects lowered to 1 MiB, a 3.5 MiB object is fetched as one HEAD and four
+    ranged GETs (counted by a proxy in front of S3), a 100 KiB one with a single GET; both land
+    byte for byte and the message is deleted."""
+    pipeline = emulator.pipeline()
+    objects = {"big.bin": os.urandom(3 * MiB + MiB // 2), "small.bin": os.urandom(100_000)}
+    with proxy_for(emulator, seed=11) as proxy:
+        config = make_config(
+            pipeline,
+            s3_endpoint_url=proxy.url,
+            large_objects={"threshold_bytes": MiB, "part_size_bytes": MiB, "concurrency": 3},
+        )
+        daemon = spawn_daemon(config)
+        put_objects(emulator.client("s3"), pipeline.bucket, objects)
+        daemon.wait_for_event("object.downloaded", count=2, timeout=40)
+        wait_queue_empty(emulator, pipeline.queue_url)
+        assert visible_files(download_folder) == objects
+        assert proxy.counts["HeadObject"] == 1
+        assert proxy.counts["GetObject"] == 4 + 1
+    assert temp_files(download_folder) == []
     assert daemon.stop() == 0
     assert daemon.problems() == []

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 import s3sqsd
-from s3sqsd.config import DEFAULT_CONFIG_PATH, DEFAULT_DOWNLOAD_FOLDER, Config, RetryConfig
+from s3sqsd.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_DOWNLOAD_FOLDER,
+    Config,
+    LargeObjectsConfig,
+    RetryConfig,
+)
 from s3sqsd.events import KeyDecodingPolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,6 +182,8 @@ def config_keys() -> list[str]:
             keys += [f"retry.{f.name}" for f in fields(RetryConfig)]
         elif item.name == "key_decoding":
             keys += [f"key_decoding.{f.name}" for f in fields(KeyDecodingPolicy)]
+        elif item.name == "large_objects":
+            keys += [f"large_objects.{f.name}" for f in fields(LargeObjectsConfig)]
         else:
             keys.append(item.name)
     return keys

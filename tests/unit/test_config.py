@@ -14,6 +14,7 @@ from s3sqsd.config import (
     DEFAULT_DOWNLOAD_FOLDER,
     CommandConfig,
     Config,
+    LargeObjectsConfig,
     MetricsConfig,
     RetryConfig,
     RouteConfig,
@@ -450,6 +451,30 @@ REFUSED = [
     (
         "shutdown_timeout_seconds: 30s",
         "shutdown_timeout_seconds: must be a number of seconds from 0 to 3600, got '30s'",
+    ),
+    # large_objects
+    (
+        "large_objects: 64",
+        "large_objects: must be a mapping with the keys threshold_bytes, part_size_bytes, "
+        "concurrency, got 64",
+    ),
+    (
+        "large_objects: {threshold_bytes: 1000}",
+        "large_objects.threshold_bytes: must be an integer from 1048576 to 5497558138880 "
+        "(5 TiB, the S3 maximum, fetches every object whole), got 1000",
+    ),
+    (
+        "large_objects: {part_size_bytes: 8MiB}",
+        "large_objects.part_size_bytes: must be an integer from 1048576 to 5497558138880 "
+        "(1 MiB to 5 TiB; S3 serves any range, 8 MiB is usual), got '8MiB'",
+    ),
+    (
+        "large_objects: {concurrency: 0}",
+        "large_objects.concurrency: must be an integer from 1 to 256, got 0",
+    ),
+    (
+        "large_objects: {parts: 4}",
+        "large_objects.parts: unknown key",
     ),
     # retry
     (
@@ -1032,7 +1057,11 @@ def test_shipped_config_uncommented_is_the_defaults_plus_examples(tmp_path: Path
     }
 
 
-SECTIONS = {"retry": RetryConfig, "key_decoding": KeyDecodingPolicy}
+SECTIONS = {
+    "retry": RetryConfig,
+    "key_decoding": KeyDecodingPolicy,
+    "large_objects": LargeObjectsConfig,
+}
 DOTTED_KEYS = [f.name for f in dataclasses.fields(Config)] + [
     f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
 ]

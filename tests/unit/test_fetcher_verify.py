@@ -30,7 +30,8 @@ from s3sqsd.errors import (
     UnsafeKeyError,
 )
 from s3sqsd.events import ObjectCreated
-from s3sqsd.fetcher import Expected, Provenance, local_error, remote_error, stream_and_verify
+from s3sqsd.fetcher import Provenance, local_error
+from s3sqsd.verify import Expected, remote_error, stream_and_verify
 
 DATA = b"The quick brown fox jumps over the lazy dog. " * 50
 MD5 = hashlib.md5(DATA, usedforsecurity=False).hexdigest()
@@ -333,12 +334,50 @@ def test_expected_ignores_event_size_without_etag() -> None:
 
 
 def test_checksums_botocore_validates_are_not_computed_twice() -> None:
-    """With botocore's validating stream the checksum is left to botocore; MD5 and lengths
-    are still ours (botocore does not check those)."""
-    response = ok_response(ChecksumCRC32="AAAAAA==", ChecksumSHA256=SHA256)
+    """With botocore's validating stream the checksum is left to botocore; the lengths are
+    still ours (botocore does not check those)."""
+    response = ok_response(ChecksumCRC32="AAAAAA==")
     ours = Expected.from_response(response, OBJ)
     theirs = Expected.from_response(response, OBJ, botocore_validates=True)
-    assert {a for a, _ in ours.checksums} == {"CRC32", "SHA256"}
+    assert ours.checksums == (("CRC32", "AAAAAA=="),)
     assert theirs.checksums == ()
-    assert theirs.md5_hex == MD5
     assert theirs.content_length == len(DATA)
+
+
+class TestMd5OnlyWithoutChecksum:
+    """The MD5 ETag is verified only when no full-object checksum is (verify.py says why)."""
+
+    def test_no_checksum_md5_checked(self) -> None:
+        assert Expected.from_response(ok_response(), OBJ).md5_hex == MD5
+
+    @pytest.mark.parametrize("field", ["ChecksumSHA256", "ChecksumSHA1", "ChecksumCRC32"])
+    def test_checksum_we_compute_replaces_md5(self, field: str) -> None:
+        value = {"ChecksumSHA256": SHA256, "ChecksumSHA1": SHA1, "ChecksumCRC32": CRC32}[field]
+        expected = Expected.from_response(ok_response(**{field: value}), OBJ)
+        assert expected.md5_hex is None
+        assert [a for a, _ in expected.checksums] == [field.removeprefix("Checksum")]
+
+    def test_botocore_validating_replaces_md5(self) -> None:
+        response = ok_response(ChecksumCRC32=CRC32)
+        assert Expected.from_response(response, OBJ, botocore_validates=True).md5_hex is None
+
+    @pytest.mark.parametrize("value", ["abc-3", "not base64!", ""])
+    def test_unusable_checksum_keeps_md5(self, value: str) -> None:
+        """A multipart "-N" checksum or garbage verifies nothing: the MD5 stays."""
+        expected = Expected.from_response(ok_response(ChecksumCRC32=value), OBJ)
+        assert expected.checksums == ()
+        assert expected.md5_hex == MD5
+
+    def test_unsupported_algorithm_keeps_md5(self) -> None:
+        """CRC32C without botocore validating it: nothing here computes it, so MD5."""
+        expected = Expected.from_response(ok_response(ChecksumCRC32C="AAAAAA=="), OBJ)
+        assert expected.md5_hex == MD5
+
+    def test_strongest_checksum_only(self) -> None:
+        response = ok_response(ChecksumCRC32=CRC32, ChecksumSHA256=SHA256)
+        assert Expected.from_response(response, OBJ).checksums == (("SHA256", SHA256),)
+
+    def test_corruption_caught_by_checksum_instead_of_md5(self) -> None:
+        corrupted = b"X" + DATA[1:]
+        with pytest.raises(IntegrityError, match="CRC32 checksum mismatch"):
+            run(FakeBody(corrupted), ok_response(ChecksumCRC32=CRC32))

@@ -1,0 +1,314 @@
+"""Ranged parallel downloads (ranged.py through Fetcher) against the emulator over real HTTP.
+
+Objects of a few MiB with 1 MiB ranges stand in for large ones: the code path is the same and
+the emulator reads a whole object for every ranged GET (see bench/emulator_server.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import pytest
+
+from s3sqsd.errors import FetchError, IntegrityError, LocalError
+from s3sqsd.events import ObjectCreated
+from s3sqsd.fetcher import Fetcher, FetchOutcome, read_provenance
+from s3sqsd.paths import TEMP_DIR_NAME
+from s3sqsd.ranged import plan_ranges
+from tests.support.emulator import REGION, TEST_ENV, Emulator
+from tests.support.faultproxy import FLIP_BYTE, RESET_MID_BODY, proxy_for
+from tests.support.mounts import Mounts
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+SIZE = 5 * MiB + 12345  # six ranges of 1 MiB, the last one short
+
+
+def content(size: int = SIZE, seed: int = 1) -> bytes:
+    block = hashlib.sha256(str(seed).encode()).digest() * (MiB // 32)
+    return (block * (size // len(block) + 1))[:size]
+
+
+def event(bucket: str, key: str, **fields: Any) -> ObjectCreated:
+    return ObjectCreated(bucket=bucket, key=key, event_name="ObjectCreated:Put", **fields)
+
+
+class Calls:
+    """The S3 operations a client made, with their parameters (botocore's own event hook)."""
+
+    def __init__(self, client: Any) -> None:
+        self.params: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        client.meta.events.register("provide-client-params.s3.*", self._record)
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        with self._lock:
+            self.params.append((model.name, dict(params)))
+
+    def of(self, operation: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [p for name, p in self.params if name == operation]
+
+
+@pytest.fixture
+def parts() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-part")
+    yield pool
+    pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def s3(emulator: Emulator) -> Any:
+    return emulator.client("s3")
+
+
+@pytest.fixture
+def bucket(emulator: Emulator, s3: Any) -> str:
+    name = emulator.unique("ranged")
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def make_fetcher(s3: Any, root: Path, parts: ThreadPoolExecutor | None, **kw: Any) -> Fetcher:
+    settings: dict[str, Any] = {
+        "ranged_threshold": 2 * MiB,
+        "part_size": MiB,
+        "parts_window": 3,
+        "chunk_size": 256 * 1024,
+    }
+    settings.update(kw)
+    fetcher = Fetcher(s3=s3, root=root, parts=parts, **settings)
+    fetcher.prepare()
+    return fetcher
+
+
+def put(s3: Any, bucket: str, key: str, data: bytes, **kw: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = s3.put_object(Bucket=bucket, Key=key, Body=data, **kw)
+    return answer
+
+
+def put_without_checksum(emulator: Emulator, bucket: str, key: str, data: bytes) -> None:
+    """As an older SDK uploads: no checksum stored, so only the MD5 ETag can be checked
+    (boto3 >= 1.36 adds a CRC32 to every PUT unless told "when_required")."""
+    try:
+        config = botocore.config.Config(request_checksum_calculation="when_required")
+    except TypeError:  # botocore < 1.36 knows no such option and adds no checksum anyway
+        config = botocore.config.Config()
+    client = boto3.client(
+        "s3",
+        region_name=REGION,
+        endpoint_url=emulator.endpoint,
+        aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        config=config,
+    )
+    client.put_object(Bucket=bucket, Key=key, Body=data)
+    assert "ChecksumCRC32" not in client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(os.listdir(root / TEMP_DIR_NAME))
+
+
+def test_plan_ranges_cover_every_byte_once() -> None:
+    assert [(r.start, r.end) for r in plan_ranges(10, 4)] == [(0, 3), (4, 7), (8, 9)]
+    assert [(r.start, r.end) for r in plan_ranges(8, 4)] == [(0, 3), (4, 7)]
+    assert plan_ranges(0, 4) == []
+
+
+def test_large_object_arrives_whole_through_ranges(
+    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+) -> None:
+    """Every range is asked for once, pinned to the HEAD's ETag; the file is the object."""
+    data = content()
+    etag = put(s3, bucket, "big/file.bin", data, ChecksumAlgorithm="CRC32")["ETag"].strip('"')
+    calls = Calls(s3)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    obj = event(bucket, "big/file.bin", size=SIZE, etag=etag, sequencer="0A")
+    result = fetcher.fetch(obj, cancel=threading.Event())
+    assert result.outcome is FetchOutcome.DOWNLOADED
+    assert result.size == SIZE
+    assert (tmp_path / "dl" / "big" / "file.bin").read_bytes() == data
+    heads = calls.of("HeadObject")
+    assert len(heads) == 1
+    assert heads[0]["ChecksumMode"] == "ENABLED"
+    gets = calls.of("GetObject")
+    assert sorted(g["Range"] for g in gets) == sorted(
+        f"bytes={r.start}-{r.end}" for r in plan_ranges(SIZE, MiB)
+    )
+    assert {g.get("IfMatch") for g in gets} == {f'"{etag}"'}
+    provenance = read_provenance(tmp_path / "dl" / "big" / "file.bin")
+    assert provenance is not None
+    assert (provenance.etag, provenance.size) == (etag, SIZE)
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_below_threshold_and_without_executor_one_get(
+    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+) -> None:
+    data = content(3 * MiB)
+    etag = put(s3, bucket, "k", data)["ETag"].strip('"')
+    calls = Calls(s3)
+    obj = event(bucket, "k", size=len(data), etag=etag)
+    make_fetcher(s3, tmp_path / "a", parts, ranged_threshold=4 * MiB).fetch(
+        obj, cancel=threading.Event()
+    )
+    make_fetcher(s3, tmp_path / "b", None).fetch(obj, cancel=threading.Event())
+    assert [("Range" in g) for g in calls.of("GetObject")] == [False, False]
+    assert calls.of("HeadObject") == []
+    assert (tmp_path / "a" / "k").read_bytes() == data == (tmp_path / "b" / "k").read_bytes()
+
+
+def test_announced_version_is_fetched_not_the_newest(
+    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old, new = content(seed=1), content(seed=2)
+    first = put(s3, bucket, "v.bin", old)
+    put(s3, bucket, "v.bin", new)
+    calls = Calls(s3)
+    obj = event(
+        bucket, "v.bin", size=SIZE, etag=first["ETag"].strip('"'), version_id=first["VersionId"]
+    )
+    result = make_fetcher(s3, tmp_path / "dl", parts).fetch(obj, cancel=threading.Event())
+    assert result.version_id == first["VersionId"]
+    assert (tmp_path / "dl" / "v.bin").read_bytes() == old
+    assert {g.get("VersionId") for g in calls.of("GetObject")} == {first["VersionId"]}
+    assert calls.of("HeadObject")[0]["VersionId"] == first["VersionId"]
+
+
+def test_overwrite_during_download_fails_instead_of_mixing(
+    emulator: Emulator, s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+) -> None:
+    """Unversioned: the object is replaced after the HEAD; the ranges' If-Match fails (412),
+    the download is a retryable FetchError, and nothing is left behind."""
+    put(s3, bucket, "o.bin", content(seed=1))
+    other = emulator.client("s3")
+    replaced = threading.Event()
+
+    def overwrite(**_: Any) -> None:
+        if not replaced.is_set():
+            replaced.set()
+            other.put_object(Bucket=bucket, Key="o.bin", Body=content(seed=3))
+
+    s3.meta.events.register("after-call.s3.HeadObject", overwrite)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    with pytest.raises(FetchError, match=r"PreconditionFailed.*412"):
+        fetcher.fetch(event(bucket, "o.bin", size=SIZE), cancel=threading.Event())
+    assert replaced.is_set()
+    assert not (tmp_path / "dl" / "o.bin").exists()
+    assert leftovers(tmp_path / "dl") == []
+
+
+@pytest.fixture
+def proxied_s3(emulator: Emulator) -> Iterator[tuple[Any, Any]]:
+    with proxy_for(emulator, seed=7) as proxy:
+        client = boto3.client(
+            "s3",
+            region_name=REGION,
+            endpoint_url=proxy.url,
+            aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+        yield client, proxy
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "MD5"])
+def test_flipped_byte_in_one_range_is_caught(
+    emulator: Emulator,
+    s3: Any,
+    bucket: str,
+    tmp_path: Path,
+    parts: ThreadPoolExecutor,
+    proxied_s3: tuple[Any, Any],
+    algorithm: str,
+) -> None:
+    """A byte changed on the wire in the third range: the whole-object check (the CRC32 S3
+    stored, or the MD5 ETag when it stored none) catches it; no file, no temp file."""
+    client, proxy = proxied_s3
+    if algorithm == "CRC32":
+        put(s3, bucket, "f.bin", content(), ChecksumAlgorithm="CRC32")
+    else:
+        put_without_checksum(emulator, bucket, "f.bin", content())
+    proxy.add_rule(operation="GetObject", fault=FLIP_BYTE, match="f.bin", count=1)
+    fetcher = make_fetcher(client, tmp_path / "dl", parts)
+    with pytest.raises(IntegrityError, match=f"{algorithm} (checksum )?mismatch"):
+        fetcher.fetch(event(bucket, "f.bin", size=SIZE), cancel=threading.Event())
+    assert proxy.faults == {("GetObject", FLIP_BYTE): 1}
+    assert not (tmp_path / "dl" / "f.bin").exists()
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_connection_reset_in_a_range_is_retryable_and_leaves_nothing(
+    s3: Any,
+    bucket: str,
+    tmp_path: Path,
+    parts: ThreadPoolExecutor,
+    proxied_s3: tuple[Any, Any],
+) -> None:
+    client, proxy = proxied_s3
+    put(s3, bucket, "r.bin", content())
+    proxy.add_rule(operation="GetObject", fault=RESET_MID_BODY, match="r.bin", count=1)
+    fetcher = make_fetcher(client, tmp_path / "dl", parts)
+    with pytest.raises(FetchError):
+        fetcher.fetch(event(bucket, "r.bin", size=SIZE), cancel=threading.Event())
+    assert proxy.faults == {("GetObject", RESET_MID_BODY): 1}
+    assert leftovers(tmp_path / "dl") == []
+    # The next attempt (a redelivery) succeeds.
+    fetcher.fetch(event(bucket, "r.bin", size=SIZE), cancel=threading.Event())
+    assert (tmp_path / "dl" / "r.bin").read_bytes() == content()
+
+
+def test_event_size_mismatch_with_same_etag(
+    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+) -> None:
+    etag = put(s3, bucket, "s.bin", content())["ETag"].strip('"')
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    with pytest.raises(IntegrityError, match="size mismatch"):
+        fetcher.fetch(event(bucket, "s.bin", size=SIZE + 1, etag=etag), cancel=threading.Event())
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_cancel_stops_every_range(
+    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+) -> None:
+    put(s3, bucket, "c.bin", content())
+    cancel = threading.Event()
+    s3.meta.events.register("after-call.s3.HeadObject", lambda **_: cancel.set())
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    with pytest.raises(FetchError, match="cancelled"):
+        fetcher.fetch(event(bucket, "c.bin", size=SIZE), cancel=cancel)
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_missing_object_is_a_fetch_error(
+    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+) -> None:
+    """The HEAD answers 404 (deleted since the event): retried like a GET's NoSuchKey."""
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    with pytest.raises(FetchError, match="404"):
+        fetcher.fetch(event(bucket, "gone.bin", size=SIZE), cancel=threading.Event())
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_full_disk_is_a_local_error_and_stops_every_range(
+    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor, mounts: Mounts
+) -> None:
+    """A 3 MiB tmpfs cannot take the 5 MiB object: a LocalError (the message stays in hand,
+    worker.py), the temp file is removed and the space comes back."""
+    folder = mounts.tmpfs("small", size="3m")
+    put(s3, bucket, "full.bin", content())
+    fetcher = make_fetcher(s3, folder, parts)
+    with pytest.raises(LocalError, match="No space left on device"):
+        fetcher.fetch(event(bucket, "full.bin", size=SIZE), cancel=threading.Event())
+    assert leftovers(folder) == []
+    assert os.statvfs(folder).f_bfree == os.statvfs(folder).f_blocks
