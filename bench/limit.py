@@ -4,7 +4,8 @@ One receiver thread long-polls ``ReceiveMessage`` (up to 10, as many as there is
 ``workers`` plus a prefetch of ``min(workers, 10)``, s3sqsd's capacity), ``workers`` threads GET
 each object straight into its final file (1 MiB reads, no temp file, no checks, no fsync, no
 provenance, no logging), and the main thread deletes finished messages with
-``DeleteMessageBatch``. No parsing beyond pulling bucket and key out of the body (the keys the
+``DeleteMessageBatch``. Room comes back when a download is done, not when its delete returns,
+as in s3sqsd. No parsing beyond pulling bucket and key out of the body (the keys the
 benchmark uses need no decoding); botocore's own response checksum validation is off
 (``response_checksum_validation="when_required"``; older botocore never validates).
 
@@ -76,6 +77,7 @@ def main() -> int:
                 while chunk := body.read(1 << 20):
                     handle.write(chunk)
             done.put(message["ReceiptHandle"])
+            room.release()  # as s3sqsd: capacity comes back when the work is done
 
     threading.Thread(target=receiver, daemon=True).start()
     for _ in range(workers):
@@ -96,8 +98,6 @@ def main() -> int:
             QueueUrl=args.queue_url,
             Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(batch)],
         )
-        for _ in batch:
-            room.release()
     return 0
 
 

@@ -16,11 +16,12 @@ Design (read this before changing anything here):
   watchdog ping proves the loop that settles messages is alive (it also checks that the receiver
   thread has made progress recently, so a hung receiver stops the pings too).
 - **Leases.** Every message in hand has a lease (receipt handle, receive time, visible-until).
-  The receiver reserves capacity before each poll, so the daemon never holds more messages than
-  ``workers`` plus a small prefetch (``workers`` more, at most 10): a message is never received
-  long before a thread can work on it. Every lease, started or still queued, is renewed
-  (ChangeMessageVisibility back to ``visibility_timeout_seconds``) once half of it has run out,
-  within SQS's 12 h cap counted from the receive.
+  The receiver reserves capacity before each poll, so the daemon never has more messages in work
+  or waiting for it than ``workers`` plus a small prefetch (``workers`` more, at most 10): a
+  message is never received long before a thread can work on it. A message whose work is over
+  gives its capacity back at once; only its (batched) delete is left. Every lease, started or
+  still queued, is renewed (ChangeMessageVisibility back to ``visibility_timeout_seconds``) once
+  half of it has run out, within SQS's 12 h cap counted from the receive.
 - **Settling.** Success: DeleteMessageBatch, partial failures checked and retried. A transient
   failure: the message is made visible again after a capped, jittered exponential delay (a
   visibility change, never a sleep), and its attempt number is SQS's ApproximateReceiveCount, so
@@ -199,6 +200,7 @@ class _Lease:
     lost: bool = False
     items: tuple[_FetchItem | _RemoveItem, ...] = ()
     retry_at: float | None = None  # a local failure: kept in hand, tried again at this time
+    holds_capacity: bool = True  # False once only its delete is left; ``Worker._give_back``
 
 
 def _failure_state(exc: BaseException) -> str:
@@ -514,7 +516,7 @@ class Worker:
                     "message_id": message.message_id,
                 },
             )
-            self._pending_deletes.append(lease)
+            self._done(lease)
             return
         items: list[_FetchItem | _RemoveItem] = []
         for record in parsed.other:
@@ -569,7 +571,7 @@ class Worker:
                     },
                 )
         if not items:
-            self._pending_deletes.append(lease)
+            self._done(lease)
             return
         lease.items = tuple(items)
         self._submit(lease)
@@ -593,8 +595,15 @@ class Worker:
                 lease.retry_at = None
                 self._submit(lease)
 
-    def _post_done(self, lease: _Lease, _future: Future[Outcome]) -> None:
-        """Runs in the download thread (or here, if already done): hand the lease back."""
+    def _post_done(self, lease: _Lease, future: Future[Outcome]) -> None:
+        """Runs in the download thread (or here, if already done): hand the lease back.
+
+        A success gives its capacity back here, before the loop thread (perhaps in the middle
+        of a delete call, a round trip) gets to it: the receiver may poll for the next message
+        at once. A failure keeps it until the loop decides (a local failure keeps the message).
+        """
+        if not future.cancelled() and future.exception() is None and future.result().error is None:
+            self._give_back(lease)
         self._inbox.put(("done", lease))
 
     # ---- downloading (download threads) ------------------------------------------------------
@@ -784,7 +793,7 @@ class Worker:
             outcome = Outcome(error=FetchError(f"download task failed: {exc!r}"))
         if outcome.error is None:
             self._local_failures = 0
-            self._pending_deletes.append(lease)
+            self._done(lease)
         else:
             self._fail(lease, outcome.error)
 
@@ -961,7 +970,7 @@ class Worker:
                 "receive_count": message.receive_count,
             },
         )
-        self._pending_deletes.append(lease)  # deleted in this same settle pass
+        self._done(lease)  # deleted in this same settle pass
 
     def _delete(self, leases: list[_Lease]) -> None:
         if not leases:
@@ -999,12 +1008,28 @@ class Worker:
             done.append(lease)
         self._forget(done)
 
+    def _done(self, lease: _Lease) -> None:
+        """The message's work is over (downloaded, acknowledged or dead-lettered): queue its
+        delete and give its capacity back now, not when the delete returns. Capacity bounds the
+        work in hand; a delete is one batched request, and at 20 ms of round trip waiting for it
+        kept a third of the slots idle. A delete that fails is retried without capacity."""
+        self._pending_deletes.append(lease)
+        self._give_back(lease)
+
+    def _give_back(self, lease: _Lease) -> None:
+        """Return the lease's capacity, once: the download thread (a success) and the loop
+        thread (done, forgotten) may both try, so the flag is tested and cleared under the
+        capacity lock."""
+        with self._capacity_lock:
+            if lease.holds_capacity:
+                lease.holds_capacity = False
+                self._reserved -= 1
+                self._capacity_lock.notify_all()
+
     def _forget(self, leases: Sequence[_Lease]) -> None:
-        count = 0
         for lease in leases:
             if self._leases.pop(lease.message.receipt_handle, None) is not None:
-                count += 1
-        self._unreserve(count)
+                self._give_back(lease)
 
     # ---- renewal and health (loop thread) ----------------------------------------------------
 

@@ -46,6 +46,7 @@ class StubQueue:
         self.redrive = redrive
         self.attributes_error: QueueError | None = None
         self.receive_counts: dict[str, int] = {}  # kept after a delete, for assertions
+        self.delete_delay = 0.0  # seconds each delete call takes (a round trip), lock not held
 
     # ---- test helpers ------------------------------------------------------------------------
 
@@ -106,6 +107,8 @@ class StubQueue:
             return out
 
     def delete(self, messages: Sequence[Message]) -> BatchResult:
+        if self.delete_delay:
+            time.sleep(self.delete_delay)
         return self._batch(messages, self._delete_one)
 
     def change_visibility(self, items: Sequence[tuple[Message, int]]) -> BatchResult:
