@@ -32,7 +32,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,17 +111,27 @@ def fetch_ranged(
     ranges = plan_ranges(size, part_size)
     pending: collections.deque[tuple[_Range, Future[None]]] = collections.deque()
     upcoming = iter(ranges)
+
+    def submit(part: _Range) -> None:
+        try:
+            pending.append((part, executor.submit(job.fetch, part)))
+        except RuntimeError as exc:  # the executor is shut down: the daemon is exiting
+            raise FetchError(f"download of {s3_url(obj)} cancelled (shutting down)") from exc
+
     try:
         for part in upcoming:
-            pending.append((part, executor.submit(job.fetch, part)))
+            submit(part)
             if len(pending) >= window:
                 break
         while pending:
             part, future = pending.popleft()
-            future.result()  # the range's own error, if it failed
+            try:
+                future.result()  # the range's own error, if it failed
+            except CancelledError as exc:  # shut down with cancel_futures (the daemon exits)
+                raise FetchError(f"download of {s3_url(obj)} cancelled (shutting down)") from exc
             nxt = next(upcoming, None)
             if nxt is not None:
-                pending.append((nxt, executor.submit(job.fetch, nxt)))
+                submit(nxt)
             job.read_back(part, digests)
     finally:
         job.stop.set()

@@ -312,3 +312,15 @@ def test_full_disk_is_a_local_error_and_stops_every_range(
         fetcher.fetch(event(bucket, "full.bin", size=SIZE), cancel=threading.Event())
     assert leftovers(folder) == []
     assert os.statvfs(folder).f_bfree == os.statvfs(folder).f_blocks
+
+
+def test_executor_shut_down_is_a_cancelled_download(s3: Any, bucket: str, tmp_path: Path) -> None:
+    """The daemon shuts the parts pool down when it exits: a download still starting then is
+    a FetchError (its message goes back), not an unexpected error with a traceback."""
+    put(s3, bucket, "late.bin", content())
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool.shutdown()
+    fetcher = make_fetcher(s3, tmp_path / "dl", pool)
+    with pytest.raises(FetchError, match=r"cancelled \(shutting down\)"):
+        fetcher.fetch(event(bucket, "late.bin", size=SIZE), cancel=threading.Event())
+    assert leftovers(tmp_path / "dl") == []
