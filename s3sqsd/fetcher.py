@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -44,6 +45,7 @@ import shutil
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -255,6 +257,7 @@ class Fetcher:
         self._part_size = part_size
         self._parts_window = parts_window
         self._xattrs: bool | None = None
+        self._lock_fd: int | None = None  # the folder lock (``_lock_folder``), kept open
         self._locks_guard = threading.Lock()
         self._locks: dict[Path, tuple[threading.Lock, int]] = {}
 
@@ -280,6 +283,7 @@ class Fetcher:
             self._make_dirs(self._temp_dir)
         except OSError as exc:
             raise _unwritable(self._root, exc) from exc
+        self._lock_folder()
         try:
             swept = self._sweep()
             root_dev = os.stat(self._root).st_dev
@@ -312,6 +316,32 @@ class Fetcher:
                 continue
             os.chmod(directory, self._directory_mode)
             _fsync_dir(directory.parent)
+
+    def _lock_folder(self) -> None:
+        """Take the folder for this process: ``flock`` on the temp folder ``root/.s3sqsd-tmp``
+        itself (no lock file to sweep or leave behind), held until the process exits; the
+        kernel drops it however the process ends, so it never goes stale. Two daemons on one
+        folder would sweep each other's temp files at start and race on every path; the second
+        is refused instead, with one sentence."""
+        if self._lock_fd is not None:
+            return  # prepare() again: the lock is still ours
+        path = self._temp_dir
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise _unwritable(self._root, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LocalError(
+                    f"download_folder {self._root} is in use by another s3sqsd process (it "
+                    f"holds a lock on {path}); each daemon needs a folder of its own"
+                ) from exc
+            raise _unwritable(self._root, exc) from exc
+        self._lock_fd = fd
+        weakref.finalize(self, os.close, fd)  # a Fetcher dropped (tests, tools) lets go of it
 
     def _sweep(self) -> int:
         count = 0

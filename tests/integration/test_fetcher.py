@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -533,6 +534,26 @@ class TestPrepare:
         assert temp_files(root) == []
         assert (root / "kept.txt").read_bytes() == b"a finished download"
         assert fetcher.xattrs_supported is True
+
+    def test_a_second_fetcher_on_the_same_folder_is_refused(self, s3: Any, tmp_path: Path) -> None:
+        """Two processes (here: two Fetchers, each its own open file) on one folder would sweep
+        each other's temp files: the second is refused until the first lets go."""
+        root = tmp_path / "downloads"
+        first = Fetcher(s3=s3, root=root)
+        first.prepare()
+        (root / TEMP_DIR_NAME / "in-progress.part").write_bytes(b"the first one's download")
+        second = Fetcher(s3=s3, root=root)
+        with pytest.raises(LocalError) as caught:
+            second.prepare()
+        assert str(caught.value) == (
+            f"download_folder {root} is in use by another s3sqsd process (it holds a lock on "
+            f"{root / TEMP_DIR_NAME}); each daemon needs a folder of its own"
+        )
+        assert temp_files(root) == [root / TEMP_DIR_NAME / "in-progress.part"]  # not swept
+        assert first.prepare() == 1  # the holder may prepare again (and sweep its own)
+        del first
+        gc.collect()
+        assert second.prepare() == 0
 
     def test_read_only_existing_folder(
         self, s3: Any, tmp_path: Path, mount_tmpfs: Callable[[Path, str], None]

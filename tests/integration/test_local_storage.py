@@ -518,3 +518,25 @@ def test_file_and_directory_sharing_a_name_is_a_path_conflict(
     assert errors == [dead]
     assert daemon.running()
     assert daemon.stop() == 0
+
+
+def test_second_daemon_on_the_same_folder_exits_78_and_the_first_keeps_working(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+) -> None:
+    """A second daemon pointed at a folder in use (a copied unit, a test run on a server) is
+    refused with one error line and exit 78; the first goes on downloading."""
+    pipeline = emulator.pipeline()
+    first = spawn_daemon(make_config(pipeline))
+    first.wait_for_event("daemon.ready", timeout=30)
+    second = spawn_daemon(make_config(emulator.pipeline()))
+    assert second.wait_exit(timeout=30) == EX_CONFIG
+    errors = [r for r in second.events() if r.get("level") in ("error", "critical")]
+    assert [e["event"] for e in errors] == ["daemon.folder_unusable"], second.describe()
+    assert f"download_folder {download_folder} is in use by another s3sqsd" in errors[0]["message"]
+    put_objects(emulator.client("s3"), pipeline.bucket, {"after.txt": b"still working"})
+    first.wait_for_event("object.downloaded", timeout=30)
+    assert visible_files(download_folder) == {"after.txt": b"still working"}
+    assert first.stop() == 0
