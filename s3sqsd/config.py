@@ -126,6 +126,7 @@ class Config:
     sqs_endpoint_url: str | None = None
     dead_letter_queue_url: str | None = None
     workers: int = 8
+    pollers: int = 1  # receiver threads long-polling at once
     wait_time_seconds: int = 20
     visibility_timeout_seconds: int = 120
     shutdown_timeout_seconds: float = 30.0
@@ -389,6 +390,7 @@ def _parse_config(data: object, *, source: str) -> Config:
         "sqs_endpoint_url": _endpoint_url,
         "dead_letter_queue_url": _queue_url,
         "workers": _int_range(1, 256),
+        "pollers": _int_range(1, 32),
         "wait_time_seconds": _int_range(
             1, _MAX_WAIT_TIME_SECONDS, note="the SQS long-poll maximum; short polling is refused"
         ),

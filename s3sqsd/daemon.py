@@ -60,6 +60,7 @@ RESTART_ONLY = frozenset(
         "metrics",
         "routes",
         "large_objects",
+        "pollers",
     }
 )
 
@@ -152,6 +153,7 @@ class Daemon:
             metrics=metrics,
             queue_depth_every_seconds=QUEUE_DEPTH_EVERY_SECONDS if serving else None,
             parts=parts,
+            pollers=config.pollers,
         )
         self._worker = worker
         worker.run(stop=self._stop)

@@ -2,7 +2,8 @@
 
 Design (read this before changing anything here):
 
-- **Four kinds of thread.** One *receiver* thread does nothing but long-poll ReceiveMessage. N
+- **Four kinds of thread.** *Receiver* threads (one per ``pollers``, 1 by default) do nothing
+  but long-poll ReceiveMessage; they share the capacity and one failure state. N
   *download* threads (a bounded pool) run the fetcher: S3 GETs and local disk work, never an SQS
   call. *Part* threads (``parts_executor``, ``large_objects.concurrency`` of them, shared by
   every download) run the ranged GETs of large objects for the download threads waiting on them;
@@ -227,6 +228,38 @@ def parts_executor(concurrency: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3sqsd-part")
 
 
+class _ReceiveState:
+    """Whether receiving fails, shared by the receiver threads: a change of state is logged
+    once however many pollers see it, and the recovery once, with the attempts of them all."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failing: str | None = None
+        self._since = 0.0
+        self._failures = 0
+
+    def failed(self, state: str) -> bool:
+        """Count a failed receive; True when ``state`` is new (log it)."""
+        with self._lock:
+            self._failures += 1
+            if state == self._failing:
+                return False
+            if self._failing is None:
+                self._since = self._clock()
+            self._failing = state
+            return True
+
+    def succeeded(self) -> tuple[int, float] | None:
+        """A receive worked; (failed attempts, seconds) when it ends an outage (log it)."""
+        with self._lock:
+            if self._failing is None:
+                return None
+            outage = (self._failures, self._clock() - self._since)
+            self._failing, self._failures = None, 0
+            return outage
+
+
 class Worker:
     """Runs the loop until ``stop`` is set and the drain is over."""
 
@@ -244,6 +277,7 @@ class Worker:
         metrics: Metrics | None = None,
         queue_depth_every_seconds: float | None = None,
         parts: ThreadPoolExecutor | None = None,
+        pollers: int = 1,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -272,10 +306,19 @@ class Worker:
         self._capacity_lock = threading.Condition()
         self._reserved = 0
         self._paused_until = 0.0
-        self._receiver_alive = clock()
-        self._receiver = threading.Thread(
-            target=self._receive_loop, name="s3sqsd-receiver", daemon=True
-        )
+        if pollers < 1:
+            raise ValueError("pollers must be at least 1")
+        self._receive_state = _ReceiveState(clock)
+        self._receiver_alive = [clock()] * pollers  # each receiver's last sign of progress
+        self._receivers = [
+            threading.Thread(
+                target=self._receive_loop,
+                args=(index,),
+                name="s3sqsd-receiver" if pollers == 1 else f"s3sqsd-receiver-{index}",
+                daemon=True,
+            )
+            for index in range(pollers)
+        ]
         self._pending_deletes: list[_Lease] = []
         self._pending_visibility: list[tuple[_Lease, int]] = []
         self._pending_dlq: list[tuple[_Lease, MessageError]] = []
@@ -301,7 +344,8 @@ class Worker:
 
     def run(self, *, stop: threading.Event) -> None:
         """Receive and work until ``stop`` is set; then drain and return."""
-        self._receiver.start()
+        for receiver in self._receivers:
+            receiver.start()
         self._notifier.ready(self._status_text())
         logger.info(
             "s3sqsd is running: queue %s, %d download threads",
@@ -339,13 +383,13 @@ class Worker:
 
     # ---- receiving (receiver thread) ---------------------------------------------------------
 
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, index: int) -> None:
+        """One poller. Several (``pollers``) share the capacity and one failure state, so an
+        outage is logged once, not once per poller; the first one checks the redrive policy."""
         backoff = ReceiveBackoff(rng=random.Random())  # noqa: S311 - jitter
-        failing: str | None = None
-        failing_since = 0.0
-        redrive_checked = False
+        redrive_checked = index != 0
         while not self._stop_receiving.is_set():
-            self._receiver_alive = self._clock()
+            self._receiver_alive[index] = self._clock()
             pause = self._paused_until - self._clock()
             if pause > 0:
                 self._stop_receiving.wait(min(pause, 1.0))
@@ -367,9 +411,7 @@ class Worker:
                 # traceback, and handled the same way so the daemon keeps receiving.
                 self._unreserve(wanted)
                 code = error_code(exc.__cause__ or exc)
-                state = _failure_state(exc)
-                if state != failing:
-                    failing, failing_since = state, self._clock()
+                if self._receive_state.failed(_failure_state(exc)):
                     logger.error(
                         "cannot receive from %s (%s); retrying with backoff, next message when "
                         "it recovers",
@@ -381,19 +423,20 @@ class Worker:
                 self._inbox.put(("receive_error", str(exc)))
                 self._stop_receiving.wait(backoff.next_delay())
                 continue
-            self._receiver_alive = self._clock()
-            if failing is not None:
+            self._receiver_alive[index] = self._clock()
+            outage = self._receive_state.succeeded()
+            if outage is not None:
+                attempts, seconds = outage
                 logger.info(
                     "receiving from %s again after %d failed attempts",
                     self._receive_queue.url,
-                    backoff.failures,
+                    attempts,
                     extra={
                         "event": "sqs.receive.recovered",
-                        "attempts": backoff.failures,
-                        "duration_ms": int((self._clock() - failing_since) * 1000),
+                        "attempts": attempts,
+                        "duration_ms": int(seconds * 1000),
                     },
                 )
-                failing = None
             backoff.reset()
             self._unreserve(wanted - len(messages))
             if messages:
@@ -438,7 +481,8 @@ class Worker:
                 free = self._settings.capacity - self._reserved
                 if free <= 0:
                     return 0
-            wanted = min(10, free)
+            # Several pollers split the capacity, so each can have a poll open on an idle queue.
+            wanted = min(10, free, max(1, self._settings.capacity // len(self._receivers)))
             self._reserved += wanted
             return wanted
 
@@ -1113,11 +1157,13 @@ class Worker:
                 self.metrics.set("queue_messages", float(value), state=state)
 
     def _receiver_healthy(self, now: float) -> bool:
-        """The receiver thread made progress recently (a poll is at most wait + timeouts)."""
-        if not self._receiver.is_alive() and not self._stop_receiving.is_set():
+        """Every receiver thread made progress recently (a poll is at most wait + timeouts)."""
+        if self._stop_receiving.is_set():
+            return True
+        if not all(receiver.is_alive() for receiver in self._receivers):
             return False
         limit = self._settings.wait_time_seconds + 60.0
-        return self._stop_receiving.is_set() or now - self._receiver_alive < limit
+        return now - min(self._receiver_alive) < limit
 
     def _status_text(self) -> str:
         m = self.metrics

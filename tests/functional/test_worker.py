@@ -104,6 +104,7 @@ def running(
     settings: WorkerSettings = SETTINGS,
     dlq: StubQueue | None = None,
     place: Place | None = None,
+    pollers: int = 1,
 ) -> Iterator[tuple[Worker, threading.Event]]:
     worker = Worker(
         receive_queue=queue,
@@ -113,6 +114,7 @@ def running(
         settings=settings,
         notifier=Notifier(enabled=False),
         place=place,
+        pollers=pollers,
     )
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
@@ -170,8 +172,10 @@ class TestSuccess:
         assert queue.remaining() == [message_id]
         assert fetcher.fetched == ["a", "b"]
 
-    def test_in_hand_messages_are_bounded_by_workers_plus_prefetch(self) -> None:
-        """Never more messages received than can be worked on soon (2 workers -> 4 in hand)."""
+    @pytest.mark.parametrize("pollers", [1, 3])
+    def test_in_hand_messages_are_bounded_by_workers_plus_prefetch(self, pollers: int) -> None:
+        """Never more messages received than can be worked on soon (2 workers -> 4 in hand),
+        however many pollers share the capacity."""
         gate = threading.Event()
 
         def blocked(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
@@ -182,7 +186,7 @@ class TestSuccess:
         for i in range(30):
             queue.put(s3_body(f"k{i}"))
         fetcher = ScriptedFetcher(blocked)
-        with running(queue, fetcher):
+        with running(queue, fetcher, pollers=pollers):
             wait_until(lambda: fetcher.running == 2, what="two downloads")
             wait_until(lambda: queue.in_flight() == SETTINGS.capacity, what="prefetch")
             time.sleep(0.3)  # more receive polls would happen now, were there capacity
@@ -330,13 +334,15 @@ class TestFailures:
         with running(queue, ScriptedFetcher()):
             wait_until(lambda: queue.deleted == [message_id], what="delete after a retry")
 
+    @pytest.mark.parametrize("pollers", [1, 3])
     def test_receive_errors_log_once_per_state_and_recover(
-        self, caplog: pytest.LogCaptureFixture
+        self, caplog: pytest.LogCaptureFixture, pollers: int
     ) -> None:
+        """One failure line and one recovery line per outage, however many pollers see it."""
         caplog.set_level(logging.INFO, logger="s3sqsd")
         queue = StubQueue()
         queue.receive_error = QueueError("ReceiveMessage failed: endpoint down")
-        with running(queue, ScriptedFetcher()):
+        with running(queue, ScriptedFetcher(), pollers=pollers):
             wait_until(
                 lambda: any(
                     getattr(r, "event", "") == "sqs.receive.failed" for r in caplog.records
@@ -358,11 +364,37 @@ class TestFailures:
         assert recovered[0].attempts >= 2  # type: ignore[attr-defined]
 
 
+class TestPollers:
+    @pytest.mark.parametrize("pollers", [1, 3])
+    def test_pollers_long_poll_at_once(self, pollers: int) -> None:
+        """``pollers`` receive calls are open at the same time on an idle queue; never more."""
+        queue = StubQueue()
+        with running(queue, ScriptedFetcher(), pollers=pollers):
+            wait_until(lambda: queue.max_receiving == pollers, what=f"{pollers} open polls")
+            time.sleep(0.5)  # several poll rounds
+        assert queue.max_receiving == pollers
+
+    def test_worker_refuses_zero_pollers(self) -> None:
+        with pytest.raises(ValueError, match="pollers"):
+            Worker(
+                receive_queue=StubQueue(),
+                control_queue=StubQueue(),
+                dead_letter_queue=None,
+                fetcher=ScriptedFetcher(),
+                settings=SETTINGS,
+                notifier=Notifier(enabled=False),
+                pollers=0,
+            )
+
+
 class TestRedriveCheck:
-    def test_no_redrive_policy_is_warned_once(self, caplog: pytest.LogCaptureFixture) -> None:
+    @pytest.mark.parametrize("pollers", [1, 3])
+    def test_no_redrive_policy_is_warned_once(
+        self, caplog: pytest.LogCaptureFixture, pollers: int
+    ) -> None:
         queue = StubQueue(redrive=False)
         message_id = queue.put(s3_body("a"))
-        with running(queue, ScriptedFetcher()):
+        with running(queue, ScriptedFetcher(), pollers=pollers):
             wait_until(lambda: queue.deleted == [message_id], what="delete")
         events = [getattr(r, "event", "") for r in caplog.records]
         assert events.count("queue.no_redrive") == 1

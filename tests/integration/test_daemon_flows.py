@@ -8,6 +8,7 @@ body the emulator produced.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tests.support.daemon import (
     visible_files,
     wait_queue_empty,
 )
-from tests.support.emulator import Emulator
+from tests.support.emulator import Emulator, wait_until
 from tests.support.faultproxy import proxy_for
 from tests.support.notify import NotifySocket
 
@@ -233,4 +234,32 @@ def test_large_objects_arrive_through_ranged_gets(
         assert proxy.counts["GetObject"] == 4 + 1
     assert temp_files(download_folder) == []
     assert daemon.stop() == 0
+    assert daemon.problems() == []
+
+
+@pytest.mark.parametrize("pollers", [1, 3])
+def test_pollers_keep_that_many_long_polls_open(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+    pollers: int,
+) -> None:
+    """On an idle queue with 2 s long polls, ``pollers`` receivers make ``pollers`` times the
+    ReceiveMessage calls of one (counted by a proxy in front of SQS), and objects still land."""
+    pipeline = emulator.pipeline()
+    with proxy_for(emulator, seed=12) as proxy:
+        daemon = spawn_daemon(
+            make_config(pipeline, sqs_endpoint_url=proxy.url, wait_time_seconds=2, pollers=pollers)
+        )
+        daemon.wait_for_event("daemon.ready", timeout=30)
+        wait_until(lambda: proxy.counts["ReceiveMessage"] >= pollers, what="first polls")
+        start = proxy.counts["ReceiveMessage"]
+        time.sleep(5.0)  # two full rounds of 2 s polls, and a bit
+        polls = proxy.counts["ReceiveMessage"] - start
+        assert 2 * pollers <= polls <= 3 * pollers + 1, polls
+        put_objects(emulator.client("s3"), pipeline.bucket, {"p.txt": b"polled"})
+        daemon.wait_for_event("object.downloaded", timeout=30)
+        assert daemon.stop() == 0  # before the proxy goes: its end would cut the open polls
+    assert visible_files(download_folder) == {"p.txt": b"polled"}
     assert daemon.problems() == []

@@ -47,6 +47,8 @@ class StubQueue:
         self.attributes_error: QueueError | None = None
         self.receive_counts: dict[str, int] = {}  # kept after a delete, for assertions
         self.delete_delay = 0.0  # seconds each delete call takes (a round trip), lock not held
+        self.receiving = 0  # receive calls open right now
+        self.max_receiving = 0  # the most receive calls ever open at once
 
     # ---- test helpers ------------------------------------------------------------------------
 
@@ -76,6 +78,18 @@ class StubQueue:
         self, *, max_messages: int, wait_seconds: int, visibility_timeout: int
     ) -> list[Message]:
         assert 1 <= max_messages <= 10, max_messages
+        with self._lock:
+            self.receiving += 1
+            self.max_receiving = max(self.max_receiving, self.receiving)
+        try:
+            return self._receive(max_messages, wait_seconds, visibility_timeout)
+        finally:
+            with self._lock:
+                self.receiving -= 1
+
+    def _receive(
+        self, max_messages: int, wait_seconds: int, visibility_timeout: int
+    ) -> list[Message]:
         deadline = time.monotonic() + min(wait_seconds, 0.2)  # short polls keep tests quick
         with self._lock:
             while True:

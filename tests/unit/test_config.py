@@ -452,6 +452,8 @@ REFUSED = [
         "shutdown_timeout_seconds: 30s",
         "shutdown_timeout_seconds: must be a number of seconds from 0 to 3600, got '30s'",
     ),
+    ("pollers: 0", "pollers: must be an integer from 1 to 32, got 0"),
+    ("pollers: 33", "pollers: must be an integer from 1 to 32, got 33"),
     # large_objects
     (
         "large_objects: 64",
