@@ -432,7 +432,8 @@ def test_folder_unmounted_mid_run_writes_nothing_to_the_mount_point(
     """The download folder's file system goes away (a disk unmounted under the daemon): the
     bare mount point is left untouched (no directories, no files, no temp folder re-created
     there), the messages wait as local errors, and once the same file system is back they
-    complete on it."""
+    complete on it. The daemon holds the folder (its lock), so a plain umount is refused as
+    busy; a lazy one takes it away regardless, as a failing disk would."""
     disk = tmp_path / "disk"
     disk.mkdir()
     folder = mounts.bind(disk, "downloads")
@@ -449,7 +450,8 @@ def test_folder_unmounted_mid_run_writes_nothing_to_the_mount_point(
     put_objects(s3, pipeline.bucket, {"first.txt": b"on the disk"})
     daemon.wait_for_event("object.downloaded", key="first.txt", timeout=30)
 
-    mounts.unmount(folder)
+    assert mounts.busy(folder)
+    mounts.unmount(folder, lazy=True)
     assert list(folder.iterdir()) == []
     later = {"deep/er/second.txt": b"waits for the disk", "third.txt": b"so does this"}
     put_objects(s3, pipeline.bucket, later)

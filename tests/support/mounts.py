@@ -51,10 +51,20 @@ class Mounts:
             self.remount(path, "bind,ro")
         return path
 
-    def unmount(self, path: Path) -> None:
-        result = _run("umount", str(path))
+    def unmount(self, path: Path, *, lazy: bool = False) -> None:
+        """``lazy``: detach it even while a process holds it open (``umount -l``), as a failing
+        disk or a forced unmount takes a file system away under a running daemon."""
+        result = _run("umount", *(["-l"] if lazy else []), str(path))
         assert result.returncode == 0, f"umount {path}: {result.stderr}"
         self._mounted.remove(path)
+
+    def busy(self, path: Path) -> bool:
+        """Whether a plain ``umount`` is refused because the file system is in use."""
+        result = _run("umount", str(path))
+        if result.returncode == 0:
+            self._mounted.remove(path)
+            return False
+        return "busy" in result.stderr
 
     def remount(self, path: Path, options: str) -> None:
         result = _run("mount", "-o", f"remount,{options}", str(path))
