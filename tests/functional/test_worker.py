@@ -213,6 +213,26 @@ class TestSuccess:
         assert fetcher.max_running <= SETTINGS.workers
         assert sorted(queue.deleted) == sorted(f"m{i}" for i in range(1, 41))
 
+    def test_a_slow_delete_does_not_hold_up_the_next_download(self) -> None:
+        """The settler thread makes the deletes: a message received while a delete takes its
+        round trip (1 s here) is downloaded before that delete returns."""
+        fetched_at: dict[str, float] = {}
+
+        def record(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            fetched_at[obj.key] = time.monotonic()
+            return ok(obj)
+
+        queue = StubQueue()
+        queue.delete_delay = 1.0
+        first = queue.put(s3_body("a"))
+        with running(queue, ScriptedFetcher(record)):
+            wait_until(lambda: "a" in fetched_at, what="first download")
+            time.sleep(0.3)  # its delete is under way now
+            second = queue.put(s3_body("b"))
+            wait_until(lambda: sorted(queue.deleted) == sorted([first, second]), timeout=10)
+        first_delete_done = next(at for at, ids in queue.deletes_done if first in ids)
+        assert fetched_at["b"] < first_delete_done
+
     def test_test_event_and_removals_are_acknowledged_without_a_fetch(self) -> None:
         queue = StubQueue()
         queue.put(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "b"}))

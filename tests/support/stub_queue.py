@@ -47,6 +47,7 @@ class StubQueue:
         self.attributes_error: QueueError | None = None
         self.receive_counts: dict[str, int] = {}  # kept after a delete, for assertions
         self.delete_delay = 0.0  # seconds each delete call takes (a round trip), lock not held
+        self.deletes_done: list[tuple[float, tuple[str, ...]]] = []  # (monotonic, ids) per call
         self.receiving = 0  # receive calls open right now
         self.max_receiving = 0  # the most receive calls ever open at once
 
@@ -123,7 +124,10 @@ class StubQueue:
     def delete(self, messages: Sequence[Message]) -> BatchResult:
         if self.delete_delay:
             time.sleep(self.delete_delay)
-        return self._batch(messages, self._delete_one)
+        result = self._batch(messages, self._delete_one)
+        with self._lock:
+            self.deletes_done.append((time.monotonic(), tuple(m.message_id for m in messages)))
+        return result
 
     def change_visibility(self, items: Sequence[tuple[Message, int]]) -> BatchResult:
         seconds = {m.message_id: s for m, s in items}
