@@ -31,7 +31,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +56,13 @@ class _Range:
     end: int  # inclusive, as HTTP writes it
 
 
-def plan_ranges(size: int, part_size: int) -> list[_Range]:
-    """The byte ranges covering ``size`` bytes, each ``part_size`` long but the last (pure)."""
-    return [_Range(start, min(start + part_size, size) - 1) for start in range(0, size, part_size)]
+def plan_ranges(size: int, part_size: int) -> Iterator[_Range]:
+    """The byte ranges covering ``size`` bytes, each ``part_size`` long but the last (pure).
+
+    A generator: a 5 TiB object in 1 MiB ranges is five million of them, made as they are
+    submitted (at most ``window`` ahead), never held in a list."""
+    for start in range(0, size, part_size):
+        yield _Range(start, min(start + part_size, size) - 1)
 
 
 def fetch_ranged(
@@ -108,9 +112,8 @@ def fetch_ranged(
         write_error=write_error,
     )
     digests = Digests(expected)
-    ranges = plan_ranges(size, part_size)
     pending: collections.deque[tuple[_Range, Future[None]]] = collections.deque()
-    upcoming = iter(ranges)
+    upcoming = plan_ranges(size, part_size)
 
     def submit(part: _Range) -> None:
         try:

@@ -122,7 +122,9 @@ def leftovers(root: Path) -> list[str]:
 def test_plan_ranges_cover_every_byte_once() -> None:
     assert [(r.start, r.end) for r in plan_ranges(10, 4)] == [(0, 3), (4, 7), (8, 9)]
     assert [(r.start, r.end) for r in plan_ranges(8, 4)] == [(0, 3), (4, 7)]
-    assert plan_ranges(0, 4) == []
+    assert list(plan_ranges(0, 4)) == []
+    huge = plan_ranges(5 << 40, 1 << 20)  # 5 TiB in 1 MiB ranges: made one at a time
+    assert next(huge).end == (1 << 20) - 1
 
 
 def test_large_object_arrives_whole_through_ranges(
