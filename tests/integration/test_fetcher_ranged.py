@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.config
 import pytest
 
@@ -23,7 +22,7 @@ from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import Fetcher, FetchOutcome, read_provenance
 from s3sqsd.paths import TEMP_DIR_NAME
 from s3sqsd.ranged import plan_ranges
-from tests.support.emulator import REGION, TEST_ENV, Emulator
+from tests.support.emulator import Emulator
 from tests.support.faultproxy import FLIP_BYTE, RESET_MID_BODY, proxy_for
 from tests.support.mounts import Mounts
 
@@ -103,14 +102,7 @@ def put_without_checksum(emulator: Emulator, bucket: str, key: str, data: bytes)
         config = botocore.config.Config(request_checksum_calculation="when_required")
     except TypeError:  # botocore < 1.36 knows no such option and adds no checksum anyway
         config = botocore.config.Config()
-    client = boto3.client(
-        "s3",
-        region_name=REGION,
-        endpoint_url=emulator.endpoint,
-        aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
-        config=config,
-    )
+    client = emulator.client("s3", config=config)
     client.put_object(Bucket=bucket, Key=key, Body=data)
     assert "ChecksumCRC32" not in client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
 
@@ -214,14 +206,7 @@ def test_overwrite_during_download_fails_instead_of_mixing(
 @pytest.fixture
 def proxied_s3(emulator: Emulator) -> Iterator[tuple[Any, Any]]:
     with proxy_for(emulator, seed=7) as proxy:
-        client = boto3.client(
-            "s3",
-            region_name=REGION,
-            endpoint_url=proxy.url,
-            aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
-        )
-        yield client, proxy
+        yield emulator.client("s3", endpoint=proxy.url), proxy
 
 
 @pytest.mark.parametrize("algorithm", ["CRC32", "MD5"])

@@ -107,13 +107,15 @@ class Emulator:
     def stop(self) -> None:
         self._server.stop()
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, *, endpoint: str | None = None, config: Any = None) -> Any:
+        """A client of the emulator, or of ``endpoint`` (a proxy in front of it)."""
         return boto3.client(
             service,
             region_name=REGION,
-            endpoint_url=self.endpoint,
+            endpoint_url=endpoint or self.endpoint,
             aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+            config=config,
         )
 
     def unique(self, prefix: str) -> str:
