@@ -7,8 +7,9 @@ Run by ``bench/run.py``; by hand: ``python bench/emulator_server.py``. It prints
 line read on stdin:
 
 - ``stats``: SQS calls counted per queue name since the start (``receive``, ``receive_empty``,
-  ``received``, ``delete``) and HTTP requests per action (``AmazonSQS.ReceiveMessage``,
-  ``S3 GET``, ...), ``{"queues": {name: {...}}, "requests": {action: n}}``;
+  ``received``, ``delete``), HTTP requests per action (``AmazonSQS.ReceiveMessage``,
+  ``S3 GET``, ...) and TCP connections accepted,
+  ``{"queues": {name: {...}}, "requests": {action: n}, "connections": n}``;
 - ``quit`` (or end of input): stop and exit.
 
 Fixes applied to moto 5.2.5, in this process only:
@@ -23,22 +24,33 @@ Fixes applied to moto 5.2.5, in this process only:
    the clock behind every message's ``visible``/``delayed`` check (each receive still walks the
    queue) is ``time.time()`` instead of moto's ``datetime.utcnow() - utcfromtimestamp(0)``, which
    took 70 % of the emulator's time with 1,000 messages queued; same value, 10x cheaper.
-3. HTTP/1.1: moto's request handler is a subclass of werkzeug's, which therefore leaves it at
-   HTTP/1.0, so the server closes the connection after every response and every request of
-   every client pays a new TCP connection (``socket()``, ``getaddrinfo``, ``connect``, ``close``:
-   ~15 % of a client's samples). AWS keeps connections alive; so does this server, with
-   ``TCP_NODELAY`` set (werkzeug sends headers and body in two writes, which on a kept-alive
-   connection would otherwise wait 40 ms for the client's delayed ACK).
+3. HTTP/1.1 keep-alive. AWS keeps a client's connections open; moto's server does not. Its
+   request handler, a subclass of werkzeug's, answers HTTP/1.0, and werkzeug (3.x) sends
+   ``Connection: close`` on every response and then drains the socket for 10 ms, so every
+   request of every client pays a new TCP connection: ``socket``/``getaddrinfo``/``connect`` in
+   the client, a new upstream connection in the delay proxy, a new thread in the server. Here
+   the handler speaks HTTP/1.1 and keeps the connection: the request body is counted as the app
+   reads it and what it left unread is skipped (exactly ``Content-Length`` bytes, instead of
+   werkzeug's timed drain, which would swallow the client's next request), and only a request
+   with a chunked body still gets ``Connection: close``. ``TCP_NODELAY`` is set (werkzeug sends
+   headers and body in two writes, which on a kept-alive connection would otherwise wait 40 ms
+   for the client's delayed ACK). An earlier version set only the protocol version, which
+   werkzeug's ``Connection: close`` undid: the figures up to git ``f7f0384`` were taken with a
+   new connection per request. ``stats`` counts the connections accepted.
 4. ``GetObject`` served from the object's spooled file: moto reads the whole object into memory
    for every GET, ranged ones included, and slices the range out afterwards. A 1 GiB object
    fetched by s3transfer in 128 ranges of 8 MiB then costs 128 GiB of copying and up to 10 GiB of
    memory at once. Here a ranged GET reads only its range (``os.pread``), and a plain GET of a
    large object is streamed in 1 MiB pieces, as S3 streams it.
+5. The service of a request is found without listing moto's package folder: moto's dispatcher
+   calls ``list_of_moto_modules`` (``os.listdir`` and an ``isdir`` per entry, some 200) for every
+   request, ~10 % of the emulator's CPU. Here the list is read once.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import os
@@ -63,6 +75,7 @@ _counts: dict[str, dict[str, int]] = defaultdict(
 )
 _requests: dict[str, int] = defaultdict(int)
 _counts_lock = threading.Lock()
+_CONNECTIONS = "(connections)"  # counted in _requests, reported on its own
 _local = threading.local()
 
 
@@ -180,6 +193,18 @@ def _count_requests() -> None:
 
     utils.convert_to_flask_response.__call__ = __call__
 
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    handler: Any = MotoRequestHandler
+    original_setup = handler.setup
+
+    def setup(self: Any) -> None:  # one call per TCP connection accepted
+        with _counts_lock:
+            _requests[_CONNECTIONS] += 1
+        original_setup(self)
+
+    handler.setup = setup
+
 
 def _apply_s3_fix() -> None:
     from moto.s3 import models, responses
@@ -210,6 +235,107 @@ def _apply_s3_fix() -> None:
     responses.S3Response.key_response = key_response
 
 
+class _CountedBody(io.RawIOBase):
+    """A request's body as the app reads it: at most ``Content-Length`` bytes from the socket,
+    counted, so that what the app leaves unread can be skipped before the next request."""
+
+    def __init__(self, raw: Any, length: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self.left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.left <= 0:
+            return 0
+        view = memoryview(buffer).cast("B")[: self.left]
+        count = self._raw.readinto(view) or 0
+        self.left -= count
+        return count
+
+    def skip_rest(self) -> bool:
+        """Read and drop the unread rest; False if the client went away first."""
+        while self.left > 0:
+            chunk = self._raw.read(min(self.left, STREAM_PIECE))
+            if not chunk:
+                return False
+            self.left -= len(chunk)
+        return True
+
+
+class _NoTimedDrain:
+    """Stands in for the ``selectors`` module inside ``werkzeug.serving`` only: its
+    post-response drain (read whatever arrives within 10 ms) would swallow the next request of
+    a kept-alive connection. The exact skip in ``_CountedBody`` replaces it."""
+
+    EVENT_READ = 1
+
+    class DefaultSelector:
+        def register(self, *args: Any) -> None:
+            pass
+
+        def select(self, timeout: float | None = None) -> list[Any]:
+            return []
+
+        def close(self) -> None:
+            pass
+
+
+def _keep_alive() -> None:
+    """Fix 3: HTTP/1.1 keep-alive with exact request framing, and ``TCP_NODELAY``."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug import serving
+
+    setattr(serving, "selectors", _NoTimedDrain)  # noqa: B010 (a module attribute, on purpose)
+    handler: Any = MotoRequestHandler
+    handler.protocol_version = "HTTP/1.1"
+    handler.body = None
+    original_setup = handler.setup
+    original_make_environ = handler.make_environ
+    original_send_header = handler.send_header
+    original_run_wsgi = handler.run_wsgi
+
+    def setup(self: Any) -> None:
+        original_setup(self)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def make_environ(self: Any) -> dict[str, Any]:
+        environ: dict[str, Any] = original_make_environ(self)
+        self.body = None
+        if not environ.get("wsgi.input_terminated"):  # a chunked body: closed after, as before
+            self.body = _CountedBody(self.rfile, int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = self.body
+        return environ
+
+    def send_header(self: Any, keyword: str, value: str) -> None:
+        if self.body is not None and (keyword.lower(), value.lower()) == ("connection", "close"):
+            return  # framed by Content-Length or chunked encoding: the connection stays usable
+        original_send_header(self, keyword, value)
+
+    def run_wsgi(self: Any) -> None:
+        try:
+            original_run_wsgi(self)
+            if self.body is not None and not self.body.skip_rest():
+                self.close_connection = True
+        finally:
+            self.body = None  # an error answered before the next request's environ closes
+
+    handler.setup = setup
+    handler.make_environ = make_environ
+    handler.send_header = send_header
+    handler.run_wsgi = run_wsgi
+
+
+def _cache_module_list() -> None:
+    """Fix 5: moto's list of its own service packages, read once instead of per request."""
+    from moto import backends
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+
 def main() -> int:
     from tests.support.emulator import TEST_ENV
 
@@ -218,21 +344,11 @@ def main() -> int:
     _apply_sqs_fixes()
     _apply_s3_fix()
     _count_requests()
+    _keep_alive()
+    _cache_module_list()
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-
-    MotoRequestHandler.protocol_version = "HTTP/1.1"  # fix 3: keep connections alive
-    original_setup = MotoRequestHandler.setup
-
-    def setup(self: Any) -> None:
-        original_setup(self)
-        # werkzeug writes the headers and the body in separate send()s: without TCP_NODELAY a
-        # kept-alive connection waits for the client's delayed ACK (40 ms) between the two.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    MotoRequestHandler.setup = setup
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -243,7 +359,11 @@ def main() -> int:
             with _counts_lock:
                 snapshot = {name: dict(c) for name, c in _counts.items()}
                 requests = dict(_requests)
-            print(json.dumps({"queues": snapshot, "requests": requests}), flush=True)
+            connections = requests.pop(_CONNECTIONS, 0)
+            print(
+                json.dumps({"queues": snapshot, "requests": requests, "connections": connections}),
+                flush=True,
+            )
         elif command == "quit":
             break
         else:

@@ -146,8 +146,12 @@ class EmulatorProcess(_LineProcess):
         self.endpoint: str = self.hello["endpoint"]
 
     def requests(self) -> dict[str, int]:
-        """HTTP requests served so far, per action (all clients)."""
-        return {k: int(v) for k, v in self.request("stats")["requests"].items()}
+        """HTTP requests served so far, per action (all clients), and ``connections``: TCP
+        connections accepted (one per client connection when keep-alive works)."""
+        stats = self.request("stats")
+        counts = {k: int(v) for k, v in stats["requests"].items()}
+        counts["connections"] = int(stats.get("connections", 0))
+        return counts
 
     def queue_stats(self, queue_url: str) -> dict[str, int]:
         name = queue_url.rstrip("/").rsplit("/", 1)[1]

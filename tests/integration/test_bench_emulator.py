@@ -1,0 +1,81 @@
+"""bench/emulator_server.py keeps connections alive, as AWS does, without breaking framing.
+
+The benchmark's figures depend on it: with a new TCP connection per request every client, the
+delay proxy and the emulator pay connection set-up per file. These tests run the real emulator
+process and real boto3 clients, and count the connections it accepted (its ``stats``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from bench.harness import EmulatorProcess
+from tests.support.emulator import TEST_ENV
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorProcess]:
+    process = EmulatorProcess()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _client(emulator: EmulatorProcess, service: str) -> object:
+    return boto3.client(
+        service,
+        endpoint_url=emulator.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        # One connection in the pool: every request after the first must reuse it.
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=1),
+    )
+
+
+def test_one_client_uses_one_connection_for_many_requests(emulator: EmulatorProcess) -> None:
+    s3 = _client(emulator, "s3")
+    sqs = _client(emulator, "sqs")
+    before = emulator.requests()["connections"]
+    s3.create_bucket(Bucket="keepalive")  # type: ignore[attr-defined]
+    for i in range(10):
+        s3.put_object(Bucket="keepalive", Key=f"k{i}", Body=b"x" * 4096)  # type: ignore[attr-defined]
+    for i in range(10):
+        body = s3.get_object(Bucket="keepalive", Key=f"k{i}")["Body"].read()  # type: ignore[attr-defined]
+        assert body == b"x" * 4096
+    url = sqs.create_queue(QueueName="keepalive")["QueueUrl"]  # type: ignore[attr-defined]
+    for _ in range(5):
+        sqs.send_message(QueueUrl=url, MessageBody="m")  # type: ignore[attr-defined]
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]  # type: ignore[attr-defined]
+    assert len(received) == 5
+    accepted = emulator.requests()["connections"] - before
+    # 28 requests from two clients with one pooled connection each.
+    assert 1 <= accepted <= 2, accepted
+
+
+def test_a_body_the_app_did_not_read_does_not_corrupt_the_next_request(
+    emulator: EmulatorProcess,
+) -> None:
+    """An error answered before the body is read (no such bucket): the rest of that body is
+    skipped exactly, so the next request on the same connection is parsed as a request."""
+    s3 = _client(emulator, "s3")
+    s3.create_bucket(Bucket="framing")  # type: ignore[attr-defined]
+    payload = bytes(range(256)) * 1200  # 300 KiB: more than one socket read
+    before = emulator.requests()["connections"]
+    for _ in range(3):
+        with pytest.raises(ClientError) as caught:
+            s3.put_object(Bucket="no-such-bucket-here", Key="k", Body=payload)  # type: ignore[attr-defined]
+        assert caught.value.response["Error"]["Code"] == "NoSuchBucket"
+        s3.put_object(Bucket="framing", Key="k", Body=payload)  # type: ignore[attr-defined]
+        assert s3.get_object(Bucket="framing", Key="k")["Body"].read() == payload  # type: ignore[attr-defined]
+        head = s3.head_object(Bucket="framing", Key="k")  # type: ignore[attr-defined]
+        assert head["ContentLength"] == len(payload)
+    assert emulator.requests()["connections"] - before <= 1
