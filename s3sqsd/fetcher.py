@@ -391,8 +391,8 @@ class Fetcher:
                 FetchOutcome.FOLDER_MARKER, None, 0, obj.etag, obj.version_id, _ms(started)
             )
         self._check_parents(path, obj, create=False)
-        self._check_not_directory(path, obj)
-        skip = self._skip(path, obj)
+        exists = self._check_not_directory(path, obj)
+        skip = self._skip(path, obj) if exists else None
         if skip is not None:
             return self._skipped(skip, path, started)
         if cancel.is_set():
@@ -401,8 +401,14 @@ class Fetcher:
         with contextlib.ExitStack() as cleanup:
             temp, fd = self._open_temp(obj)
             # Registered before the first write: every exit below removes the temp file, except
-            # the rename, after which the name no longer exists.
-            cleanup.callback(_unlink_quietly, temp)
+            # the rename, after which the name no longer exists (and is not unlinked again).
+            renamed = False
+
+            def discard_temp() -> None:
+                if not renamed:
+                    _unlink_quietly(temp)
+
+            cleanup.callback(discard_temp)
             cleanup.callback(os.close, fd)
             parts = self._parts
             if parts is not None and (obj.size or 0) >= self._ranged_threshold:
@@ -423,6 +429,7 @@ class Fetcher:
                     os.replace(temp, path)
                 except OSError as exc:
                     raise local_error(exc, path, obj, "cannot move into place") from exc
+                renamed = True
                 try:
                     _fsync_dir(path.parent)  # the rename is durable only with its directory
                 except OSError as exc:
@@ -571,11 +578,13 @@ class Fetcher:
         that received each new entry at once, so every directory found existing was already
         made durable by whoever created it. Without it, stop at the first missing step.
         """
-        root_real = os.path.realpath(self._root)
         try:
             relative = path.parent.relative_to(self._root)
         except ValueError as exc:  # paths.local_path never does this; refuse rather than guess
             raise UnsafeKeyError(f"{s3_url(obj)} maps outside download_folder") from exc
+        if not relative.parts:
+            return  # a file at the top of the folder: no directory to check or make
+        root_real = os.path.realpath(self._root)
         current = self._root
         for part in relative.parts:
             current = current / part
@@ -601,15 +610,17 @@ class Fetcher:
                     f"{s3_url(obj)}: {current} is a file where a directory is needed"
                 )
 
-    def _check_not_directory(self, path: Path, obj: ObjectCreated) -> None:
+    def _check_not_directory(self, path: Path, obj: ObjectCreated) -> bool:
+        """Refuse a directory at the final path; True if something else is there."""
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            return
+            return False
         except OSError as exc:
             raise local_error(exc, path, obj, "cannot inspect") from exc
         if stat.S_ISDIR(st.st_mode):
             raise PathConflictError(f"{s3_url(obj)}: {path} is a directory")
+        return True
 
     def _skip(self, path: Path, obj: ObjectCreated) -> tuple[FetchOutcome, Provenance] | None:
         """STALE/DUPLICATE when the file on disk is as new as ``obj``; None to download."""
