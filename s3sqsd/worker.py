@@ -183,6 +183,13 @@ class WorkerSettings:
         return self.workers + min(self.workers, 10)
 
 
+def least_batch(settings: WorkerSettings, *, share: int) -> int:
+    """The fewest places a poll asks for while messages are in hand: half the prefetch
+    (1 with 1-3 workers, 5 from 10 workers up), never more than a poller's ``share``."""
+    prefetch = settings.capacity - settings.workers
+    return max(1, min(10, share, prefetch // 2))
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a download thread reports for one message."""
@@ -486,15 +493,27 @@ class Worker:
         return True
 
     def _reserve(self, *, timeout: float) -> int:
+        """Reserve room for the next receive: 0 if not enough came free within ``timeout``.
+
+        Several pollers split the capacity, so each can have a poll open on an idle queue. A
+        poll waits until at least ``least_batch`` places are free: under a backlog, places
+        come back one download at a time, and a ReceiveMessage per place would cost a call
+        (SQS bills per request) for one message each. Waiting costs no throughput: it only
+        happens while all workers are busy and at least half the prefetch is still queued.
+        """
         with self._capacity_lock:
-            free = self._settings.capacity - self._reserved
-            if free <= 0:
-                self._capacity_lock.wait(timeout)
+            settings = self._settings
+            share = max(1, settings.capacity // len(self._receivers))
+            least = least_batch(settings, share=share)
+            free = settings.capacity - self._reserved
+            if free < least:
+                self._capacity_lock.wait_for(
+                    lambda: self._settings.capacity - self._reserved >= least, timeout
+                )
                 free = self._settings.capacity - self._reserved
-                if free <= 0:
+                if free < least:
                     return 0
-            # Several pollers split the capacity, so each can have a poll open on an idle queue.
-            wanted = min(10, free, max(1, self._settings.capacity // len(self._receivers)))
+            wanted = min(10, free, share)
             self._reserved += wanted
             return wanted
 

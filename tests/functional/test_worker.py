@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from s3sqsd.errors import FetchError, LocalError, QueueError, UnsafeKeyError
 from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.notify import Notifier
-from s3sqsd.worker import Place, Placement, Worker, WorkerSettings
+from s3sqsd.worker import Place, Placement, Worker, WorkerSettings, least_batch
 from tests.support.emulator import wait_until
 from tests.support.stub_queue import StubQueue
 
@@ -212,6 +213,27 @@ class TestSuccess:
         assert queue.max_in_flight > SETTINGS.capacity
         assert fetcher.max_running <= SETTINGS.workers
         assert sorted(queue.deleted) == sorted(f"m{i}" for i in range(1, 41))
+
+    def test_under_a_backlog_each_poll_waits_for_half_the_prefetch(self) -> None:
+        """Downloads finishing one at a time do not each trigger a ReceiveMessage for one
+        message: with 8 workers (16 in hand) every poll asks for at least 4."""
+        settings = replace(SETTINGS, workers=8)
+
+        def staggered(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            time.sleep(0.004 + 0.003 * (int(obj.key[1:]) % 5))  # they finish one by one
+            return ok(obj)
+
+        queue = StubQueue()
+        for i in range(80):
+            queue.put(s3_body(f"k{i}"))
+        fetcher = ScriptedFetcher(staggered)
+        with running(queue, fetcher, settings=settings):
+            wait_until(lambda: queue.remaining() == [], timeout=30, what="all deleted")
+        asked = [wanted for wanted, _ in queue.requested]
+        assert least_batch(settings, share=settings.capacity) == 4
+        assert min(asked) >= 4, asked
+        assert fetcher.max_running <= 8
+        assert sorted(queue.deleted) == sorted(f"m{i}" for i in range(1, 81))
 
     def test_a_slow_delete_does_not_hold_up_the_next_download(self) -> None:
         """The settler thread makes the deletes: a message received while a delete takes its
@@ -671,3 +693,15 @@ def test_every_way_of_not_reaching_the_endpoint_is_one_state() -> None:
     denied = wrapped(ClientError({"Error": {"Code": "AccessDenied"}}, "ReceiveMessage"))
     assert _failure_state(closed) == _failure_state(refused) == "unreachable"
     assert _failure_state(denied) == "AccessDenied"
+
+
+@pytest.mark.parametrize(
+    ("workers", "pollers", "least"),
+    [(1, 1, 1), (2, 1, 1), (3, 1, 1), (8, 1, 4), (10, 1, 5), (32, 1, 5), (8, 4, 4), (8, 16, 1)],
+)
+def test_least_batch_is_half_the_prefetch_within_a_pollers_share(
+    workers: int, pollers: int, least: int
+) -> None:
+    settings = replace(SETTINGS, workers=workers)
+    share = max(1, settings.capacity // pollers)
+    assert least_batch(settings, share=share) == least

@@ -50,6 +50,7 @@ class StubQueue:
         self.deletes_done: list[tuple[float, tuple[str, ...]]] = []  # (monotonic, ids) per call
         self.receiving = 0  # receive calls open right now
         self.max_receiving = 0  # the most receive calls ever open at once
+        self.requested: list[tuple[int, int]] = []  # (max_messages, messages queued) per call
 
     # ---- test helpers ------------------------------------------------------------------------
 
@@ -80,6 +81,7 @@ class StubQueue:
     ) -> list[Message]:
         assert 1 <= max_messages <= 10, max_messages
         with self._lock:
+            self.requested.append((max_messages, len(self._messages)))
             self.receiving += 1
             self.max_receiving = max(self.max_receiving, self.receiving)
         try:
