@@ -24,6 +24,8 @@ Fixes applied to moto 5.2.5, in this process only:
    the clock behind every message's ``visible``/``delayed`` check (each receive still walks the
    queue) is ``time.time()`` instead of moto's ``datetime.utcnow() - utcfromtimestamp(0)``, which
    took 70 % of the emulator's time with 1,000 messages queued; same value, 10x cheaper.
+   And a receive walks the queue only until it has its messages: moto filters the whole queue
+   into a list first (``Queue.messages``), ~1 µs per queued message per receive.
 3. HTTP/1.1 keep-alive. AWS keeps a client's connections open; moto's server does not. Its
    request handler, a subclass of werkzeug's, answers HTTP/1.0, and werkzeug (3.x) sends
    ``Connection: close`` on every response and then drains the socket for 10 ms, so every
@@ -110,6 +112,7 @@ def _apply_sqs_fixes() -> None:
 
     models.unix_time = unix_time  # fix 2: the same clock, without datetime arithmetic
     models.unix_time_millis = unix_time_millis
+    models.Queue.messages = property(lambda self: _VisibleMessages(self._messages))  # fix 2
 
     locked_receive = models.SQSBackend.receive_message
     locked_delete = models.SQSBackend.delete_message
@@ -130,6 +133,23 @@ def _apply_sqs_fixes() -> None:
 
     models.SQSBackend.receive_message = receive_message
     models.SQSBackend.delete_message = delete_message
+
+
+class _VisibleMessages:
+    """moto's ``Queue.messages`` (the visible, undelayed messages), found as it is walked: a
+    receive stops at the messages it returns instead of first filtering the whole queue."""
+
+    def __init__(self, messages: list[Any]) -> None:
+        self._messages = messages  # only walked under the queue's lock (fix 1)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (m for m in self._messages if m.visible and not m.delayed)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return any(True for _ in self)
 
 
 class _RangeReader:

@@ -7,6 +7,7 @@ process and real boto3 clients, and count the connections it accepted (its ``sta
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import boto3
@@ -79,3 +80,29 @@ def test_a_body_the_app_did_not_read_does_not_corrupt_the_next_request(
         head = s3.head_object(Bucket="framing", Key="k")  # type: ignore[attr-defined]
         assert head["ContentLength"] == len(payload)
     assert emulator.requests()["connections"] - before <= 1
+
+
+def test_receives_hand_out_each_visible_message_once_and_counts_stay_right(
+    emulator: EmulatorProcess,
+) -> None:
+    """The receive walks the queue lazily (fix 2): still every message once per visibility
+    period, in-flight ones skipped, counts over the whole queue, and a long poll that waits."""
+    sqs = _client(emulator, "sqs")
+    url = sqs.create_queue(QueueName="lazy")["QueueUrl"]  # type: ignore[attr-defined]
+    for i in range(25):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")  # type: ignore[attr-defined]
+    seen: list[str] = []
+    for _ in range(3):
+        got = sqs.receive_message(  # type: ignore[attr-defined]
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60
+        ).get("Messages", [])
+        seen += [m["Body"] for m in got]
+    assert sorted(seen) == sorted(f"m{i}" for i in range(25))
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]  # type: ignore[attr-defined]
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "25"
+    started = time.monotonic()
+    empty = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])  # type: ignore[attr-defined]
+    assert empty == []
+    assert time.monotonic() - started >= 0.9
+    assert emulator.queue_stats(url)["received"] == 25
