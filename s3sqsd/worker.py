@@ -85,6 +85,8 @@ logger = logging.getLogger(__name__)
 
 RECEIPT_GONE = ("ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight")
 MAX_LOOP_SLEEP_SECONDS = 0.5
+# How often the loop walks its leases for visibility renewals and local retries at most.
+SWEEP_INTERVAL_SECONDS = 0.1
 MAX_DELETE_TRIES = 3
 ABANDON_GRACE_SECONDS = 3.0
 DLQ_ERROR_TEXT_LIMIT = 1000
@@ -340,6 +342,7 @@ class Worker:
         self._local_failures = 0
         self._last_ping = 0.0
         self._last_status_at = 0.0
+        self._sweep_at = 0.0  # next walk of the leases for renewals and local retries
         self.metrics = metrics or Metrics()
         # Queue depth costs an API call: read it only when metrics are served, at most this often.
         self._queue_depth_every = queue_depth_every_seconds
@@ -376,9 +379,13 @@ class Worker:
                 self._reload()
             self._settle()
             now = self._clock()
-            self._renew(now)
-            if deadline is None:
-                self._retry_local(now)
+            if now >= self._sweep_at:
+                # Both walk every lease: under load the loop passes hundreds of times a
+                # second, and a tenth of a second is far inside any renewal or retry delay.
+                self._sweep_at = now + SWEEP_INTERVAL_SECONDS
+                self._renew(now)
+                if deadline is None:
+                    self._retry_local(now)
             self._heartbeat(now)
             if stop.is_set() and deadline is None:
                 deadline = now + self._settings.shutdown_timeout_seconds
