@@ -43,6 +43,11 @@ _TRIGGER = re.compile(
 )
 
 
+def might_need_redaction(text: str) -> bool:
+    """False when ``redact(text)`` is certainly ``text`` (none of the trigger words)."""
+    return _TRIGGER.search(text) is not None
+
+
 def redact(text: str) -> str:
     """``text`` without signatures, tokens or access key ids (see the module docstring)."""
     if not _TRIGGER.search(text):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from s3sqsd.logs import configure_logging, set_level, stdout_is_journal
+from s3sqsd.logs import add_secrets, configure_logging, set_level, stdout_is_journal
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +93,21 @@ def test_stdout_is_journal_matches_device_and_inode(tmp_path: Path) -> None:
         assert not stdout_is_journal(stream, environ={"JOURNAL_STREAM": f"{st.st_dev}:1"})
         assert not stdout_is_journal(stream, environ={"JOURNAL_STREAM": "garbage"})
         assert not stdout_is_journal(stream, environ={})
+
+
+def test_a_secret_or_signature_in_any_one_field_is_redacted_and_the_others_kept() -> None:
+    """The formatter decides with one scan over all string fields; a hit in any one field
+    still redacts that field, and the clean fields come out unchanged."""
+    out = io.StringIO()
+    configure_logging(level="info", stream=out, journal=False)
+    add_secrets("s3cr3t-value-1234")
+    log = logging.getLogger("s3sqsd.test")
+    clean = {"event": "x.y", "bucket": "b", "key": "k/1.txt", "path": "/srv/k/1.txt"}
+    log.info("plain", extra={**clean, "error": "token s3cr3t-value-1234 leaked"})
+    log.info("plain", extra={**clean, "error": "Credential=AKIAABCDEFGHIJKLMNOP/2024/x"})
+    log.info("clean", extra=clean)
+    first, second, third = (json.loads(line) for line in lines(out))
+    assert first["error"] == "token *** leaked"
+    assert "AKIAABCDEFGHIJKLMNOP" not in second["error"]
+    for record in (first, second, third):
+        assert {k: record[k] for k in clean} == clean
