@@ -5,8 +5,9 @@ filesystem as every final path, checked by ``prepare``). Its removal is register
 first byte is written, so every failure path, cancellation included, leaves no temp file. The
 file is checked against what S3 announced (length, event size, MD5 ETag, full-object
 checksums), fsynced, labelled with its provenance (xattr ``user.s3sqsd``), renamed over the
-final path and the parent directory is fsynced. Only then does ``fetch`` report ``DOWNLOADED``
-and may the caller delete the message.
+final path and the parent directory is fsynced (one fsync may cover several renames into the
+same directory: dirsync.py). Only then does ``fetch`` report ``DOWNLOADED`` and may the caller
+delete the message.
 
 Provenance orders overwrites: an event older than the file on disk (S3 ``sequencer``) is
 ``STALE``, the same event again is ``DUPLICATE``; neither replaces the file. The check runs
@@ -52,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from s3sqsd.dirsync import DirectorySync, fsync_directory
 from s3sqsd.errors import (
     FetchError,
     LocalError,
@@ -191,14 +193,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _inside(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
 
@@ -239,11 +233,13 @@ class Fetcher:
         ranged_threshold: int = 64 << 20,
         part_size: int = 8 << 20,
         parts_window: int = 16,
+        directory_sync: DirectorySync | None = None,
     ) -> None:
         """``parts``: the executor ranged GETs run on (worker.py owns its threads); without
         one every object is one GET. Objects whose event size is ``ranged_threshold`` or more
         are fetched as ranges of ``part_size``, at most ``parts_window`` of one object ahead of
-        the in-order verification."""
+        the in-order verification. ``directory_sync`` makes each rename durable (dirsync.py:
+        one directory fsync covers the renames that completed before it began)."""
         if chunk_size <= 0 or part_size <= 0 or parts_window <= 0:
             raise ValueError("chunk_size, part_size and parts_window must be positive")
         self._s3 = s3
@@ -256,6 +252,7 @@ class Fetcher:
         self._ranged_threshold = ranged_threshold
         self._part_size = part_size
         self._parts_window = parts_window
+        self._directory_sync = directory_sync or DirectorySync()
         self._xattrs: bool | None = None
         self._lock_fd: int | None = None  # the folder lock (``_lock_folder``), kept open
         self._locks_guard = threading.Lock()
@@ -315,7 +312,7 @@ class Fetcher:
                     raise
                 continue
             os.chmod(directory, self._directory_mode)
-            _fsync_dir(directory.parent)
+            fsync_directory(str(directory.parent))
 
     def _lock_folder(self) -> None:
         """Take the folder for this process: ``flock`` on the temp folder ``root/.s3sqsd-tmp``
@@ -430,8 +427,8 @@ class Fetcher:
                 except OSError as exc:
                     raise local_error(exc, path, obj, "cannot move into place") from exc
                 renamed = True
-                try:
-                    _fsync_dir(path.parent)  # the rename is durable only with its directory
+                try:  # the rename is durable only with its directory
+                    self._directory_sync.renamed(str(path.parent))
                 except OSError as exc:
                     raise local_error(exc, path.parent, obj, "cannot sync directory") from exc
         return FetchResult(FetchOutcome.DOWNLOADED, path, size, etag, version_id, _ms(started))
@@ -597,7 +594,7 @@ class Fetcher:
                     with contextlib.suppress(FileExistsError):  # another worker was quicker
                         os.mkdir(current, self._directory_mode)
                         os.chmod(current, self._directory_mode)  # the umask may remove bits
-                    _fsync_dir(current.parent)
+                    fsync_directory(str(current.parent))
                     st = os.stat(current)
             except OSError as exc:
                 raise local_error(exc, current, obj, "cannot create directory") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from s3sqsd.dirsync import DirectorySync
 from s3sqsd.errors import FetchError, IntegrityError, LocalError, PathConflictError, UnsafeKeyError
 from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import XATTR_NAME, Fetcher, FetchOutcome
@@ -352,6 +354,34 @@ class TestFailures:
         with pytest.raises(PathConflictError, match=f"s3://{bucket}/d\\b"):
             fetcher.fetch(event(bucket, "d"), cancel=go())
         assert (root / "d" / "x").read_bytes() == b"inner"
+        assert temp_files(root) == []
+
+    def test_every_rename_is_made_durable_by_a_directory_sync(
+        self, s3: Any, bucket: str, root: Path
+    ) -> None:
+        """The rename into place goes through the directory sync of the right directory, and
+        a failing one is a LocalError that leaves the file in place for the next attempt."""
+        synced: list[str] = []
+        fail = threading.Event()
+
+        def fsync(directory: str) -> None:
+            synced.append(directory)
+            if fail.is_set():
+                raise OSError(errno.EIO, "Input/output error")
+
+        fetcher = Fetcher(s3=s3, root=root, directory_sync=DirectorySync(fsync=fsync))
+        fetcher.prepare()
+        put(s3, bucket, "top.txt", b"1")
+        put(s3, bucket, "sub/dir/deep.txt", b"2")
+        fetcher.fetch(event(bucket, "top.txt"), cancel=go())
+        fetcher.fetch(event(bucket, "sub/dir/deep.txt"), cancel=go())
+        assert synced == [str(root), str(root / "sub" / "dir")]
+        fail.set()
+        put(s3, bucket, "again.txt", b"3")
+        with pytest.raises(LocalError) as caught:
+            fetcher.fetch(event(bucket, "again.txt"), cancel=go())
+        assert "cannot sync directory" in str(caught.value)
+        assert (root / "again.txt").read_bytes() == b"3"  # renamed; the retry finds it there
         assert temp_files(root) == []
 
     def test_disk_full_is_local_error(
