@@ -391,7 +391,7 @@ class Fetcher:
         exists = self._check_not_directory(path, obj)
         skip = self._skip(path, obj) if exists else None
         if skip is not None:
-            return self._skipped(skip, path, started)
+            return self._skipped(skip, path, obj, started)
         if cancel.is_set():
             raise FetchError(f"download of {s3_url(obj)} cancelled")
 
@@ -421,7 +421,7 @@ class Fetcher:
             with self._path_lock(path):
                 skip = self._skip(path, obj)
                 if skip is not None:
-                    return self._skipped(skip, path, started)
+                    return self._skipped(skip, path, obj, started)
                 try:
                     os.replace(temp, path)
                 except OSError as exc:
@@ -726,8 +726,16 @@ class Fetcher:
         url = object_url(record.bucket, record.key)
         return LocalError(f"{doing} {path} for the removal of {url}: {exc.strerror or exc}")
 
-    @staticmethod
-    def _skipped(skip: tuple[FetchOutcome, Provenance], path: Path, started: float) -> FetchResult:
+    def _skipped(
+        self, skip: tuple[FetchOutcome, Provenance], path: Path, obj: ObjectCreated, started: float
+    ) -> FetchResult:
+        """The result for a file already in place, once its directory entry is durable too:
+        the earlier attempt may have renamed it and then failed to sync the directory, and
+        this answer lets the message be deleted."""
+        try:
+            self._directory_sync.renamed(str(path.parent))
+        except OSError as exc:
+            raise local_error(exc, path.parent, obj, "cannot sync directory") from exc
         outcome, have = skip
         return FetchResult(outcome, path, have.size, have.etag, have.version_id, _ms(started))
 
