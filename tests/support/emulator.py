@@ -73,6 +73,18 @@ def _apply_moto_fixes() -> None:
         _PATCHED["done"] = True
 
 
+def emulator_client(service: str, *, endpoint: str, config: Any = None) -> Any:
+    """A boto3 client of an emulator at ``endpoint`` with the test credentials and region."""
+    return boto3.client(
+        service,
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        config=config,
+    )
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A bucket wired to a queue the way AWS does it; URLs and ARNs for the tests."""
@@ -109,14 +121,7 @@ class Emulator:
 
     def client(self, service: str, *, endpoint: str | None = None, config: Any = None) -> Any:
         """A client of the emulator, or of ``endpoint`` (a proxy in front of it)."""
-        return boto3.client(
-            service,
-            region_name=REGION,
-            endpoint_url=endpoint or self.endpoint,
-            aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
-            config=config,
-        )
+        return emulator_client(service, endpoint=endpoint or self.endpoint, config=config)
 
     def unique(self, prefix: str) -> str:
         with self._lock:

@@ -64,6 +64,16 @@ class Renames:
         return self.errors
 
 
+def first_fsync_blocked(directory: str, *, fail: bool = False) -> tuple[GatedFsync, Renames]:
+    """A sync whose first fsync (of one rename into ``directory``) is running and held."""
+    fsync = GatedFsync()
+    fsync.fail_first = fail
+    renames = Renames(DirectorySync(fsync=fsync))
+    renames.start(directory, 1)
+    assert fsync.started.wait(10)
+    return fsync, renames
+
+
 def test_renames_one_after_the_other_each_get_their_own_fsync() -> None:
     calls: list[str] = []
     sync = DirectorySync(fsync=calls.append)
@@ -73,11 +83,8 @@ def test_renames_one_after_the_other_each_get_their_own_fsync() -> None:
 
 
 def test_renames_waiting_behind_a_running_fsync_share_the_next_one() -> None:
-    fsync = GatedFsync()
-    sync = DirectorySync(fsync=fsync)
-    renames = Renames(sync)
-    renames.start("/d", 1)
-    assert fsync.started.wait(10)
+    fsync, renames = first_fsync_blocked("/d")
+    sync = renames.sync
     # These five complete their renames while the first fsync runs: that fsync began before
     # them and cannot cover them, but one more fsync covers all five.
     renames.start("/d", 5)
@@ -88,12 +95,8 @@ def test_renames_waiting_behind_a_running_fsync_share_the_next_one() -> None:
 
 
 def test_other_directories_are_not_held_up_or_covered() -> None:
-    fsync = GatedFsync()
-    sync = DirectorySync(fsync=fsync)
-    renames = Renames(sync)
-    renames.start("/a", 1)
-    assert fsync.started.wait(10)
-    sync.renamed("/b")  # returns while /a's fsync is still blocked
+    fsync, renames = first_fsync_blocked("/a")
+    renames.sync.renamed("/b")  # returns while /a's fsync is still blocked
     assert fsync.calls == ["/a", "/b"]
     fsync.gate.set()
     assert renames.join() == [None]
@@ -102,12 +105,8 @@ def test_other_directories_are_not_held_up_or_covered() -> None:
 def test_a_failed_fsync_fails_every_rename_it_was_to_cover() -> None:
     """Renames completed before the failing fsync began raise its error, even if a later
     fsync succeeds; renames after it get their own fsync."""
-    fsync = GatedFsync()
-    fsync.fail_first = True
-    sync = DirectorySync(fsync=fsync)
-    renames = Renames(sync)
-    renames.start("/d", 1)
-    assert fsync.started.wait(10)
+    fsync, renames = first_fsync_blocked("/d", fail=True)
+    sync = renames.sync
     renames.start("/d", 3)  # renamed while the failing fsync runs: covered by the next one
     wait_until(lambda: _users(sync, "/d") == 4, what="three more renames waiting")
     fsync.gate.set()
