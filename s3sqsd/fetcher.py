@@ -12,8 +12,10 @@ delete the message.
 Provenance orders overwrites: an event older than the file on disk (S3 ``sequencer``) is
 ``STALE``, the same event again is ``DUPLICATE``; neither replaces the file. The check runs
 before the GET (no GET for an old event) and again under a per-path lock right before the
-rename (two workers racing on one key). On a filesystem without user xattrs there is no
-provenance and every event downloads and replaces (``Fetcher.xattrs_supported`` is False).
+rename (two workers racing on one key) when something may have changed since: a file was
+there at the first look, or another thread renamed into or removed the path meanwhile. On a
+filesystem without user xattrs there is no provenance and every event downloads and replaces
+(``Fetcher.xattrs_supported`` is False).
 A file whose size no longer matches its provenance (edited by hand) is not trusted. The
 recorded sequencer is the event's even when an unversioned GET returned a newer object: a later
 event then downloads once more, which is harmless, while the reverse could skip new bytes.
@@ -39,6 +41,7 @@ import contextlib
 import enum
 import errno
 import fcntl
+import itertools
 import json
 import os
 import secrets
@@ -49,7 +52,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,7 @@ from s3sqsd.verify import (
 XATTR_NAME = "user.s3sqsd"
 WRITEBACK_BYTES = 8 << 20  # start writeback of a large download every 8 MiB
 TEMP_SUFFIX = ".part"
+TEMP_NAME_ATTEMPTS = 16
 # Reads of a ranged GET: with ten ranges in flight, 1 MiB reads cost 14 MiB more peak RSS on a
 # 1 GiB object than 256 KiB ones (73.7 vs 59.3 MiB) for no speed (bench, workload c), and
 # smaller reads halve the CPU at 20 ms RTT (fewer partial reads per call); s3transfer reads
@@ -218,6 +222,15 @@ def _unwritable(root: Path, exc: OSError) -> LocalError:
     return LocalError(f"download_folder {root} cannot be prepared ({reason})")
 
 
+@dataclass(slots=True, eq=False)
+class _PathEntry:
+    """``Fetcher._claim``: one final path's lock, its claimants, and its changes so far."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+    changes: int = 0  # renames into the path and removals of it, by this Fetcher
+
+
 class Fetcher:
     """Downloads objects into ``root``; ``fetch`` is safe to call from many threads at once."""
 
@@ -256,7 +269,17 @@ class Fetcher:
         self._xattrs: bool | None = None
         self._lock_fd: int | None = None  # the folder lock (``_lock_folder``), kept open
         self._locks_guard = threading.Lock()
-        self._locks: dict[Path, tuple[threading.Lock, int]] = {}
+        self._locks: dict[Path, _PathEntry] = {}
+        # Temp names: a random prefix per Fetcher and a counter, not a random name per file
+        # (a getrandom call each). They only need to be unique among this process's files:
+        # the folder is locked to one process and swept of leftovers at start, and O_EXCL
+        # refuses a name that exists anyway.
+        self._temp_prefix = f"{secrets.token_hex(6)}-"
+        self._temp_numbers = itertools.count()
+        # Whether a file created with file_mode gets exactly file_mode (the umask, or a default
+        # ACL of the temp folder, strips none of its bits): probed by ``prepare``; until then,
+        # and when it does not, each temp file gets an fchmod.
+        self._mode_exact = False
 
     @property
     def root(self) -> Path:
@@ -353,12 +376,22 @@ class Fetcher:
         return count
 
     def _probe(self) -> None:
+        """Create a file the way a download does: can it carry an xattr, does it get exactly
+        ``file_mode``? The umask is the process's, set before start (systemd's ``UMask=``)
+        and never changed by s3sqsd, so the answer holds until the next ``prepare``."""
         probe = self._temp_dir / f"probe-{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self._file_mode
+            )
         except OSError as exc:
             raise _unwritable(self._root, exc) from exc
         try:
+            try:
+                self._mode_exact = stat.S_IMODE(os.fstat(fd).st_mode) == self._file_mode
+                os.fchmod(fd, 0o600)  # the xattr probe needs the owner's write bit
+            except OSError as exc:
+                raise _unwritable(self._root, exc) from exc
             try:
                 os.setxattr(fd, XATTR_NAME, b"{}")
                 self._xattrs = True
@@ -387,15 +420,16 @@ class Fetcher:
             return FetchResult(
                 FetchOutcome.FOLDER_MARKER, None, 0, obj.etag, obj.version_id, _ms(started)
             )
-        self._check_parents(path, obj, create=False)
-        exists = self._check_not_directory(path, obj)
-        skip = self._skip(path, obj) if exists else None
-        if skip is not None:
-            return self._skipped(skip, path, obj, started)
-        if cancel.is_set():
-            raise FetchError(f"download of {s3_url(obj)} cancelled")
-
         with contextlib.ExitStack() as cleanup:
+            entry = cleanup.enter_context(self._claim(path))
+            seen = entry.changes
+            self._check_parents(path, obj, create=False)
+            exists = self._check_not_directory(path, obj)
+            skip = self._skip(path, obj) if exists else None
+            if skip is not None:
+                return self._skipped(skip, path, obj, started)
+            if cancel.is_set():
+                raise FetchError(f"download of {s3_url(obj)} cancelled")
             temp, fd = self._open_temp(obj)
             # Registered before the first write: every exit below removes the temp file, except
             # the rename, after which the name no longer exists (and is not unlinked again).
@@ -418,15 +452,21 @@ class Fetcher:
             except OSError as exc:
                 raise local_error(exc, temp, obj, "cannot sync") from exc
             self._check_parents(path, obj, create=True)
-            with self._path_lock(path):
-                skip = self._skip(path, obj)
-                if skip is not None:
-                    return self._skipped(skip, path, obj, started)
+            with entry.lock:
+                # Look again only when something can have changed: a file was there at the
+                # first look, or another thread changed the path since. Files with provenance
+                # come only from this process (the folder is locked to it), so a path found
+                # empty and untouched since holds nothing to judge.
+                if exists or entry.changes != seen:
+                    skip = self._skip(path, obj)
+                    if skip is not None:
+                        return self._skipped(skip, path, obj, started)
                 try:
                     os.replace(temp, path)
                 except OSError as exc:
                     raise local_error(exc, path, obj, "cannot move into place") from exc
                 renamed = True
+                entry.changes += 1
                 try:  # the rename is durable only with its directory
                     self._directory_sync.renamed(str(path.parent))
                 except OSError as exc:
@@ -480,14 +520,25 @@ class Fetcher:
         )
 
     def _open_temp(self, obj: ObjectCreated) -> tuple[Path, int]:
-        temp = self._temp_dir / f"{secrets.token_hex(12)}{TEMP_SUFFIX}"
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            fd = os.open(temp, flags, self._file_mode)
-        except OSError as exc:
-            raise LocalError(
-                f"cannot create temp file {temp} for {s3_url(obj)}: {exc.strerror or exc}"
-            ) from exc
+        for attempt in range(TEMP_NAME_ATTEMPTS):
+            temp = self._temp_dir / f"{self._temp_prefix}{next(self._temp_numbers)}{TEMP_SUFFIX}"
+            try:
+                fd = os.open(temp, flags, self._file_mode)
+                break
+            except FileExistsError:
+                if attempt + 1 < TEMP_NAME_ATTEMPTS:
+                    continue  # not ours (the folder was swept at start): take the next number
+                raise LocalError(
+                    f"cannot create temp file {temp} for {s3_url(obj)}: "
+                    f"{TEMP_NAME_ATTEMPTS} names in a row exist"
+                ) from None
+            except OSError as exc:
+                raise LocalError(
+                    f"cannot create temp file {temp} for {s3_url(obj)}: {exc.strerror or exc}"
+                ) from exc
+        if self._mode_exact:
+            return temp, fd
         try:
             os.fchmod(fd, self._file_mode)  # the umask may have removed bits
         except OSError as exc:
@@ -666,7 +717,7 @@ class Fetcher:
         root_real = os.path.realpath(self._root)
         if not _inside(os.path.realpath(path.parent), root_real):
             return RemoveOutcome.KEPT_NOT_REGULAR  # a symlinked directory leading outside
-        with self._path_lock(path):
+        with self._path_lock(path) as entry:
             try:
                 dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except (FileNotFoundError, NotADirectoryError):
@@ -676,6 +727,7 @@ class Fetcher:
             try:
                 outcome = self._remove_in(dir_fd, path, record)
                 if outcome is RemoveOutcome.REMOVED:
+                    entry.changes += 1
                     try:
                         os.fsync(dir_fd)  # the unlink is durable only with its directory
                     except OSError as exc:
@@ -740,23 +792,30 @@ class Fetcher:
         return FetchResult(outcome, path, have.size, have.etag, have.version_id, _ms(started))
 
     @contextlib.contextmanager
-    def _path_lock(self, path: Path) -> Iterator[None]:
-        """One lock per final path, dropped from the table when no thread holds or waits."""
+    def _claim(self, path: Path) -> Iterator[_PathEntry]:
+        """The table entry of one final path, kept while any thread holds a claim on it.
+
+        Its lock orders the changes to the path; its ``changes`` counts them. A fetch claims
+        its path before looking at it and keeps the claim until after the rename, so if the
+        count has not moved by then, no other thread of this process changed the path.
+        """
         with self._locks_guard:
-            lock, users = self._locks.get(path, (None, 0))
-            if lock is None:
-                lock = threading.Lock()
-            self._locks[path] = (lock, users + 1)
+            entry = self._locks.get(path)
+            if entry is None:
+                entry = self._locks[path] = _PathEntry()
+            entry.users += 1
         try:
-            with lock:
-                yield
+            yield entry
         finally:
             with self._locks_guard:
-                lock, users = self._locks[path]
-                if users == 1:
+                entry.users -= 1
+                if entry.users == 0:
                     del self._locks[path]
-                else:
-                    self._locks[path] = (lock, users - 1)
+
+    @contextlib.contextmanager
+    def _path_lock(self, path: Path) -> Iterator[_PathEntry]:
+        with self._claim(path) as entry, entry.lock:
+            yield entry
 
 
 def removal_verdict(

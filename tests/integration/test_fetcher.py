@@ -56,7 +56,9 @@ def bucket(emulator: Emulator, s3: Any) -> str:
 
 @pytest.fixture
 def strict_umask() -> Iterator[None]:
-    """A umask that would strip the configured modes: they must be set regardless."""
+    """A umask that would strip the configured modes: they must be set regardless. Listed
+    before ``fetcher``, so it is in force when the folder is prepared, as systemd's ``UMask=``
+    is when the daemon starts (``prepare`` probes what the umask does to ``file_mode``)."""
     old = os.umask(0o077)
     try:
         yield
@@ -121,7 +123,7 @@ def etag_of(response: dict[str, Any]) -> str:
 
 class TestDownload:
     def test_bytes_mode_and_result(
-        self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, strict_umask: None
+        self, s3: Any, bucket: str, root: Path, strict_umask: None, fetcher: Fetcher
     ) -> None:
         """The file holds the object's bytes, has file_mode despite the umask, no temp left."""
         data = os.urandom(300_000)
@@ -147,7 +149,7 @@ class TestDownload:
         assert result.size == len(data)
 
     def test_nested_key_creates_parents_with_directory_mode(
-        self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, strict_umask: None
+        self, s3: Any, bucket: str, root: Path, strict_umask: None, fetcher: Fetcher
     ) -> None:
         """Missing parents get directory_mode; an existing directory keeps its own mode."""
         (root / "a").mkdir(mode=0o700)
@@ -246,6 +248,99 @@ class TestDownload:
         assert (root / "same").read_bytes() == data
         assert temp_files(root) == []
         assert fetcher._locks == {}
+
+
+class TestSystemCallsPerFile:
+    """Each download costs as few system calls as its guarantees allow: on a busy host every
+    one is also a hand-off of the GIL between the download threads (docs/performance.md)."""
+
+    def test_a_path_found_empty_and_untouched_is_not_read_again(
+        self,
+        s3: Any,
+        bucket: str,
+        root: Path,
+        fetcher: Fetcher,
+        xattrs: None,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Nothing at the path at the first look and no other thread changed it since: the
+        look under the lock before the rename is skipped (test_recheck_under_lock_before_rename
+        covers a path changed meanwhile); a file found there is looked at again."""
+        reads: list[str] = []
+        real_getxattr = os.getxattr
+
+        def recording_getxattr(path: Any, attribute: str, **kwargs: Any) -> bytes:
+            if not isinstance(path, int):
+                reads.append(Path(path).name)
+            return real_getxattr(path, attribute, **kwargs)
+
+        monkeypatch.setattr(os, "getxattr", recording_getxattr)
+        put(s3, bucket, "fresh", b"first bytes")
+        fetcher.fetch(event(bucket, "fresh", sequencer="01"), cancel=go())
+        assert reads == []
+        put(s3, bucket, "fresh", b"second bytes")
+        result = fetcher.fetch(event(bucket, "fresh", sequencer="02"), cancel=go())
+        assert result.outcome is FetchOutcome.DOWNLOADED
+        assert (root / "fresh").read_bytes() == b"second bytes"
+        assert reads == ["fresh", "fresh"]  # before the GET, and under the lock
+
+    def test_no_fchmod_when_the_umask_keeps_file_mode(
+        self, s3: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A umask that strips none of file_mode's bits: files are created with it, no fchmod
+        each; one that strips some: an fchmod each, and the mode is exact either way."""
+        fchmods: list[int] = []
+        real_fchmod = os.fchmod
+
+        def counting_fchmod(fd: int, mode: int) -> None:
+            fchmods.append(mode)
+            real_fchmod(fd, mode)
+
+        counts = {}
+        for umask in (0o022, 0o077):  # 0o022 keeps 0o604; 0o077 strips its "other" bit
+            old = os.umask(umask)
+            try:
+                root = tmp_path / f"umask-{umask:03o}"
+                fetcher = Fetcher(s3=s3, root=root, file_mode=FILE_MODE, directory_mode=DIR_MODE)
+                fetcher.prepare()
+                fchmods.clear()
+                with monkeypatch.context() as patch:
+                    patch.setattr(os, "fchmod", counting_fchmod)
+                    for name in ("one", "two"):
+                        put(s3, bucket, name, name.encode())
+                        fetcher.fetch(event(bucket, name), cancel=go())
+                counts[umask] = list(fchmods)
+            finally:
+                os.umask(old)
+            for name in ("one", "two"):
+                assert (root / name).stat().st_mode & 0o7777 == FILE_MODE
+        assert counts == {0o022: [], 0o077: [FILE_MODE, FILE_MODE]}
+
+    def test_temp_names_count_and_pass_over_a_taken_name(
+        self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Temp names are the fetcher's prefix and a counter, no random bytes per file; a name
+        that exists anyway is passed over, the file there left alone."""
+        created: list[str] = []
+        real_open = os.open
+
+        def recording_open(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+            if flags & os.O_EXCL and str(path).endswith(".part"):
+                created.append(Path(path).name)
+            return real_open(path, flags, mode, **kwargs)
+
+        monkeypatch.setattr(os, "open", recording_open)
+        put(s3, bucket, "first", b"1")
+        fetcher.fetch(event(bucket, "first"), cancel=go())
+        prefix, number = created[0].removesuffix(".part").rsplit("-", 1)
+        taken = root / TEMP_DIR_NAME / f"{prefix}-{int(number) + 1}.part"
+        taken.write_bytes(b"not this download's")
+        put(s3, bucket, "second", b"2")
+        result = fetcher.fetch(event(bucket, "second"), cancel=go())
+        assert result.outcome is FetchOutcome.DOWNLOADED
+        assert (root / "second").read_bytes() == b"2"
+        assert created == [f"{prefix}-{int(number) + k}.part" for k in range(3)]
+        assert taken.read_bytes() == b"not this download's"
 
 
 class TestFailures:
