@@ -94,15 +94,18 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-def copy_tree(dest: Path) -> None:
-    """The tracked files of the working tree, as they are now (uncommitted edits included)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        source = REPO / name.decode()
+def copy_tree(dest: Path, names: list[str] | None = None) -> None:
+    """``names`` (paths under the repo), by default every tracked file of the working tree, as
+    they are now (uncommitted edits included)."""
+    if names is None:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True
+        ).stdout.split(b"\0")
+        names = [name.decode() for name in listed if name]
+    for name in names:
+        source = REPO / name
         if source.is_file():
-            target = dest / name.decode()
+            target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read_bytes())
 
@@ -121,6 +124,8 @@ def ablate(tree: Path, variants: list[str]) -> None:
 
 
 def ratios(result: Path) -> tuple[float, float]:
+    # Not run.py's row lookup: importing run.py pulls in boto3 and the emulator's support code,
+    # and this module must import without them (the package build runs its unit test).
     rows = {row["contestant"]: row for row in json.loads(result.read_text())["rows"]}
     ours, floor = rows["s3sqsd"], rows["limit"]
     return (

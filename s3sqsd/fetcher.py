@@ -79,7 +79,7 @@ from s3sqsd.verify import (
 XATTR_NAME = "user.s3sqsd"
 WRITEBACK_BYTES = 8 << 20  # start writeback of a large download every 8 MiB
 TEMP_SUFFIX = ".part"
-TEMP_NAME_ATTEMPTS = 16
+TEMP_NAME_ATTEMPTS = 16  # names in a row found taken before a temp file counts as a failure
 # Reads of a ranged GET: with ten ranges in flight, 1 MiB reads cost 14 MiB more peak RSS on a
 # 1 GiB object than 256 KiB ones (73.7 vs 59.3 MiB) for no speed (bench, workload c), and
 # smaller reads halve the CPU at 20 ms RTT (fewer partial reads per call); s3transfer reads

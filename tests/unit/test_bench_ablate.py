@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.ablate import EDITS, REPO, ablate
+from bench.ablate import EDITS, REPO, ablate, copy_tree
 
 
 @pytest.mark.parametrize("variant", sorted(EDITS))
@@ -24,7 +24,7 @@ def test_all_variants_apply_together_to_a_copy(tmp_path: Path) -> None:
     """Combined variants (``--variant fetch,log,checksum``) touch one file twice: the edits
     must not overlap; the copy changes, the working tree does not."""
     before = {name: (REPO / name).read_text(encoding="utf-8") for name, _, _ in _all_edits()}
-    _copy_edited_files(tmp_path)
+    copy_tree(tmp_path, _edited_files())
     ablate(tmp_path, sorted(EDITS))
     for name, _old, new in _all_edits():
         assert new in (tmp_path / name).read_text(encoding="utf-8")
@@ -32,7 +32,7 @@ def test_all_variants_apply_together_to_a_copy(tmp_path: Path) -> None:
 
 
 def test_an_edit_that_no_longer_matches_stops_the_tool(tmp_path: Path) -> None:
-    _copy_edited_files(tmp_path)
+    copy_tree(tmp_path, _edited_files())
     ablate(tmp_path, ["fsync"])
     with pytest.raises(SystemExit, match="matches 0 times"):
         ablate(tmp_path, ["fsync"])  # the old text is gone from the copy now
@@ -42,8 +42,6 @@ def _all_edits() -> list[tuple[str, str, str]]:
     return [edit for variant in sorted(EDITS) for edit in EDITS[variant]]
 
 
-def _copy_edited_files(dest: Path) -> None:
-    """The files the edits touch (not the whole tree: the package build has no git)."""
-    for name, _, _ in _all_edits():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        (dest / name).write_text((REPO / name).read_text(encoding="utf-8"), encoding="utf-8")
+def _edited_files() -> list[str]:
+    """The files the edits touch, not the whole tree: the package build has no git."""
+    return sorted({name for name, _, _ in _all_edits()})
