@@ -277,6 +277,60 @@ class TestSuccess:
         assert fetcher.fetched == []
 
 
+class TestDeleteBatching:
+    """Deletes wait, up to ``delete_linger_seconds``, to fill DeleteMessageBatch calls of ten."""
+
+    def test_under_a_backlog_deletes_go_ten_at_a_time(self) -> None:
+        """Downloads finishing one by one share calls of ten; sent as they came (the settler
+        being idle), most would go alone or in twos."""
+        settings = replace(SETTINGS, workers=8, delete_linger_seconds=5.0)
+
+        def staggered(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            time.sleep(0.002 * (int(obj.key[1:]) % 4))
+            return ok(obj)
+
+        queue = StubQueue()
+        ids = [queue.put(s3_body(f"k{i}")) for i in range(40)]
+        with running(queue, ScriptedFetcher(staggered), settings=settings):
+            wait_until(lambda: queue.remaining() == [], timeout=30, what="all deleted")
+        assert [len(batch) for _, batch in queue.deletes_done] == [10, 10, 10, 10]
+        assert sorted(queue.deleted) == sorted(ids)
+
+    def test_a_lone_delete_waits_for_the_linger_and_no_longer(self) -> None:
+        settings = replace(SETTINGS, delete_linger_seconds=0.5)
+        fetched_at: dict[str, float] = {}
+
+        def record(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            fetched_at[obj.key] = time.monotonic()
+            return ok(obj)
+
+        queue = StubQueue()
+        message_id = queue.put(s3_body("a"))
+        with running(queue, ScriptedFetcher(record), settings=settings):
+            wait_until(lambda: queue.deleted == [message_id], timeout=5, what="the delete")
+        [(deleted_at, batch)] = queue.deletes_done
+        assert batch == (message_id,)
+        assert deleted_at - fetched_at["a"] >= 0.5
+
+    def test_stopping_sends_the_lingering_deletes_at_once(self) -> None:
+        """A drain does not wait out the linger: with an hour of it, the worker still stops
+        (``running`` fails if it takes 15 s) and every finished message is deleted."""
+        settings = replace(SETTINGS, delete_linger_seconds=3600.0)
+        queue = StubQueue()
+        ids = [queue.put(s3_body(f"k{i}")) for i in range(3)]
+        fetcher = ScriptedFetcher()
+        with running(queue, fetcher, settings=settings) as (worker, _stop):
+            wait_until(
+                lambda: worker.metrics.get("objects_downloaded") == 3, what="three downloads"
+            )
+            time.sleep(0.3)  # a delete sent as soon as its download ended would be done now
+            assert queue.deleted == []
+            stopping_at = time.monotonic()
+        assert sorted(queue.deleted) == sorted(ids)
+        assert len(queue.deletes_done) == 1
+        assert queue.deletes_done[0][0] >= stopping_at
+
+
 class TestFailures:
     def test_transient_failure_returns_the_message_with_backoff(self) -> None:
         def missing(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
