@@ -85,7 +85,7 @@ from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
 from s3sqsd.notify import Notifier
 from s3sqsd.redact import redact
-from s3sqsd.sqs import BatchFailure, BatchResult, Message, error_code
+from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult, Message, error_code
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,6 @@ SWEEP_INTERVAL_SECONDS = 0.1
 MAX_DELETE_TRIES = 3
 # A delete waits at most this long for nine others to share its DeleteMessageBatch call.
 DELETE_LINGER_SECONDS = 0.2
-SQS_BATCH_MAX = 10
 ABANDON_GRACE_SECONDS = 3.0
 DLQ_ERROR_TEXT_LIMIT = 1000
 
@@ -1041,7 +1040,7 @@ class Worker:
             return 0
         if self._stop_receiving.is_set() or self._delete_due_in() <= 0:
             return pending
-        return pending - pending % SQS_BATCH_MAX
+        return pending - pending % BATCH_LIMIT
 
     def _delete_due_in(self) -> float:
         """Seconds until the oldest pending delete has waited its linger (inf: none pending)."""
