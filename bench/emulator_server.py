@@ -91,7 +91,7 @@ def _apply_sqs_fixes() -> None:
 
     from tests.support.emulator import _apply_moto_fixes
 
-    _apply_moto_fixes()  # fix 1: delete and receive under the queue's lock
+    _apply_moto_fixes()  # fix 1: the test emulator's (queue locks, HEAD composite checksums)
 
     def is_message_valid_based_on_retention_period(
         self: Any, queue_name: str, message: Any

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import botocore.config
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -104,6 +105,8 @@ class Context:
     profile_dir: Path | None = None
     s3sqsd_config: dict[str, Any] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
+    multipart_bytes: int = 0  # --multipart-mib: large objects as multipart uploads of this part
+    multipart_checksum: str | None = None  # --multipart-checksum: the uploads' algorithm
 
     def profile_path(self, contestant: Contestant, *parts: str) -> None:
         """With ``--profile``: record s3sqsd and limit with py-spy into ``profile_dir``."""
@@ -133,6 +136,42 @@ class ObjectSet:
         return self.size * len(self.keys)
 
 
+def put_multipart(
+    remote: RemoteEmulator,
+    bucket: str,
+    key: str,
+    data: bytes,
+    *,
+    part: int,
+    algorithm: str | None,
+) -> None:
+    """A multipart upload in parts of ``part`` bytes. Without ``algorithm``, as SDKs before 2025
+    made them: s3sqsd can verify such an object only by its part MD5s (``md5-parts``), the
+    costliest check it makes (moto adds no default checksum; AWS adds a CRC64NVME). With one
+    (CRC32), a composite checksum, verified part by part (``crc32-composite``)."""
+    extra = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+    try:
+        config = botocore.config.Config(request_checksum_calculation="when_required")
+    except TypeError:  # botocore < 1.36 adds no checksum anyway
+        config = botocore.config.Config()
+    s3 = remote.client("s3", config=config)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+    done = []
+    for number, start in enumerate(range(0, len(data), part), start=1):
+        answer = s3.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload,
+            PartNumber=number,
+            Body=data[start : start + part],
+            **extra,
+        )
+        done.append({"ETag": answer["ETag"], "PartNumber": number})
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": done}
+    )
+
+
 def make_objects(ctx: Context, prefix: str, count: int, size: int) -> ObjectSet:
     """PUT ``count`` objects into a fresh bucket wired to a capture queue; keep the events."""
     remote = ctx.remote
@@ -147,10 +186,27 @@ def make_objects(ctx: Context, prefix: str, count: int, size: int) -> ObjectSet:
     else:
         for key in keys:
             data = os.urandom(size)
-            s3.put_object(Bucket=pipeline.bucket, Key=key, Body=data)
+            if ctx.multipart_bytes and size > ctx.multipart_bytes:
+                put_multipart(
+                    remote,
+                    pipeline.bucket,
+                    key,
+                    data,
+                    part=ctx.multipart_bytes,
+                    algorithm=ctx.multipart_checksum,
+                )
+            else:
+                s3.put_object(Bucket=pipeline.bucket, Key=key, Body=data)
             del data
     sqs = remote.client("sqs")
-    messages = receive_all(sqs, pipeline.queue_url, count=count, timeout=120)
+    multipart = bool(ctx.multipart_bytes) and size > ctx.multipart_bytes
+    # moto announces a multipart upload twice (ObjectCreated:Put and :CompleteMultipartUpload,
+    # tests/support/emulator.py); AWS sends the second only, and so does this replay.
+    announced = 2 * count if multipart else count
+    messages = receive_all(sqs, pipeline.queue_url, count=announced, timeout=120)
+    if multipart:
+        messages = [m for m in messages if "CompleteMultipartUpload" in m["Body"]]
+        assert len(messages) == count, f"{len(messages)} CompleteMultipartUpload events"
     sqs.delete_queue(QueueUrl=pipeline.queue_url)
     ctx.log(f"{count} x {size} B objects in {pipeline.bucket} in {time.monotonic() - started:.1f}s")
     assert pipeline.dlq_url is not None
@@ -799,6 +855,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (a temp dir)")
     parser.add_argument(
+        "--multipart-mib",
+        type=int,
+        default=0,
+        metavar="N",
+        help="upload the large objects (b, c) as multipart uploads of N MiB parts, so s3sqsd "
+        "verifies them part by part; 0: single PUTs",
+    )
+    parser.add_argument(
+        "--multipart-checksum",
+        choices=("none", "CRC32", "SHA256"),
+        default="none",
+        help="with --multipart-mib: the uploads' checksum (composite); none: only the "
+        "multipart ETag (md5-parts)",
+    )
+    parser.add_argument(
         "--s3sqsd-config",
         action="append",
         default=[],
@@ -857,6 +928,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             contestants=contestants,
             profile_dir=args.profile,
             s3sqsd_config=extra_config,
+            multipart_bytes=args.multipart_mib * MIB,
+            multipart_checksum=None
+            if args.multipart_checksum == "none"
+            else args.multipart_checksum,
         )
         ctx.log(f"emulator {emulator.endpoint} (pid {emulator.pid}); workdir {workdir}")
         try:
@@ -876,6 +951,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": info,
         "plan": plan.__dict__,
         "s3sqsd_config": extra_config,
+        "multipart_mib": args.multipart_mib,
+        "multipart_checksum": args.multipart_checksum,
         "rows": rows,
         "targets": checks,
         "runs": ctx.results,

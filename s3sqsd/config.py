@@ -111,6 +111,9 @@ class LargeObjectsConfig:
 
 UNROUTED_CHOICES = ("acknowledge", "dead_letter")
 ON_REMOVE_CHOICES = ("keep", "delete")
+# What to do with an object of which this host can verify nothing but the length (verify.py):
+# accept it with a warning, or refuse it (dead-lettered). docs/configuration.md argues the default.
+INTEGRITY_CHOICES = ("best_effort", "strict")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()  # empty: every object goes to download_folder
     unrouted: str = "acknowledge"  # with routes, an object no route takes: UNROUTED_CHOICES
     on_remove: str = "keep"  # what an ObjectRemoved event does locally: ON_REMOVE_CHOICES
+    integrity: str = "best_effort"  # a length-only object: INTEGRITY_CHOICES
     metrics: MetricsConfig | None = None  # None: no metrics endpoint
     large_objects: LargeObjectsConfig = field(default_factory=LargeObjectsConfig)
 
@@ -405,6 +409,7 @@ def _parse_config(data: object, *, source: str) -> Config:
         "routes": _routes,
         "unrouted": _choice(UNROUTED_CHOICES),
         "on_remove": _choice(ON_REMOVE_CHOICES),
+        "integrity": _choice(INTEGRITY_CHOICES),
         "metrics": _metrics,
         "large_objects": _large_objects,
     }

@@ -23,6 +23,7 @@ from types import FrameType
 
 from s3sqsd import __version__
 from s3sqsd.aws import make_clients
+from s3sqsd.checksums import HostChecksums
 from s3sqsd.config import Config, load_config
 from s3sqsd.errors import ConfigError, LocalError
 from s3sqsd.fetcher import Fetcher
@@ -61,6 +62,7 @@ RESTART_ONLY = frozenset(
         "routes",
         "large_objects",
         "pollers",
+        "integrity",
     }
 )
 
@@ -100,6 +102,19 @@ class Daemon:
         fetchers: dict[Path, Fetcher] = {}
         large = config.large_objects
         parts = parts_executor(large.concurrency)
+        checksums = HostChecksums.detect()
+        logger.info(
+            "checksums: this host %s; objects only their length can verify are %s (integrity: %s)",
+            checksums.summary(),
+            "refused" if config.integrity == "strict" else "accepted with a warning",
+            config.integrity,
+            extra={
+                "event": "daemon.integrity",
+                "algorithms": sorted(checksums.factories),
+                "unverifiable_algorithms": dict(checksums.missing),
+                "integrity": config.integrity,
+            },
+        )
         for folder in download_folders(config):
             fetcher = Fetcher(
                 s3=clients.s3,
@@ -110,6 +125,8 @@ class Daemon:
                 ranged_threshold=large.threshold_bytes,
                 part_size=large.part_size_bytes,
                 parts_window=2 * large.concurrency,
+                checksums=checksums,
+                integrity_strict=config.integrity == "strict",
             )
             try:
                 swept = fetcher.prepare()

@@ -3,10 +3,13 @@
 The worker maps each branch to one action, so the classification *is* the failure policy:
 
 - ``PermanentError``: retrying cannot help (bad body, unsafe key, bucket not allowed, access
-  denied). The message goes to the dead-letter path at once.
+  denied, an object this host cannot verify under ``integrity: strict``). The message goes to
+  the dead-letter path at once.
 - ``TransientError``: the remote side may recover (network, throttling, 5xx, object not readable
   yet, a corrupted transfer). The message is made visible again after a backoff that grows with
-  its SQS ``ApproximateReceiveCount``; after ``retry.max_attempts`` it is dead-lettered.
+  its SQS ``ApproximateReceiveCount``; after ``retry.max_attempts`` it is dead-lettered. One
+  exception: ``DownloadCancelledError`` (the daemon's own stop cut the work short) releases the
+  message at once, with no retry counted.
 - ``LocalError``: this host cannot store the file right now (disk full, read-only filesystem,
   permissions). It is not the message's fault, so it never counts towards dead-lettering: the
   message is returned with a backoff and receiving pauses while the condition lasts.
@@ -87,6 +90,14 @@ class ObjectAccessError(PermanentError):
     reason = "object_inaccessible"
 
 
+class UnverifiableError(PermanentError):
+    """``integrity: strict`` and nothing stronger than the length can be verified on this host
+    (a checksum whose algorithm it lacks, an ETag that is not an MD5). Dead-lettered at once:
+    another try here cannot do better; a host with awscrt, or ``best_effort``, can."""
+
+    reason = "unverifiable"
+
+
 class AttemptsExhaustedError(PermanentError):
     """A transient failure repeated ``retry.max_attempts`` times."""
 
@@ -109,6 +120,22 @@ class IntegrityError(TransientError):
     """The bytes received do not match the length, ETag or checksum S3 announced."""
 
     reason = "integrity_mismatch"
+
+
+class PartsMismatchError(IntegrityError):
+    """A per-part check (composite checksum, multipart ETag) did not match. When the part
+    sizes were assumed equal, the fetcher asks S3 for each part's size and checks the file
+    again before it decides: only a mismatch with S3's own sizes is an IntegrityError."""
+
+
+class DownloadCancelledError(TransientError):
+    """The download was stopped because the daemon is stopping (the drain deadline passed).
+
+    Not the message's failure: the worker releases the message at once, without counting an
+    attempt or logging a retry.
+    """
+
+    reason = "cancelled"
 
 
 class CommandError(TransientError):

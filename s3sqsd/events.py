@@ -5,6 +5,7 @@ TYPES AND SIGNATURES ABOVE THE LINE BELOW ARE THE CONTRACT OTHER MODULES USE.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import json
 import re
@@ -97,6 +98,25 @@ def decode_key(raw: str, mode: KeyDecoding) -> str:
 def sequencer_newer(a: str, b: str) -> bool:
     """True when sequencer ``a`` is later than ``b`` (right-pad the shorter with '0', compare)."""
     return _sequencer_newer(a, b)
+
+
+def event_time_earlier(a: str | None, b: str | None) -> bool:
+    """True when event time ``a`` is strictly earlier than ``b`` (ISO 8601, as S3 and
+    EventBridge write it); False when either is missing or unreadable. Only a tie-breaker for
+    stores that repeat sequencers: S3's own order is the sequencer."""
+    if a is None or b is None:
+        return False
+    try:
+        return _parse_time(a) < _parse_time(b)
+    except (ValueError, TypeError):  # unreadable, or one naive and one aware
+        return False
+
+
+def _parse_time(value: str) -> datetime.datetime:
+    parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("no time zone")
+    return parsed
 
 
 # ---- implementation below -------------------------------------------------------------------

@@ -3,14 +3,17 @@
 The bytes go to a file with a random name in the hidden temp folder ``root/.s3sqsd-tmp`` (same
 filesystem as every final path, checked by ``prepare``). Its removal is registered before the
 first byte is written, so every failure path, cancellation included, leaves no temp file. The
-file is checked against what S3 announced (length, event size, MD5 ETag, full-object
-checksums), fsynced, labelled with its provenance (xattr ``user.s3sqsd``), renamed over the
-final path and the parent directory is fsynced (one fsync may cover several renames into the
-same directory: dirsync.py). Only then does ``fetch`` report ``DOWNLOADED`` and may the caller
-delete the message.
+file is checked against what S3 announced (length, event size, and the strongest checksum or
+MD5 ETag this host can verify: verify.py), fsynced, labelled with its provenance (xattr
+``user.s3sqsd``), renamed over the final path and the parent directory is fsynced (one fsync
+may cover several renames into the same directory: dirsync.py). Only then does ``fetch``
+report ``DOWNLOADED`` and may the caller delete the message.
 
 Provenance orders overwrites: an event older than the file on disk (S3 ``sequencer``) is
-``STALE``, the same event again is ``DUPLICATE``; neither replaces the file. The check runs
+``STALE``, the same event again (same sequencer, and the same ETag and version: a store may
+repeat sequencers, and then the event time orders them) is ``DUPLICATE``, and so is, without
+sequencers to compare, an event naming the object on disk (same ETag, and version when it names
+one); neither replaces the file. The check runs
 before the GET (no GET for an old event) and again under a per-path lock right before the
 rename (two workers racing on one key) when something may have changed since: a file was
 there at the first look, or another thread renamed into or removed the path meanwhile. On a
@@ -56,19 +59,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s3sqsd.checksums import HostChecksums
 from s3sqsd.dirsync import DirectorySync, fsync_directory
 from s3sqsd.errors import (
+    DownloadCancelledError,
     FetchError,
     LocalError,
     MessageError,
+    PartsMismatchError,
     PathConflictError,
     UnsafeKeyError,
+    UnverifiableError,
 )
-from s3sqsd.events import ObjectCreated, OtherRecord, object_url, sequencer_newer
+from s3sqsd.events import (
+    ObjectCreated,
+    OtherRecord,
+    event_time_earlier,
+    object_url,
+    sequencer_newer,
+)
+from s3sqsd.parts import Layout, check_again, layout, pin
 from s3sqsd.paths import TEMP_DIR_NAME, local_path
 from s3sqsd.ranged import fetch_ranged
 from s3sqsd.verify import (
     REMOTE_ERRORS,
+    Check,
+    CheckKind,
+    Digests,
+    Expected,
     Readable,
     remote_error,
     s3_url,
@@ -122,6 +140,18 @@ class FetchResult:
     etag: str | None
     version_id: str | None
     duration_ms: int
+    verified_by: str | None = None  # verify.Check.verified_by, for DOWNLOADED
+    unverifiable: tuple[str, ...] = ()  # stronger checks S3 had that this host could not do
+
+
+@dataclass(frozen=True, slots=True)
+class Got:
+    """What one download brought: its size, the object's ETag and version, and its check."""
+
+    size: int
+    etag: str | None
+    version_id: str | None
+    check: Check
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +164,10 @@ class Provenance:
     etag: str | None
     sequencer: str | None
     size: int
+    event_time: str | None = None  # the event's; orders events only where sequencers repeat
 
     def encode(self) -> bytes:
-        fields = {
+        fields: dict[str, object] = {
             "bucket": self.bucket,
             "key": self.key,
             "version_id": self.version_id,
@@ -144,6 +175,8 @@ class Provenance:
             "sequencer": self.sequencer,
             "size": self.size,
         }
+        if self.event_time is not None:
+            fields["event_time"] = self.event_time
         return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode("ascii")
 
     @classmethod
@@ -156,7 +189,7 @@ class Provenance:
         if not isinstance(data, dict):
             return None
         strings = ("bucket", "key")
-        optional = ("version_id", "etag", "sequencer")
+        optional = ("version_id", "etag", "sequencer", "event_time")
         if not all(isinstance(data.get(name), str) for name in strings):
             return None
         if not all(data.get(name) is None or isinstance(data[name], str) for name in optional):
@@ -171,6 +204,7 @@ class Provenance:
             etag=data.get("etag"),
             sequencer=data.get("sequencer"),
             size=size,
+            event_time=data.get("event_time"),
         )
 
 
@@ -247,12 +281,17 @@ class Fetcher:
         part_size: int = 8 << 20,
         parts_window: int = 16,
         directory_sync: DirectorySync | None = None,
+        checksums: HostChecksums | None = None,
+        integrity_strict: bool = False,
     ) -> None:
         """``parts``: the executor ranged GETs run on (worker.py owns its threads); without
         one every object is one GET. Objects whose event size is ``ranged_threshold`` or more
         are fetched as ranges of ``part_size``, at most ``parts_window`` of one object ahead of
         the in-order verification. ``directory_sync`` makes each rename durable (dirsync.py:
-        one directory fsync covers the renames that completed before it began)."""
+        one directory fsync covers the renames that completed before it began).
+        ``checksums``: the algorithms this host verifies (default: what is installed);
+        ``integrity_strict``: an object that only its length can verify is refused
+        (UnverifiableError) instead of accepted with a warning (config ``integrity``)."""
         if chunk_size <= 0 or part_size <= 0 or parts_window <= 0:
             raise ValueError("chunk_size, part_size and parts_window must be positive")
         self._s3 = s3
@@ -266,6 +305,8 @@ class Fetcher:
         self._part_size = part_size
         self._parts_window = parts_window
         self._directory_sync = directory_sync or DirectorySync()
+        self._checksums = checksums if checksums is not None else HostChecksums.detect()
+        self._strict = integrity_strict
         self._xattrs: bool | None = None
         self._lock_fd: int | None = None  # the folder lock (``_lock_folder``), kept open
         self._locks_guard = threading.Lock()
@@ -284,6 +325,10 @@ class Fetcher:
     @property
     def root(self) -> Path:
         return self._root
+
+    @property
+    def checksums(self) -> HostChecksums:
+        return self._checksums
 
     @property
     def xattrs_supported(self) -> bool | None:
@@ -429,7 +474,7 @@ class Fetcher:
             if skip is not None:
                 return self._skipped(skip, path, obj, started)
             if cancel.is_set():
-                raise FetchError(f"download of {s3_url(obj)} cancelled")
+                raise DownloadCancelledError(f"download of {s3_url(obj)} cancelled")
             temp, fd = self._open_temp(obj)
             # Registered before the first write: every exit below removes the temp file, except
             # the rename, after which the name no longer exists (and is not unlinked again).
@@ -443,10 +488,10 @@ class Fetcher:
             cleanup.callback(os.close, fd)
             parts = self._parts
             if parts is not None and (obj.size or 0) >= self._ranged_threshold:
-                size, etag, version_id = self._fetch_ranged(obj, fd, path, cancel, parts)
+                got = self._fetch_ranged(obj, fd, path, cancel, parts)
             else:
-                size, etag, version_id = self._fetch_whole(obj, fd, path, cancel)
-            self._label(fd, temp, obj, etag=etag, version_id=version_id, size=size)
+                got = self._fetch_whole(obj, fd, path, cancel)
+            self._label(fd, temp, obj, etag=got.etag, version_id=got.version_id, size=got.size)
             try:
                 os.fsync(fd)
             except OSError as exc:
@@ -471,12 +516,19 @@ class Fetcher:
                     self._directory_sync.renamed(str(path.parent))
                 except OSError as exc:
                     raise local_error(exc, path.parent, obj, "cannot sync directory") from exc
-        return FetchResult(FetchOutcome.DOWNLOADED, path, size, etag, version_id, _ms(started))
+        return FetchResult(
+            FetchOutcome.DOWNLOADED,
+            path,
+            got.size,
+            got.etag,
+            got.version_id,
+            _ms(started),
+            verified_by=got.check.verified_by,
+            unverifiable=got.check.unverifiable,
+        )
 
-    def _fetch_whole(
-        self, obj: ObjectCreated, fd: int, path: Path, cancel: threading.Event
-    ) -> tuple[int, str | None, str | None]:
-        """One GET streamed into ``fd``; returns size, ETag and version id."""
+    def _fetch_whole(self, obj: ObjectCreated, fd: int, path: Path, cancel: threading.Event) -> Got:
+        """One GET streamed into ``fd``, pinned to the event's version when it names one."""
         params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "ChecksumMode": "ENABLED"}
         if obj.version_id:
             params["VersionId"] = obj.version_id
@@ -485,11 +537,65 @@ class Fetcher:
         except REMOTE_ERRORS as exc:
             raise remote_error(exc, obj) from exc
         body = response["Body"]
+        etag = strip_etag(response.get("ETag"))
+        version_id = response.get("VersionId") or obj.version_id
         try:
-            size = self._receive(body, fd, path, response, obj, cancel)
+            expected = self.expect(response, obj)
+            pinned = pin(version_id=version_id, etag=etag)
+            sizes = self._layout(obj, expected, pinned)
+            digests = Digests(
+                expected, host=self._checksums, layout=None if sizes is None else sizes.sizes
+            )
+            try:
+                size = self._receive(body, fd, path, digests, obj, cancel)
+            except PartsMismatchError as exc:
+                assert sizes is not None  # only per-part checks raise it
+                check_again(
+                    exc,
+                    s3=self._s3,
+                    obj=obj,
+                    fd=fd,
+                    expected=expected,
+                    host=self._checksums,
+                    assumed=sizes,
+                    pinned=pinned,
+                    chunk_size=self._chunk_size,
+                    cancel=cancel,
+                )
+                size = digests.length
         finally:
             _close_quietly(body)
-        return size, strip_etag(response.get("ETag")), response.get("VersionId") or obj.version_id
+        return Got(size=size, etag=etag, version_id=version_id, check=expected.check)
+
+    def expect(self, response: Mapping[str, Any], obj: ObjectCreated) -> Expected:
+        """What the bytes must match, refused here under ``integrity: strict`` when that is
+        only their length (before a byte is read: nothing is downloaded for nothing)."""
+        expected = Expected.from_response(response, obj, host=self._checksums)
+        check = expected.check
+        if self._strict and check.kind is CheckKind.LENGTH:
+            why = "; ".join(check.unverifiable) or "S3 has no checksum and no MD5 ETag for it"
+            raise UnverifiableError(
+                f"{s3_url(obj)}: only the length could be verified on this host ({why}); "
+                "integrity: strict refuses it (install awscrt, or set integrity: best_effort)"
+            )
+        return expected
+
+    def _layout(
+        self, obj: ObjectCreated, expected: Expected, pinned: dict[str, Any]
+    ) -> Layout | None:
+        """The part sizes a per-part check needs (parts.py); None for the other checks."""
+        check = expected.check
+        if not check.needs_layout or check.parts is None:
+            return None
+        if expected.content_length is None:
+            raise FetchError(f"GET {s3_url(obj)} gave no Content-Length")
+        return layout(
+            s3=self._s3,
+            obj=obj,
+            total=expected.content_length,
+            parts=check.parts,
+            pinned=pinned,
+        )
 
     def _fetch_ranged(
         self,
@@ -498,8 +604,8 @@ class Fetcher:
         path: Path,
         cancel: threading.Event,
         parts: Executor,
-    ) -> tuple[int, str | None, str | None]:
-        """Ranged GETs on the parts executor (ranged.py); returns size, ETag and version id."""
+    ) -> Got:
+        """Ranged GETs on the parts executor (ranged.py), with the same checks."""
         result = fetch_ranged(
             s3=self._s3,
             obj=obj,
@@ -510,8 +616,12 @@ class Fetcher:
             window=self._parts_window,
             cancel=cancel,
             write_error=lambda exc: self._write_failed(exc, obj, path),
+            expect=self.expect,
+            host=self._checksums,
         )
-        return result.size, result.etag, result.version_id
+        return Got(
+            size=result.size, etag=result.etag, version_id=result.version_id, check=result.check
+        )
 
     def _write_failed(self, exc: OSError, obj: ObjectCreated, path: Path) -> LocalError:
         return LocalError(
@@ -554,7 +664,7 @@ class Fetcher:
         body: Readable,
         fd: int,
         path: Path,
-        response: Mapping[str, Any],
+        digests: Digests,
         obj: ObjectCreated,
         cancel: threading.Event,
     ) -> int:
@@ -577,7 +687,7 @@ class Fetcher:
             return stream_and_verify(
                 body,
                 write,
-                response=response,
+                digests=digests,
                 obj=obj,
                 chunk_size=self._chunk_size,
                 cancel=cancel,
@@ -607,6 +717,7 @@ class Fetcher:
             etag=etag,
             sequencer=obj.sequencer,
             size=size,
+            event_time=obj.event_time,
         ).encode()
         try:
             os.setxattr(fd, XATTR_NAME, value)
@@ -677,17 +788,30 @@ class Fetcher:
         have = read_provenance(path)
         if have is None or (have.bucket, have.key) != (obj.bucket, obj.key):
             return None
+        event_etag = strip_etag(obj.etag)
+        same_object = (
+            event_etag is not None
+            and have.etag == event_etag
+            and (obj.version_id is None or have.version_id == obj.version_id)
+        )
         if obj.sequencer is not None and have.sequencer is not None:
             if sequencer_newer(obj.sequencer, have.sequencer):
                 return None
             if sequencer_newer(have.sequencer, obj.sequencer):
                 return FetchOutcome.STALE, have
-            return FetchOutcome.DUPLICATE, have
-        if obj.sequencer is None and obj.version_id is not None:
-            same_version = have.version_id == obj.version_id
-            event_etag = strip_etag(obj.etag)
-            if same_version and event_etag is not None and have.etag == event_etag:
+            # An equal sequencer is the same event only if it names the same object: LocalStack
+            # gives every event one sequencer, and S3-compatible stores may repeat them. For
+            # those, the event time is the order left: an earlier event does not replace.
+            if same_object:
                 return FetchOutcome.DUPLICATE, have
+            if event_time_earlier(obj.event_time, have.event_time):
+                return FetchOutcome.STALE, have
+            return None
+        # Without two sequencers to compare, the same object (bucket, key, ETag, and version
+        # when the event names one) is already on disk: a redelivery, or a store that
+        # announces one upload twice (moto: Put and CompleteMultipartUpload).
+        if same_object:
+            return FetchOutcome.DUPLICATE, have
         return None
 
     # -- removal (on_remove: delete) ----------------------------------------------------------

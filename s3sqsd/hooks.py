@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, cast
 
 from s3sqsd.config import CommandConfig
-from s3sqsd.errors import CommandError
+from s3sqsd.errors import CommandError, DownloadCancelledError
 
 FACT_PATH = "S3SQSD_PATH"
 FACT_BUCKET = "S3SQSD_BUCKET"
@@ -145,9 +145,13 @@ class HookResult:
             return f"was killed by {name}"
         return f"exited with status {code}"
 
-    def as_error(self, url: str) -> CommandError:
-        """The transient failure for a result that is not ``ok``; ``url`` names the object."""
-        return CommandError(f"on_download command {self.command[0]} for {url} {self.describe()}")
+    def as_error(self, url: str) -> CommandError | DownloadCancelledError:
+        """The transient failure for a result that is not ``ok``; ``url`` names the object.
+        A command stopped by the daemon's own stop is not a failure of the message."""
+        text = f"on_download command {self.command[0]} for {url} {self.describe()}"
+        if self.cancelled:
+            return DownloadCancelledError(text)
+        return CommandError(text)
 
 
 def run_on_download(

@@ -63,6 +63,13 @@ DEFINITIONS = (
     Definition("objects_downloaded", COUNTER, "Objects written to their final path."),
     Definition("downloaded_bytes", COUNTER, "Bytes of objects written to their final path."),
     Definition(
+        "objects_verified",
+        COUNTER,
+        "Objects written to their final path, by the check that verified them "
+        "(crc64nvme, sha256-composite, md5, md5-parts, length-only...).",
+        ("verified_by",),
+    ),
+    Definition(
         "objects_skipped",
         COUNTER,
         "Objects not downloaded: stale or duplicate events, folder markers.",

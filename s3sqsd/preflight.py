@@ -34,6 +34,7 @@ from botocore.exceptions import (
 )
 
 from s3sqsd.aws import client, session_and_endpoints
+from s3sqsd.checksums import ALGORITHMS, HostChecksums
 from s3sqsd.config import Config
 from s3sqsd.paths import TEMP_DIR_NAME
 from s3sqsd.routing import download_folders
@@ -191,10 +192,12 @@ def run_checks(
     config_path: Path,
     clients: CheckClients,
     emit: Callable[[CheckResult], None] | None = None,
+    checksums: HostChecksums | None = None,
 ) -> Report:
     """Every check in checklist order; later checks are skipped when they cannot mean anything.
 
-    ``emit`` sees each line as soon as it is known (an interactive command shows progress).
+    ``emit`` sees each line as soon as it is known (an interactive command shows progress);
+    ``checksums``: what this host verifies (default: what is installed).
     """
     results: list[CheckResult] = []
 
@@ -205,6 +208,7 @@ def run_checks(
                 emit(result)
 
     add(CheckResult("config", Verdict.OK, f"{config_path}: valid"))
+    add(check_checksums(checksums or HostChecksums.detect(), config))
     credentials = check_credentials(clients.session)
     add(credentials)
     if credentials.verdict is Verdict.FAIL:
@@ -230,6 +234,32 @@ def run_checks(
         add(check_folder(folder))
         add(check_free_space(folder))
     return Report(tuple(results))
+
+
+def check_checksums(host: HostChecksums, config: Config) -> CheckResult:
+    """Which of S3's checksums this host verifies (checksums.py); ``warn`` without CRC64NVME,
+    the checksum S3 adds to every object uploaded without one."""
+    crt = f"awscrt {host.awscrt_version}" if host.awscrt_version else "no awscrt"
+    can = ", ".join(name for name in ALGORITHMS if host.can(name))
+    if host.can("CRC64NVME") and host.can("CRC32C"):
+        return CheckResult("checksums", Verdict.OK, f"verifies {can} ({crt})")
+    missing = "; ".join(
+        f"{name}: no ({host.why_not(name)})"
+        for name in ("CRC64NVME", "CRC32C")
+        if not host.can(name)
+    )
+    fate = (
+        "refused (integrity: strict)"
+        if config.integrity == "strict"
+        else "placed with a warning (integrity: best_effort)"
+    )
+    return CheckResult(
+        "checksums",
+        Verdict.WARN,
+        f"verifies {can}; {missing}. Objects with those checksums fall back to their MD5 ETag "
+        f"(part by part for multipart ones); SSE-KMS and SSE-C objects have none and are "
+        f"{fate}",
+    )
 
 
 def _skip(name: str, detail: str) -> CheckResult:

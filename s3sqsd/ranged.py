@@ -4,16 +4,22 @@ One GET stream runs at the speed of one core (read, write and checksum in one th
 GIL); boto3's ``download_file`` is twice as fast on a 1 GiB object because it reads ranges on
 ten threads, but it keeps every range in memory and checks nothing. Here:
 
-1. ``HeadObject`` (``ChecksumMode=ENABLED``) gives the length, the ETag and the full-object
-   checksum to verify; the event's version, when it names one, is asked for by ``VersionId``.
+1. ``HeadObject`` (``ChecksumMode=ENABLED``) gives the length, the ETag and the checksum to
+   verify (verify.py chooses the check; a per-part one also needs the part sizes, parts.py);
+   the event's version, when it names one, is asked for by ``VersionId``.
 2. Ranges of ``part_size`` bytes are fetched on the injected executor, each streamed in chunks
    straight to its offset with ``pwrite``: memory stays at a chunk per range in flight. Every
    ranged GET is pinned to the object the HEAD saw (``VersionId``, else ``IfMatch`` on the
    ETag), so an overwrite during the download fails it (412: retried) instead of mixing two
    objects; each answer's ``Content-Range`` must be the range asked for, of the same total.
-3. This thread reads the file back in order, range by range as they complete, while the later
-   ones are still arriving: the digests of ``verify.Digests`` see the bytes in order (what a
-   whole-object checksum needs) at page-cache speed, and each verified range is handed to
+3. When a per-part check is made and the parts are of a range's size (``aligned``), each range
+   is one part, and the thread that fetches it digests its bytes as they arrive: the parts are
+   hashed in parallel (the MD5 of a multipart ETag costs 1.5 s of CPU per GiB, more than one
+   core can spare beside the network), and this thread only combines the digests in order.
+   Otherwise this thread reads the file back in order, range by range as they complete, while
+   the later ones are still arriving: the digests of ``verify.Digests`` see the bytes in order
+   (what a whole-object checksum needs, and what lets a per-part one cut at the parts'
+   boundaries whatever the ranges are) at page-cache speed, and each verified range is handed to
    writeback (``POSIX_FADV_DONTNEED``) so the final fsync has little left. The hashing releases
    the GIL, so it runs beside the network threads.
 
@@ -31,16 +37,30 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from s3sqsd.errors import FetchError, IntegrityError
+from s3sqsd.checksums import Hasher, HostChecksums
+from s3sqsd.errors import DownloadCancelledError, FetchError, IntegrityError, PartsMismatchError
 from s3sqsd.events import ObjectCreated
-from s3sqsd.verify import REMOTE_ERRORS, Digests, Expected, remote_error, s3_url, strip_etag
+from s3sqsd.parts import check_again, layout, pin
+from s3sqsd.verify import (
+    REMOTE_ERRORS,
+    Check,
+    Digests,
+    Expected,
+    remote_error,
+    s3_url,
+    strip_etag,
+)
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+# Parts up to this many ranges long are fetched whole, one per thread (see ``aligned``): with
+# the default 8 MiB ranges, parts of up to 64 MiB, which covers what the AWS CLI, the SDKs'
+# transfer managers and rclone cut below 78 GiB objects.
+ALIGN_MAX_PARTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +68,32 @@ class RangedResult:
     size: int
     etag: str | None
     version_id: str | None
+    check: Check
 
 
 @dataclass(frozen=True, slots=True)
 class _Range:
     start: int
     end: int  # inclusive, as HTTP writes it
+
+
+def part_ranges(sizes: Sequence[int]) -> Iterator[_Range]:
+    """One range per part of the layout ``sizes`` (pure): a range that is exactly one part can
+    be digested by the thread that downloads it, in parallel with the others."""
+    start = 0
+    for size in sizes:
+        yield _Range(start, start + size - 1)
+        start += size
+
+
+def aligned(sizes: Sequence[int] | None, part_size: int) -> bool:
+    """Whether to fetch one range per part (pure): when a per-part check needs the parts'
+    digests and no part is so large (over ``ALIGN_MAX_PARTS`` ranges) that fetching it on one
+    thread would cost the parallelism ranges are for; else ranges of ``part_size`` and the
+    ordered reader cuts the parts."""
+    if not sizes:
+        return False
+    return min(sizes) > 0 and max(sizes) <= ALIGN_MAX_PARTS * part_size
 
 
 def plan_ranges(size: int, part_size: int) -> Iterator[_Range]:
@@ -76,11 +116,15 @@ def fetch_ranged(
     window: int,
     cancel: threading.Event,
     write_error: Callable[[OSError], Exception],
+    expect: Callable[[Any, ObjectCreated], Expected],
+    host: HostChecksums,
 ) -> RangedResult:
     """Download ``obj`` into ``fd`` (an empty temp file) and verify it; see the module text.
 
     Remote failures raise FetchError/ObjectAccessError, mismatches IntegrityError, write
     failures ``write_error(exc)`` (the caller's classification, naming its paths).
+    ``expect`` turns the HEAD into what the bytes must match (and may refuse the object:
+    ``integrity: strict``); ``host`` computes the digests.
     """
     head_params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "ChecksumMode": "ENABLED"}
     if obj.version_id:
@@ -89,17 +133,18 @@ def fetch_ranged(
         head = s3.head_object(**head_params)
     except REMOTE_ERRORS as exc:
         raise remote_error(exc, obj) from exc
-    expected = Expected.from_response(head, obj)
+    expected = expect(head, obj)
     size = expected.content_length
     if size is None:
         raise FetchError(f"HEAD {s3_url(obj)} gave no Content-Length")
     etag = strip_etag(head.get("ETag"))
     version_id = head.get("VersionId") or obj.version_id
-    get_params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
-    if obj.version_id:
-        get_params["VersionId"] = obj.version_id
-    elif etag is not None:
-        get_params["IfMatch"] = f'"{etag}"'
+    pinned = pin(version_id=obj.version_id, etag=etag)
+    get_params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, **pinned}
+    check = expected.check
+    sizes = None
+    if check.needs_layout and check.parts is not None:
+        sizes = layout(s3=s3, obj=obj, total=size, parts=check.parts, pinned=pinned)
     job = _Job(
         s3=s3,
         obj=obj,
@@ -111,15 +156,19 @@ def fetch_ranged(
         cancel=cancel,
         write_error=write_error,
     )
-    digests = Digests(expected)
-    pending: collections.deque[tuple[_Range, Future[None]]] = collections.deque()
-    upcoming = plan_ranges(size, part_size)
+    digests = Digests(expected, host=host, layout=None if sizes is None else sizes.sizes)
+    by_part = aligned(None if sizes is None else sizes.sizes, part_size)
+    pending: collections.deque[tuple[_Range, Future[bytes | None]]] = collections.deque()
+    upcoming = part_ranges(sizes.sizes) if by_part and sizes else plan_ranges(size, part_size)
 
     def submit(part: _Range) -> None:
+        hasher = digests.new_part_hasher() if by_part else None
         try:
-            pending.append((part, executor.submit(job.fetch, part)))
+            pending.append((part, executor.submit(job.fetch, part, hasher)))
         except RuntimeError as exc:  # the executor is shut down: the daemon is exiting
-            raise FetchError(f"download of {s3_url(obj)} cancelled (shutting down)") from exc
+            raise DownloadCancelledError(
+                f"download of {s3_url(obj)} cancelled (shutting down)"
+            ) from exc
 
     try:
         for part in upcoming:
@@ -129,13 +178,19 @@ def fetch_ranged(
         while pending:
             part, future = pending.popleft()
             try:
-                future.result()  # the range's own error, if it failed
+                digest = future.result()  # the range's own error, if it failed
             except CancelledError as exc:  # shut down with cancel_futures (the daemon exits)
-                raise FetchError(f"download of {s3_url(obj)} cancelled (shutting down)") from exc
+                raise DownloadCancelledError(
+                    f"download of {s3_url(obj)} cancelled (shutting down)"
+                ) from exc
             nxt = next(upcoming, None)
             if nxt is not None:
                 submit(nxt)
-            job.read_back(part, digests)
+            if digest is not None:  # one whole part, digested by its own thread
+                digests.add_part(digest, part.end + 1 - part.start)
+                job.release(part)
+            else:
+                job.read_back(part, digests)
     finally:
         job.stop.set()
         for _, future in pending:
@@ -143,8 +198,23 @@ def fetch_ranged(
         for _, future in pending:
             with contextlib.suppress(BaseException):
                 future.exception()  # waits: no range may write once we return
-    digests.verify()
-    return RangedResult(size=digests.length, etag=etag, version_id=version_id)
+    try:
+        digests.verify()
+    except PartsMismatchError as exc:
+        assert sizes is not None  # only per-part checks raise it
+        check_again(
+            exc,
+            s3=s3,
+            obj=obj,
+            fd=fd,
+            expected=expected,
+            host=host,
+            assumed=sizes,
+            pinned=pinned,
+            chunk_size=chunk_size,
+            cancel=cancel,
+        )
+    return RangedResult(size=digests.length, etag=etag, version_id=version_id, check=check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +233,14 @@ class _Job:
     stop: threading.Event = field(default_factory=threading.Event)  # set when it is over
 
     def _check_going(self) -> None:
-        if self.cancel.is_set() or self.stop.is_set():
-            raise FetchError(f"download of {s3_url(self.obj)} cancelled")
+        if self.cancel.is_set():
+            raise DownloadCancelledError(f"download of {s3_url(self.obj)} cancelled")
+        if self.stop.is_set():  # another range failed: its error is the one reported
+            raise FetchError(f"download of {s3_url(self.obj)} stopped")
 
-    def fetch(self, part: _Range) -> None:
+    def fetch(self, part: _Range, hasher: Hasher | None = None) -> bytes | None:
+        """GET one range into its place in the file; with ``hasher`` (the range is one whole
+        part), digest its bytes on the way and return the digest."""
         self._check_going()
         url = s3_url(self.obj)
         try:
@@ -195,10 +269,18 @@ class _Job:
                         f"GET {url} bytes {part.start}-{part.end}: the body ended at {offset}"
                     )
                 self._write_at(chunk, offset)
+                if hasher is not None:
+                    hasher.update(chunk)
                 offset += len(chunk)
         finally:
             with contextlib.suppress(Exception):
                 body.close()
+        return None if hasher is None else hasher.digest()
+
+    def release(self, part: _Range) -> None:
+        """Start the writeback of a range no one reads back, and drop it from the cache."""
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self.fd, part.start, part.end + 1 - part.start, os.POSIX_FADV_DONTNEED)
 
     def _write_at(self, data: bytes, offset: int) -> None:
         view = memoryview(data)

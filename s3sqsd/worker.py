@@ -71,6 +71,7 @@ from s3sqsd.config import CommandConfig, Config
 from s3sqsd.errors import (
     AttemptsExhaustedError,
     BucketNotAllowedError,
+    DownloadCancelledError,
     FetchError,
     LocalError,
     MessageError,
@@ -86,6 +87,7 @@ from s3sqsd.metrics import Metrics, wall_clock
 from s3sqsd.notify import Notifier
 from s3sqsd.redact import redact
 from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult, Message, error_code
+from s3sqsd.verify import CheckKind
 
 logger = logging.getLogger(__name__)
 
@@ -822,6 +824,7 @@ class Worker:
             return
         now = wall_clock()
         metrics.inc("objects_downloaded")
+        metrics.inc("objects_verified", verified_by=result.verified_by or "unknown")
         metrics.inc("downloaded_bytes", result.size)
         metrics.set("last_download_timestamp_seconds", now)
         metrics.observe("download_duration_seconds", result.duration_ms / 1000)
@@ -837,18 +840,28 @@ class Worker:
             "message_id": message.message_id,
         }
         if result.outcome is FetchOutcome.DOWNLOADED:
-            logger.info(
-                "downloaded s3://%s/%s to %s (%d bytes)",
+            # Never silently weaker: a download that only its length verified is a warning
+            # naming what S3 had that this host could not check (integrity: best_effort).
+            weak = result.verified_by == CheckKind.LENGTH.value
+            logger.log(
+                logging.WARNING if weak else logging.INFO,
+                "downloaded s3://%s/%s to %s (%d bytes, verified by %s%s)",
                 obj.bucket,
                 obj.key,
                 result.path,
                 result.size,
+                result.verified_by,
+                f"; not verifiable here: {'; '.join(result.unverifiable)}"
+                if result.unverifiable
+                else "",
                 extra={
                     "event": "object.downloaded",
                     "size": result.size,
                     "duration_ms": result.duration_ms,
                     "version_id": result.version_id,
                     "etag": result.etag,
+                    "verified_by": result.verified_by,
+                    "unverifiable": list(result.unverifiable),
                     **fields,
                 },
             )
@@ -890,6 +903,10 @@ class Worker:
         if outcome.error is None:
             self._local_failures = 0
             self._done(lease)
+        elif isinstance(outcome.error, DownloadCancelledError):
+            # The daemon's own stop cut the work short (the drain deadline): not the message's
+            # failure, so no retry is logged or counted; another consumer may take it now.
+            self._release([lease], why="stopped by the shutdown timeout")
         else:
             self._fail(lease, outcome.error)
 
@@ -1317,19 +1334,29 @@ class Worker:
     def _abandon(self) -> None:
         """The drain deadline passed: cancel downloads, release their messages."""
         self._cancel.set()
+        started = {id(lease) for lease in self._leases.values() if lease.future is not None}
         running = [lease.future for lease in self._leases.values() if lease.future is not None]
         wait_futures(running, timeout=ABANDON_GRACE_SECONDS)
-        self._wait_and_dispatch(deadline=0.0)
-        settling = {id(lease) for lease in (*self._pending_deletes, *self._deleting)}
+        self._wait_and_dispatch(deadline=0.0)  # a cancelled download releases its message
+        returned = sum(1 for lease, _ in self._pending_visibility if id(lease) in started)
+        settling = {
+            id(lease)
+            for lease in (
+                *self._pending_deletes,
+                *self._deleting,
+                *(lease for lease, _ in self._pending_visibility),
+            )
+        }
         leftover = [lease for lease in self._leases.values() if id(lease) not in settling]
         self._release(leftover, why="shutdown timeout reached")
+        cancelled = returned + len(leftover)
         self._settle()
         self._finish_deletes(timeout=ABANDON_GRACE_SECONDS)
-        if leftover:
+        if cancelled > 0:
             logger.warning(
                 "shutdown_timeout_seconds reached: %d downloads cancelled and their messages "
                 "released",
-                len(leftover),
+                cancelled,
                 extra={"event": "daemon.drain_timeout"},
             )
 

@@ -19,7 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3sqsd.config import CommandConfig
-from s3sqsd.errors import FetchError, LocalError, QueueError, UnsafeKeyError
+from s3sqsd.errors import DownloadCancelledError, FetchError, LocalError, QueueError, UnsafeKeyError
 from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.notify import Notifier
@@ -578,22 +578,35 @@ class TestLeases:
         assert queue.remaining() == [ids[1]]
         assert fetcher.fetched == ["k0"]
 
-    def test_drain_timeout_cancels_and_releases(self) -> None:
+    def test_drain_timeout_cancels_and_releases(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A download cut short by the drain deadline is a planned stop, not a failure: its
+        message is released once (visibility 0), with no retry line and no failure counted."""
         settings = WorkerSettings(workers=1, wait_time_seconds=1, shutdown_timeout_seconds=0.5)
         started = threading.Event()
 
         def until_cancelled(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
             started.set()
             assert cancel.wait(20)
-            raise FetchError(f"s3://inbox/{obj.key}: cancelled")
+            raise DownloadCancelledError(f"download of s3://inbox/{obj.key} cancelled")
 
         queue = StubQueue()
         message_id = queue.put(s3_body("big"))
-        with running(queue, ScriptedFetcher(until_cancelled), settings=settings) as (_, stop):
+        caplog.set_level(logging.INFO, logger="s3sqsd")
+        with running(queue, ScriptedFetcher(until_cancelled), settings=settings) as (worker, stop):
             assert started.wait(10)
             stop.set()
         assert queue.deleted == []
-        assert (message_id, 0) in queue.visibility_calls
+        assert [call for call in queue.visibility_calls if call[0] == message_id] == [
+            (message_id, 0)
+        ]
+        events = [getattr(record, "event", None) for record in caplog.records]
+        assert "message.retry" not in events
+        assert events.count("message.released") == 1
+        assert worker.metrics.get("messages_failed") == 0
+        drain = [r for r in caplog.records if getattr(r, "event", None) == "daemon.drain_timeout"]
+        assert [r.getMessage() for r in drain] == [
+            "shutdown_timeout_seconds reached: 1 downloads cancelled and their messages released"
+        ]
 
 
 def removal_body(key: str, *, bucket: str = "inbox") -> str:

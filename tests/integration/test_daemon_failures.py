@@ -169,6 +169,48 @@ def test_bucket_outside_the_allow_list_is_dead_lettered(
     assert daemon.stop() == 0
 
 
+def test_strict_integrity_dead_letters_what_only_its_length_verifies(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+) -> None:
+    """integrity: strict. An SSE-KMS object uploaded without a checksum (its ETag is no MD5)
+    can be verified by nothing but its length: dead-lettered at once as unverifiable, nothing
+    written; a checksummed object beside it downloads."""
+    pipeline = emulator.pipeline()
+    assert pipeline.dlq_url is not None
+    s3 = emulator.client("s3")
+    daemon = spawn_daemon(
+        make_config(pipeline, integrity="strict", dead_letter_queue_url=pipeline.dlq_url)
+    )
+    plain = emulator.client("s3", config=no_checksum_config())
+    plain.put_object(
+        Bucket=pipeline.bucket, Key="kms.bin", Body=b"secret", ServerSideEncryption="aws:kms"
+    )
+    put_objects(s3, pipeline.bucket, {"fine.txt": b"checked"})
+    dead = daemon.wait_for_event("message.dead_lettered", timeout=30)
+    daemon.wait_for_event("object.downloaded", key="fine.txt", timeout=30)
+    wait_queue_empty(emulator, pipeline.queue_url)
+    assert dead["reason"] == "unverifiable"
+    (message,) = receive_all(emulator.client("sqs"), pipeline.dlq_url, count=1)
+    assert attribute(message, "s3sqsd.reason") == "unverifiable"
+    assert "only the length could be verified" in attribute(message, "s3sqsd.error")
+    assert visible_files(download_folder) == {"fine.txt": b"checked"}
+    assert temp_files(download_folder) == []
+    assert daemon.stop() == 0
+
+
+def no_checksum_config() -> Any:
+    """A client that sends no checksum, as SDKs before 2025 (botocore < 1.36 sends none)."""
+    import botocore.config
+
+    try:
+        return botocore.config.Config(request_checksum_calculation="when_required")
+    except TypeError:
+        return botocore.config.Config()
+
+
 # ---- transient failures -------------------------------------------------------------------------
 
 

@@ -84,17 +84,18 @@ def test_notify_socket_path_is_short_even_for_long_directories(tmp_path: Path) -
 FAKE_DAEMON = textwrap.dedent(
     """
     import json, os, signal, socket, sys, time
-    def stop(signum, frame):
-        print(json.dumps({"level": "info", "event": "daemon.stopped", "n": 1}), flush=True)
-        sys.exit(0)
-    signal.signal(signal.SIGTERM, stop)
+    # The handler only sets a flag: printing from it could re-enter a print the signal
+    # interrupted (RuntimeError: reentrant call), as the real daemon's handlers also avoid.
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     print("to stderr", file=sys.stderr, flush=True)
     print("this is not json", flush=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
     print(json.dumps({"level": "info", "event": "daemon.ready", "message": "up"}), flush=True)
-    while True:
+    while not stopping:
         time.sleep(0.05)
+    print(json.dumps({"level": "info", "event": "daemon.stopped", "n": 1}), flush=True)
     """
 )
 

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from s3sqsd.dirsync import DirectorySync
-from s3sqsd.errors import FetchError, IntegrityError, LocalError, PathConflictError, UnsafeKeyError
+from s3sqsd.errors import (
+    DownloadCancelledError,
+    FetchError,
+    IntegrityError,
+    LocalError,
+    PathConflictError,
+    UnsafeKeyError,
+)
 from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import XATTR_NAME, Fetcher, FetchOutcome
 from s3sqsd.paths import TEMP_DIR_NAME
@@ -374,7 +381,7 @@ class TestFailures:
         put(s3, bucket, "c", b"data")
         cancel = go()
         cancel.set()
-        with pytest.raises(FetchError, match="cancelled"):
+        with pytest.raises(DownloadCancelledError, match="cancelled"):
             fetcher.fetch(event(bucket, "c"), cancel=cancel)
         assert not (root / "c").exists()
         assert temp_files(root) == []
@@ -394,7 +401,7 @@ class TestFailures:
                     self.set()
                 return super().is_set()
 
-        with pytest.raises(FetchError, match=r"s3://.*/slow.*cancelled"):
+        with pytest.raises(DownloadCancelledError, match=r"s3://.*/slow.*cancelled"):
             fetcher.fetch(event(bucket, "slow"), cancel=CancelMidway())
         assert len(seen) == 1
         assert len(seen[0]) == 1
@@ -472,9 +479,11 @@ class TestFailures:
         fetcher.fetch(event(bucket, "sub/dir/deep.txt"), cancel=go())
         assert synced == [str(root), str(root / "sub" / "dir")]
         fail.set()
-        put(s3, bucket, "again.txt", b"3")
+        again = event(
+            bucket, "again.txt", sequencer="0A1B", etag=etag_of(put(s3, bucket, "again.txt", b"3"))
+        )
         with pytest.raises(LocalError) as caught:
-            fetcher.fetch(event(bucket, "again.txt", sequencer="0A1B"), cancel=go())
+            fetcher.fetch(again, cancel=go())
         assert "cannot sync directory" in str(caught.value)
         assert (root / "again.txt").read_bytes() == b"3"  # renamed; the retry finds it there
         assert temp_files(root) == []
@@ -482,7 +491,7 @@ class TestFailures:
         # it lets the message go: the failed sync may have left the rename not durable.
         fail.clear()
         synced.clear()
-        retry = fetcher.fetch(event(bucket, "again.txt", sequencer="0A1B"), cancel=go())
+        retry = fetcher.fetch(again, cancel=go())
         assert retry.outcome is FetchOutcome.DUPLICATE
         assert synced == [str(root)]
 
@@ -541,13 +550,14 @@ class TestProvenance:
     def test_sequencer_ordering(
         self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, xattrs: None
     ) -> None:
-        """Same sequencer: DUPLICATE; older: STALE, both without a GET; newer: replaced."""
-        put(s3, bucket, "k", b"first")
-        assert fetcher.fetch(event(bucket, "k", sequencer="0A"), cancel=go()).outcome is (
-            FetchOutcome.DOWNLOADED
-        )
+        """Same sequencer and ETag: DUPLICATE; older: STALE, both without a GET; newer:
+        replaced."""
+        first = etag_of(put(s3, bucket, "k", b"first"))
+        assert fetcher.fetch(
+            event(bucket, "k", sequencer="0A", etag=first), cancel=go()
+        ).outcome is (FetchOutcome.DOWNLOADED)
         s3.delete_object(Bucket=bucket, Key="k")  # any GET from now on would fail
-        duplicate = fetcher.fetch(event(bucket, "k", sequencer="0A00"), cancel=go())
+        duplicate = fetcher.fetch(event(bucket, "k", sequencer="0A00", etag=first), cancel=go())
         assert duplicate.outcome is FetchOutcome.DUPLICATE
         assert (duplicate.path, duplicate.size) == (root / "k", 5)
         stale = fetcher.fetch(event(bucket, "k", sequencer="09FF"), cancel=go())
@@ -558,6 +568,42 @@ class TestProvenance:
         assert newer.outcome is FetchOutcome.DOWNLOADED
         assert (root / "k").read_bytes() == b"second"
         assert json.loads(os.getxattr(root / "k", XATTR_NAME))["sequencer"] == "0B"
+
+    def test_equal_sequencer_of_another_object_is_a_new_event(
+        self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, xattrs: None
+    ) -> None:
+        """LocalStack gives every event one sequencer, and S3-compatible stores may repeat
+        them: an equal sequencer with another ETag (or version), or with none to compare, is
+        a new event, downloaded; only the same object again is a DUPLICATE."""
+        first = etag_of(put(s3, bucket, "k", b"first"))
+        fetcher.fetch(event(bucket, "k", sequencer="0A", etag=first), cancel=go())
+        second = etag_of(put(s3, bucket, "k", b"second, longer"))
+        result = fetcher.fetch(event(bucket, "k", sequencer="0A", etag=second), cancel=go())
+        assert result.outcome is FetchOutcome.DOWNLOADED
+        assert (root / "k").read_bytes() == b"second, longer"
+        same = fetcher.fetch(event(bucket, "k", sequencer="0A", etag=second), cancel=go())
+        assert same.outcome is FetchOutcome.DUPLICATE
+        other_version = event(bucket, "k", sequencer="0A", etag=second, version_id="v2")
+        with pytest.raises(FetchError, match="NoSuchVersion"):  # not a duplicate: it GETs
+            fetcher.fetch(other_version, cancel=go())
+        no_etag = fetcher.fetch(event(bucket, "k", sequencer="0A"), cancel=go())
+        assert no_etag.outcome is FetchOutcome.DOWNLOADED
+
+    def test_equal_sequencers_are_ordered_by_event_time(
+        self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, xattrs: None
+    ) -> None:
+        """Where every event has one sequencer (LocalStack), an event older than the file's
+        (event time) is STALE, without a GET, and a newer one replaces it."""
+        late = etag_of(put(s3, bucket, "t", b"written second"))
+        newer = event(bucket, "t", sequencer="0A", etag=late, event_time="2026-12-06T10:00:01.500Z")
+        assert fetcher.fetch(newer, cancel=go()).outcome is FetchOutcome.DOWNLOADED
+        older = event(bucket, "t", sequencer="0A", etag="0" * 32, event_time="2026-12-06T10:00:01Z")
+        assert fetcher.fetch(older, cancel=go()).outcome is FetchOutcome.STALE
+        assert (root / "t").read_bytes() == b"written second"
+        third = etag_of(put(s3, bucket, "t", b"third"))
+        latest = event(bucket, "t", sequencer="0A", etag=third, event_time="2026-12-06T10:00:02Z")
+        assert fetcher.fetch(latest, cancel=go()).outcome is FetchOutcome.DOWNLOADED
+        assert (root / "t").read_bytes() == b"third"
 
     def test_version_duplicate_without_sequencer(
         self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, xattrs: None
@@ -573,6 +619,22 @@ class TestProvenance:
             fetcher.fetch(
                 event(bucket, "v", version_id=response["VersionId"], etag="1" * 32), cancel=go()
             )
+
+    def test_same_etag_without_sequencer_is_a_duplicate(
+        self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, xattrs: None
+    ) -> None:
+        """No sequencer (moto's events, or a store without them): an event naming the ETag of
+        the file on disk is a DUPLICATE, without a GET; another ETag downloads."""
+        first = etag_of(put(s3, bucket, "same", b"one"))
+        assert fetcher.fetch(event(bucket, "same", etag=first), cancel=go()).outcome is (
+            FetchOutcome.DOWNLOADED
+        )
+        s3.delete_object(Bucket=bucket, Key="same")  # any GET from now on would fail
+        assert fetcher.fetch(event(bucket, "same", etag=first), cancel=go()).outcome is (
+            FetchOutcome.DUPLICATE
+        )
+        with pytest.raises(FetchError):  # another ETag: a new object, so it GETs
+            fetcher.fetch(event(bucket, "same", etag="1" * 32), cancel=go())
 
     def test_no_ordering_information_downloads_again(
         self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, xattrs: None
@@ -627,24 +689,28 @@ class TestProvenance:
         late_sequencer: str,
         expected: FetchOutcome,
     ) -> None:
-        """A newer (or the same) event landing while an old one streams wins the rename."""
-        put(s3, bucket, "race", b"old bytes " * 20_000)
+        """A newer event (or the same one delivered twice) landing while an old one streams
+        wins the rename."""
+        old = b"old bytes " * 20_000
+        etag = etag_of(put(s3, bucket, "race", old))
         fetcher = Fetcher(s3=s3, root=root, chunk_size=16 * 1024)
         fetcher.prepare()
         landed: list[FetchOutcome] = []
+        newer = expected is FetchOutcome.STALE
 
-        class LandNewerMidway(threading.Event):
+        class LandMidway(threading.Event):
             def is_set(self) -> bool:
                 if not landed and temp_files(root):
-                    put(s3, bucket, "race", b"new bytes")
-                    winner = event(bucket, "race", sequencer=late_sequencer)
+                    tag = etag_of(put(s3, bucket, "race", b"new bytes")) if newer else etag
+                    winner = event(bucket, "race", sequencer=late_sequencer, etag=tag)
                     landed.append(fetcher.fetch(winner, cancel=go()).outcome)
                 return super().is_set()
 
-        result = fetcher.fetch(event(bucket, "race", sequencer="0A"), cancel=LandNewerMidway())
+        first = event(bucket, "race", sequencer="0A", etag=etag)
+        result = fetcher.fetch(first, cancel=LandMidway())
         assert landed == [FetchOutcome.DOWNLOADED]
         assert result.outcome is expected
-        assert (root / "race").read_bytes() == b"new bytes"
+        assert (root / "race").read_bytes() == (b"new bytes" if newer else old)
         assert temp_files(root) == []
 
 

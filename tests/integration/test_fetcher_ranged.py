@@ -17,7 +17,7 @@ from typing import Any
 import botocore.config
 import pytest
 
-from s3sqsd.errors import FetchError, IntegrityError, LocalError
+from s3sqsd.errors import DownloadCancelledError, FetchError, IntegrityError, LocalError
 from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import Fetcher, FetchOutcome, read_provenance
 from s3sqsd.paths import TEMP_DIR_NAME
@@ -272,7 +272,7 @@ def test_cancel_stops_every_range(
     cancel = threading.Event()
     s3.meta.events.register("after-call.s3.HeadObject", lambda **_: cancel.set())
     fetcher = make_fetcher(s3, tmp_path / "dl", parts)
-    with pytest.raises(FetchError, match="cancelled"):
+    with pytest.raises(DownloadCancelledError, match="cancelled"):
         fetcher.fetch(event(bucket, "c.bin", size=SIZE), cancel=cancel)
     assert leftovers(tmp_path / "dl") == []
 
@@ -308,6 +308,6 @@ def test_executor_shut_down_is_a_cancelled_download(s3: Any, bucket: str, tmp_pa
     pool = ThreadPoolExecutor(max_workers=1)
     pool.shutdown()
     fetcher = make_fetcher(s3, tmp_path / "dl", pool)
-    with pytest.raises(FetchError, match=r"cancelled \(shutting down\)"):
+    with pytest.raises(DownloadCancelledError, match=r"cancelled \(shutting down\)"):
         fetcher.fetch(event(bucket, "late.bin", size=SIZE), cancel=threading.Event())
     assert leftovers(tmp_path / "dl") == []

@@ -2,7 +2,9 @@
 
 Used by the integration tests, the demo and the benchmarks. It is configured the way AWS is
 (bucket notifications to a queue, SNS topics with subscriptions, redrive policies), so the
-messages s3sqsd sees are produced by the emulator itself, not written by hand.
+messages s3sqsd sees are produced by the emulator itself, not written by hand. That setup lives
+in ``AwsLikeSetup``, shared with the second implementation the tests run against, LocalStack
+(``tests/support/localstack.py``, which also records where LocalStack differs from AWS).
 
 Two fixes are applied to stock moto, both races that AWS does not have (measured with moto
 5.2.5):
@@ -13,7 +15,27 @@ Two fixes are applied to stock moto, both races that AWS does not have (measured
   hand out the same message.
 
 Both are wrapped in the queue's own re-entrant ``_messages_lock`` (a ``Condition`` over an
-``RLock``; the long-poll wait inside ``receive_message`` releases it while it waits).
+``RLock``; the long-poll wait inside ``receive_message`` releases it while it waits). A third
+fix is for S3: for a multipart upload made with a checksum, ``GetObject`` answers the composite
+checksum as AWS does (``value-N``, ``x-amz-checksum-type: COMPOSITE``) but ``HeadObject`` gives
+the bare value and no type, which reads as a full-object checksum that never matches. The HEAD
+answer is given the GET's form.
+
+Where moto 5.2.5 differs from AWS in what s3sqsd checks (not fixed here; the integrity tests
+that need AWS's behaviour run against LocalStack, ``tests/localstack/``):
+
+- It adds no checksum to an object uploaded without one (AWS adds a full-object CRC64NVME).
+- A multipart upload is announced twice, as ``ObjectCreated:Put`` and as
+  ``ObjectCreated:CompleteMultipartUpload`` (AWS: the latter only), with no sequencer; s3sqsd
+  takes the second for a duplicate by its ETag.
+- A multipart upload gets a correct composite checksum only when every ``UploadPart`` names
+  the algorithm too (``ChecksumAlgorithm``, as SDKs do); parts uploaded without it give a
+  value that is neither S3's composite nor the full-object CRC. Without any checksum the ETag
+  is right (the MD5 of the part MD5s, ``-N``).
+- ``HeadObject`` with ``PartNumber`` answers with the part's own ETag and matches ``If-Match``
+  against it (AWS: the object's ETag); ``GetObject`` with ``PartNumber`` answers with no
+  ``Content-Range`` and no parts count. s3sqsd pins part HEADs by version only (parts.py says
+  why) and takes part sizes from HEADs only.
 """
 
 from __future__ import annotations
@@ -48,7 +70,9 @@ _PATCHED = {"done": False}
 
 
 def _apply_moto_fixes() -> None:
-    """Serialise moto's SQS delete/receive on the queue's own lock (see the module docstring)."""
+    """Serialise moto's SQS delete/receive on the queue's own lock, and make its HEAD answer a
+    multipart checksum as its GET does (see the module docstring)."""
+    from moto.s3 import responses as s3_responses
     from moto.sqs import models
 
     with _PATCH_LOCK:
@@ -68,8 +92,44 @@ def _apply_moto_fixes() -> None:
             with queue._messages_lock:
                 return original_receive(self, queue_name, *args, **kwargs)
 
+        # moto computes CRC64NVME with awscrt whenever awscrt is installed; Debian bookworm's
+        # 0.16.8 has no crc64nvme, and every CompleteMultipartUpload then fails with a 500.
+        # Without a usable awscrt moto falls back to CRC32 (its documented behaviour).
+        from moto.s3 import utils as s3_utils
+
+        try:
+            from awscrt import checksums as crt_checksums
+        except ImportError:
+            crt_checksums = None
+        if crt_checksums is not None and not hasattr(crt_checksums, "crc64nvme"):
+            s3_utils.HAS_CRT = False  # type: ignore[attr-defined]
+
+        original_head = s3_responses.S3Response.head_object
+
+        @functools.wraps(original_head)
+        def head_object(
+            self: Any, bucket_name: str, query: dict[str, Any], key_name: str, headers: Any
+        ) -> Any:
+            status, response_headers, body = original_head(
+                self, bucket_name, query, key_name, headers=headers
+            )
+            if (
+                status == 200
+                and headers.get("x-amz-checksum-mode") == "ENABLED"
+                and not query.get("partNumber")
+            ):
+                version_id = query.get("versionId", [None])[0]
+                key = self.backend.head_object(bucket_name, key_name, version_id=version_id)
+                if key is not None and key.checksum_algorithm and key.checksum_type:
+                    name = f"x-amz-checksum-{key.checksum_algorithm.lower()}"
+                    if key.checksum_type == "COMPOSITE":
+                        response_headers[name] = f"{key.checksum_value}-{key.checksum_parts}"
+                    response_headers["x-amz-checksum-type"] = key.checksum_type
+            return status, response_headers, body
+
         models.Queue.delete_message = delete_message
         models.SQSBackend.receive_message = receive_message
+        s3_responses.S3Response.head_object = head_object
         _PATCHED["done"] = True
 
 
@@ -97,27 +157,27 @@ class Pipeline:
     via: str
 
 
-class Emulator:
-    """moto's ThreadedMotoServer on 127.0.0.1 with an OS-chosen port, plus AWS-like setup."""
+class AwsLikeSetup:
+    """The AWS-like setup, once, for any S3+SQS(+SNS) implementation listening at ``endpoint``.
 
-    def __init__(self) -> None:
-        for name, value in TEST_ENV.items():
-            os.environ.setdefault(name, value)
-        _apply_moto_fixes()
-        from moto.server import ThreadedMotoServer
+    moto's server (``Emulator``) and LocalStack (``tests/support/localstack.py``) both get their
+    buckets, queues, redrive policies and notification paths from here, so a test reads the
+    same against either and a difference in behaviour is the implementation's, not the setup's.
+    Subclasses start their server and call ``__init__`` with its endpoint (bench/'s
+    ``RemoteEmulator`` sets ``endpoint``, ``_counter`` and ``_lock`` itself; nothing else here
+    may rely on ``__init__`` having run).
+    """
 
-        # werkzeug logs one line per request to stderr; tests and the demo want their own output.
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    # The account the implementation puts in ARNs and queue URLs.
+    account: str = ACCOUNT
+    # The ``pipeline(via=...)`` routes this implementation can build.
+    vias: tuple[str, ...] = ("direct", "sns", "sns_raw", "eventbridge")
+    endpoint: str
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
         self._counter = 0
         self._lock = threading.Lock()
-
-    def stop(self) -> None:
-        self._server.stop()
 
     def client(self, service: str, *, endpoint: str | None = None, config: Any = None) -> Any:
         """A client of the emulator, or of ``endpoint`` (a proxy in front of it)."""
@@ -157,7 +217,10 @@ class Emulator:
         ``via``: ``direct`` (S3 -> SQS), ``sns`` (S3 -> SNS -> SQS, envelope),
         ``sns_raw`` (raw message delivery), ``eventbridge`` (S3 -> EventBridge rule -> SQS).
         ``drain_test_event`` removes the ``s3:TestEvent`` S3 sends when the notification is saved.
+        ``via`` must be one of ``vias``: LocalStack runs without EventBridge here.
         """
+        if via not in self.vias:
+            raise ValueError(f"unknown via {via!r} for {type(self).__name__}; known: {self.vias}")
         s3 = self.client("s3")
         bucket = self.unique("bucket")
         s3.create_bucket(Bucket=bucket)
@@ -209,7 +272,7 @@ class Emulator:
         else:
             raise ValueError(f"unknown via {via!r}")
         if drain_test_event and via != "eventbridge":
-            self.drain(queue_url)
+            self.drain_test_event(queue_url)
         return Pipeline(
             bucket=bucket,
             queue_url=queue_url,
@@ -233,6 +296,30 @@ class Emulator:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                 count += 1
 
+    def drain_test_event(self, queue_url: str, *, timeout: float = 10.0) -> int:
+        """Wait for the ``s3:TestEvent`` and delete it with whatever else is visible; returns
+        how many were deleted.
+
+        Waiting matters for LocalStack: its SNS delivers the TestEvent to the queue a few
+        milliseconds after the configuration call returns, so a plain ``drain`` can run before
+        it arrives and the test then meets it. moto delivers it at once (every route but
+        EventBridge, which has none), so this costs moto nothing.
+        """
+        sqs = self.client("sqs")
+        deadline = time.monotonic() + timeout
+        seen = False
+        count = 0
+        while True:
+            messages = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0 if seen else 1
+            ).get("Messages", [])
+            if not messages and (seen or time.monotonic() > deadline):
+                return count
+            for message in messages:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                seen = seen or "s3:TestEvent" in message["Body"]
+                count += 1
+
     def queue_counts(self, queue_url: str) -> tuple[int, int]:
         """(visible, in flight) messages, as SQS reports them."""
         attrs = self.client("sqs").get_queue_attributes(
@@ -246,6 +333,27 @@ class Emulator:
             int(attrs["ApproximateNumberOfMessages"]),
             int(attrs["ApproximateNumberOfMessagesNotVisible"]),
         )
+
+
+class Emulator(AwsLikeSetup):
+    """moto's ThreadedMotoServer on 127.0.0.1 with an OS-chosen port, plus AWS-like setup."""
+
+    def __init__(self) -> None:
+        for name, value in TEST_ENV.items():
+            os.environ.setdefault(name, value)
+        _apply_moto_fixes()
+        from moto.server import ThreadedMotoServer
+
+        # werkzeug logs one line per request to stderr; tests and the demo want their own output.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        super().__init__(f"http://{host}:{port}")
+
+    def stop(self) -> None:
+        self._server.stop()
 
 
 def wait_until(

@@ -18,6 +18,7 @@ from s3sqsd.events import (
     Source,
     TestEvent,
     decode_key,
+    event_time_earlier,
     object_url,
     parse_message,
     sequencer_newer,
@@ -1065,3 +1066,19 @@ def test_decode_key_none_rejects_nul_and_surrogates(raw: str) -> None:
 )
 def test_sequencer_newer(a: str, b: str, newer: bool) -> None:
     assert sequencer_newer(a, b) is newer
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "earlier"),
+    [
+        ("2026-12-06T10:00:01Z", "2026-12-06T10:00:01.500Z", True),
+        ("2026-12-06T10:00:01.500Z", "2026-12-06T10:00:01Z", False),
+        ("2026-12-06T10:00:01.500Z", "2026-12-06T10:00:01.500Z", False),
+        ("2026-12-06T11:00:00+01:00", "2026-12-06T10:00:01Z", True),
+        (None, "2026-12-06T10:00:01Z", False),
+        ("yesterday", "2026-12-06T10:00:01Z", False),
+        ("2026-12-06T10:00:00", "2026-12-06T10:00:01Z", False),  # no time zone: unknown
+    ],
+)
+def test_event_time_earlier(a: str | None, b: str | None, earlier: bool) -> None:
+    assert event_time_earlier(a, b) is earlier

@@ -20,7 +20,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from s3sqsd.checksums import HostChecksums
 from s3sqsd.errors import (
+    DownloadCancelledError,
     FetchError,
     IntegrityError,
     LocalError,
@@ -31,11 +33,16 @@ from s3sqsd.errors import (
 )
 from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import Provenance, local_error
-from s3sqsd.verify import Expected, remote_error, stream_and_verify
+from s3sqsd.verify import CheckKind, Digests, Expected, remote_error, stream_and_verify
 
 DATA = b"The quick brown fox jumps over the lazy dog. " * 50
 MD5 = hashlib.md5(DATA, usedforsecurity=False).hexdigest()
 OBJ = ObjectCreated(bucket="bkt", key="dir/file.txt", event_name="ObjectCreated:Put")
+HOST = HostChecksums.detect()
+
+
+def digests_for(response: dict[str, Any], obj: ObjectCreated = OBJ) -> Digests:
+    return Digests(Expected.from_response(response, obj, host=HOST), host=HOST)
 
 
 def b64(raw: bytes) -> str:
@@ -81,7 +88,7 @@ def run(
     written = stream_and_verify(
         body,
         sink.extend,
-        response=response,
+        digests=digests_for(response, obj),
         obj=obj,
         chunk_size=chunk_size,
         cancel=cancel or threading.Event(),
@@ -132,17 +139,19 @@ class TestStreamAndVerify:
     @pytest.mark.parametrize(
         "extra",
         [
-            {"ETag": '"0123456789abcdef0123456789abcdef-3"'},  # multipart
             {"ServerSideEncryption": "aws:kms"},
             {"ServerSideEncryption": "aws:kms:dsse"},
             {"SSECustomerAlgorithm": "AES256"},
         ],
-        ids=["multipart", "sse-kms", "dsse-kms", "sse-c"],
+        ids=["sse-kms", "dsse-kms", "sse-c"],
     )
     def test_md5_skipped_where_etag_is_not_md5(self, extra: dict[str, Any]) -> None:
-        """Multipart, SSE-KMS and SSE-C ETags are not MD5s of the bytes: not compared."""
+        """SSE-KMS and SSE-C ETags are not MD5s of the bytes: not compared (length only)."""
         response = {"ContentLength": len(DATA), "ETag": '"' + "f" * 32 + '"', **extra}
         assert run(FakeBody(DATA), response) == DATA
+        digests = digests_for(response)
+        digests.update(DATA)
+        assert digests.verify() == "length-only"
 
     @pytest.mark.parametrize(
         ("field", "good"),
@@ -159,18 +168,21 @@ class TestStreamAndVerify:
             run(FakeBody(corrupted), response)
         assert run(FakeBody(DATA), response) == DATA
 
-    def test_composite_and_unsupported_checksums_skipped(self) -> None:
-        """'-N' checksums, ChecksumType COMPOSITE, CRC32C and CRC64NVME are not compared."""
+    def test_unverifiable_checksums_fall_back_to_the_length(self) -> None:
+        """A host without CRC32C and CRC64NVME and an ETag that is no MD5: the length only,
+        and the passed-over checksums are named (never silently weaker)."""
+        host = HOST.without("CRC32C", "CRC64NVME", why="awscrt missing")
         response = {
             "ContentLength": len(DATA),
             "ETag": '"abc-2"',
-            "ChecksumSHA256": "AAAA-2",
-            "ChecksumCRC32C": "AAAAAA==",
             "ChecksumCRC64NVME": "AAAAAAAAAAA=",
         }
-        assert run(FakeBody(DATA), response) == DATA
-        composite = {**response, "ChecksumType": "COMPOSITE", "ChecksumCRC32": "AAAAAA=="}
-        assert run(FakeBody(DATA), composite) == DATA
+        expected = Expected.from_response(response, OBJ, host=host)
+        assert expected.check.kind is CheckKind.LENGTH
+        assert expected.check.unverifiable == (
+            "CRC64NVME: awscrt missing",
+            "ETag: not an MD5 ('abc-2')",
+        )
 
     def test_cancel_between_chunks(self) -> None:
         """A cancel stops the copy at the next chunk boundary."""
@@ -181,11 +193,11 @@ class TestStreamAndVerify:
             sink.extend(chunk)
             cancel.set()
 
-        with pytest.raises(FetchError, match=r"s3://bkt/dir/file.txt cancelled"):
+        with pytest.raises(DownloadCancelledError, match=r"s3://bkt/dir/file.txt cancelled"):
             stream_and_verify(
                 FakeBody(DATA),
                 write,
-                response=ok_response(),
+                digests=digests_for(ok_response()),
                 obj=OBJ,
                 chunk_size=100,
                 cancel=cancel,
@@ -217,7 +229,7 @@ class TestStreamAndVerify:
             stream_and_verify(
                 FakeBody(DATA),
                 write,
-                response=ok_response(),
+                digests=digests_for(ok_response()),
                 obj=OBJ,
                 chunk_size=100,
                 cancel=threading.Event(),
@@ -330,52 +342,41 @@ class TestProvenanceCodec:
 def test_expected_ignores_event_size_without_etag() -> None:
     """No ETag in the event: nothing proves it is the same object, so no size check."""
     obj = ObjectCreated("bkt", "k", "ObjectCreated:Put", size=1)
-    assert Expected.from_response(ok_response(), obj).event_size is None
-
-
-def test_checksums_botocore_validates_are_not_computed_twice() -> None:
-    """With botocore's validating stream the checksum is left to botocore; the lengths are
-    still ours (botocore does not check those)."""
-    response = ok_response(ChecksumCRC32="AAAAAA==")
-    ours = Expected.from_response(response, OBJ)
-    theirs = Expected.from_response(response, OBJ, botocore_validates=True)
-    assert ours.checksums == (("CRC32", "AAAAAA=="),)
-    assert theirs.checksums == ()
-    assert theirs.content_length == len(DATA)
+    assert Expected.from_response(ok_response(), obj, host=HOST).event_size is None
 
 
 class TestMd5OnlyWithoutChecksum:
-    """The MD5 ETag is verified only when no full-object checksum is (verify.py says why)."""
+    """The MD5 ETag is verified only when no checksum is (verify.py says why)."""
+
+    def check(self, **extra: Any) -> Any:
+        return Expected.from_response(ok_response(**extra), OBJ, host=HOST).check
 
     def test_no_checksum_md5_checked(self) -> None:
-        assert Expected.from_response(ok_response(), OBJ).md5_hex == MD5
+        check = self.check()
+        assert (check.kind, check.expected) == (CheckKind.MD5, bytes.fromhex(MD5))
 
     @pytest.mark.parametrize("field", ["ChecksumSHA256", "ChecksumSHA1", "ChecksumCRC32"])
     def test_checksum_we_compute_replaces_md5(self, field: str) -> None:
         value = {"ChecksumSHA256": SHA256, "ChecksumSHA1": SHA1, "ChecksumCRC32": CRC32}[field]
-        expected = Expected.from_response(ok_response(**{field: value}), OBJ)
-        assert expected.md5_hex is None
-        assert [a for a, _ in expected.checksums] == [field.removeprefix("Checksum")]
+        check = self.check(**{field: value})
+        assert check.kind is CheckKind.FULL
+        assert check.algorithm == field.removeprefix("Checksum")
 
-    def test_botocore_validating_replaces_md5(self) -> None:
-        response = ok_response(ChecksumCRC32=CRC32)
-        assert Expected.from_response(response, OBJ, botocore_validates=True).md5_hex is None
-
-    @pytest.mark.parametrize("value", ["abc-3", "not base64!", ""])
+    @pytest.mark.parametrize("value", ["not base64!", "AAAA", ""])
     def test_unusable_checksum_keeps_md5(self, value: str) -> None:
-        """A multipart "-N" checksum or garbage verifies nothing: the MD5 stays."""
-        expected = Expected.from_response(ok_response(ChecksumCRC32=value), OBJ)
-        assert expected.checksums == ()
-        assert expected.md5_hex == MD5
+        """A garbled checksum (not base64, or not 4 bytes for a CRC32) verifies nothing."""
+        assert self.check(ChecksumCRC32=value).kind is CheckKind.MD5
 
-    def test_unsupported_algorithm_keeps_md5(self) -> None:
-        """CRC32C without botocore validating it: nothing here computes it, so MD5."""
-        expected = Expected.from_response(ok_response(ChecksumCRC32C="AAAAAA=="), OBJ)
-        assert expected.md5_hex == MD5
+    def test_uncomputable_algorithm_keeps_md5(self) -> None:
+        """CRC32C on a host without awscrt: the MD5, and the CRC32C named as passed over."""
+        host = HOST.without("CRC32C", why="awscrt missing")
+        check = Expected.from_response(ok_response(ChecksumCRC32C="AAAAAA=="), OBJ, host=host)
+        assert check.check.kind is CheckKind.MD5
+        assert check.check.unverifiable == ("CRC32C: awscrt missing",)
 
     def test_strongest_checksum_only(self) -> None:
-        response = ok_response(ChecksumCRC32=CRC32, ChecksumSHA256=SHA256)
-        assert Expected.from_response(response, OBJ).checksums == (("SHA256", SHA256),)
+        check = self.check(ChecksumCRC32=CRC32, ChecksumSHA256=SHA256)
+        assert (check.algorithm, check.verified_by) == ("SHA256", "sha256")
 
     def test_corruption_caught_by_checksum_instead_of_md5(self) -> None:
         corrupted = b"X" + DATA[1:]

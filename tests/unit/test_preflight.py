@@ -4,6 +4,7 @@ against small stub clients (no network). The real thing runs in tests/integratio
 from __future__ import annotations
 
 import os
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from s3sqsd.checksums import HostChecksums
 from s3sqsd.config import Config, RetryConfig
 from s3sqsd.paths import TEMP_DIR_NAME
 from s3sqsd.preflight import (
@@ -21,6 +23,7 @@ from s3sqsd.preflight import (
     Report,
     Verdict,
     check_buckets,
+    check_checksums,
     check_credentials,
     check_dead_letters,
     check_dlq_retention,
@@ -572,6 +575,38 @@ def test_temp_folder_on_another_file_system(
     assert "another file system" in result.detail
 
 
+# ---- checksums ----------------------------------------------------------------------------------
+
+_CRT = types.ModuleType("awscrt.checksums")
+_CRT.crc32c = lambda data, previous=0: 0  # type: ignore[attr-defined]
+_CRT.crc64nvme = lambda data, previous=0: 0  # type: ignore[attr-defined]
+EVERY_CHECKSUM = HostChecksums.detect(import_module=lambda name: _CRT)
+
+
+def test_checksums_ok_with_crc64nvme_and_crc32c() -> None:
+    result = check_checksums(EVERY_CHECKSUM, config())
+    assert result.verdict is OK
+    assert result.detail.startswith("verifies SHA512, SHA256, SHA1, MD5, CRC64NVME, CRC32C, CRC32")
+
+
+@pytest.mark.parametrize(
+    ("integrity", "fate"),
+    [("best_effort", "placed with a warning"), ("strict", "refused (integrity: strict)")],
+)
+def test_checksums_warn_without_awscrt(integrity: str, fate: str) -> None:
+    """No awscrt: S3's default checksum cannot be verified here; the line says what happens."""
+
+    def no_crt(name: str) -> types.ModuleType:
+        raise ImportError(name)
+
+    host = HostChecksums.detect(import_module=no_crt)
+    result = check_checksums(host, config(integrity=integrity))
+    assert result.verdict is WARN
+    assert "CRC64NVME: no (awscrt missing" in result.detail
+    assert "CRC32C: no (awscrt missing" in result.detail
+    assert fate in result.detail
+
+
 # ---- the whole run, with stubs ---------------------------------------------------------------
 
 
@@ -591,10 +626,12 @@ def test_run_without_credentials_makes_no_aws_call(tmp_path: Path) -> None:
         config_path=Path("/etc/s3sqsd/config.yaml"),
         clients=stub_clients(FakeSession(None), sqs, s3, s3_endpoint=None, sqs_endpoint=None),
         emit=emitted.append,
+        checksums=EVERY_CHECKSUM,
     )
     assert list(report.results) == emitted
     assert [(r.name, r.verdict) for r in report.results] == [
         ("config", OK),
+        ("checksums", OK),
         ("credentials", FAIL),
         ("queue", SKIP),
         ("buckets", SKIP),
@@ -635,10 +672,12 @@ def test_good_run_only_reads(tmp_path: Path) -> None:
         clients=stub_clients(
             FakeSession(FakeCredentials()), sqs, s3, s3_endpoint=None, sqs_endpoint=None
         ),
+        checksums=EVERY_CHECKSUM,
     )
     names = [r.name for r in report.results]
     assert names[:-1] == [
         "config",
+        "checksums",
         "credentials",
         "queue",
         "queue-type",
