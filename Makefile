@@ -2,20 +2,27 @@
 #   make demo          the real daemon end to end against the local emulator
 #   make test          unit, functional and integration tests (current PyPI dependencies)
 #   make test-bookworm the same suite on Debian bookworm's dependency versions
+#   make test-localstack the end-to-end suite against LocalStack, a second S3/SQS implementation
+#                      (LocalStack runs on Python 3.13: LOCALSTACK_PYTHON=/path/to/python3.13)
 #   make lint          ruff (lint + format check) and mypy --strict
 #   make deb           dist/s3sqsd_<version>_all.deb (build deps: sudo packaging/build-deps.sh)
 #   make system-test   root: builds the .deb, boots Debian with systemd, installs it with apt
 #   make bench         the benchmark against the original script and the boto3 limit (~20 min;
 #                      BENCH_ARGS=--quick for a 2-3 minute smoke run); docs/performance.md
 #   make chaos         the full chaos run by hand (docs/reliability.md)
-# Virtualenvs live in .venv (requirements/dev.txt) and .venv-bookworm (requirements/bookworm.txt).
+# Virtualenvs live in .venv (requirements/dev.txt), .venv-bookworm (requirements/bookworm.txt)
+# and .venv-localstack (requirements/localstack.txt, Python 3.13).
 
 PYTHON ?= python3
 VENV ?= .venv
 VENV_BOOKWORM ?= .venv-bookworm
+VENV_LOCALSTACK ?= .venv-localstack
 PYTEST_ARGS ?=
+# LocalStack's interpreter: the newest pyenv 3.13.x, else python3.13 on PATH, each only if it
+# really runs 3.13 (pyenv's python3.13 shim is on PATH even when pyenv's active version is not).
+LOCALSTACK_PYTHON ?= $(shell for p in $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.13.*/bin/python3.13 2>/dev/null | sort -rV) $$(command -v python3.13); do "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$p"; break; }; done)
 
-.PHONY: demo test test-bookworm lint deb system-test bench chaos clean
+.PHONY: demo test test-bookworm test-localstack lint deb system-test bench chaos clean
 BENCH_ARGS ?= --repeat a=3,b=2,c=2,d=1,e=1
 
 $(VENV)/.installed: requirements/dev.txt
@@ -28,14 +35,25 @@ $(VENV_BOOKWORM)/.installed: requirements/bookworm.txt
 	$(VENV_BOOKWORM)/bin/pip install --disable-pip-version-check -q -r requirements/bookworm.txt
 	touch $@
 
+$(VENV_LOCALSTACK)/.installed: requirements/localstack.txt
+	@test -n "$(LOCALSTACK_PYTHON)" || { echo "no Python 3.13 for LocalStack (pyenv 3.13.x or python3.13 on PATH); set LOCALSTACK_PYTHON=/path/to/python3.13" >&2; exit 1; }
+	$(LOCALSTACK_PYTHON) -m venv $(VENV_LOCALSTACK)
+	$(VENV_LOCALSTACK)/bin/pip install --disable-pip-version-check -q -r requirements/localstack.txt
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/python tools/demo.py
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -m "not system" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not system and not localstack" $(PYTEST_ARGS)
 
 test-bookworm: $(VENV_BOOKWORM)/.installed
-	$(VENV_BOOKWORM)/bin/python -m pytest -m "not system" $(PYTEST_ARGS)
+	$(VENV_BOOKWORM)/bin/python -m pytest -m "not system and not localstack" $(PYTEST_ARGS)
+
+# Always sets S3SQSD_LOCALSTACK_PYTHON: the tests skip only when it is unset, never here.
+test-localstack: $(VENV)/.installed $(VENV_LOCALSTACK)/.installed
+	S3SQSD_LOCALSTACK_PYTHON="$(CURDIR)/$(VENV_LOCALSTACK)/bin/python" \
+		$(VENV)/bin/python -m pytest -m localstack tests/localstack $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -56,4 +74,4 @@ chaos: $(VENV)/.installed
 	$(VENV)/bin/python bench/chaos.py --profile full
 
 clean:
-	rm -rf $(VENV) $(VENV_BOOKWORM) dist build demo-run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_BOOKWORM) $(VENV_LOCALSTACK) dist build demo-run .pytest_cache .mypy_cache .ruff_cache

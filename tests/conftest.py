@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.daemon import DaemonProcess
-from tests.support.emulator import REGION, Emulator, Pipeline
+from tests.support.emulator import REGION, AwsLikeSetup, Emulator, Pipeline
 from tests.support.mounts import Mounts, mounted_under
 from tests.support.notify import NotifySocket
 
@@ -42,8 +42,10 @@ def download_folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_config(emulator: Emulator, download_folder: Path) -> Callable[..., dict[str, Any]]:
+def make_config(emulator: AwsLikeSetup, download_folder: Path) -> Callable[..., dict[str, Any]]:
     """``make_config(pipeline, **overrides)``: a fast test config for ``pipeline``.
+
+    ``emulator`` is moto's here; tests/localstack/conftest.py makes it LocalStack there.
 
     Short polls and backoffs keep the suite quick; an override of None removes the key.
     """
