@@ -18,6 +18,10 @@ VENV ?= .venv
 VENV_BOOKWORM ?= .venv-bookworm
 VENV_LOCALSTACK ?= .venv-localstack
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; 0: one process). The suite mostly waits on real daemons and
+# servers, so more workers than cores pay: 6 on this 2-core machine (docs in the README).
+PYTEST_WORKERS ?= 6
+XDIST = -n $(PYTEST_WORKERS) --dist worksteal
 # LocalStack's interpreter: the newest pyenv 3.13.x, else python3.13 on PATH, each only if it
 # really runs 3.13 (pyenv's python3.13 shim is on PATH even when pyenv's active version is not).
 LOCALSTACK_PYTHON ?= $(shell for p in $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.13.*/bin/python3.13 2>/dev/null | sort -rV) $$(command -v python3.13); do "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$p"; break; }; done)
@@ -45,15 +49,15 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/python tools/demo.py
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -m "not system and not localstack" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not system and not localstack" $(XDIST) $(PYTEST_ARGS)
 
 test-bookworm: $(VENV_BOOKWORM)/.installed
-	$(VENV_BOOKWORM)/bin/python -m pytest -m "not system and not localstack" $(PYTEST_ARGS)
+	$(VENV_BOOKWORM)/bin/python -m pytest -m "not system and not localstack" $(XDIST) $(PYTEST_ARGS)
 
 # Always sets S3SQSD_LOCALSTACK_PYTHON: the tests skip only when it is unset, never here.
 test-localstack: $(VENV)/.installed $(VENV_LOCALSTACK)/.installed
 	S3SQSD_LOCALSTACK_PYTHON="$(CURDIR)/$(VENV_LOCALSTACK)/bin/python" \
-		$(VENV)/bin/python -m pytest -m localstack tests/localstack $(PYTEST_ARGS)
+		$(VENV)/bin/python -m pytest -m localstack tests/localstack -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
