@@ -30,12 +30,16 @@ _IDLE_LEAVES = (
 )
 
 
+# Frames of this checkout are shown relative to it, wherever it was cloned.
+REPO = str(Path(__file__).resolve().parents[1])
+
+
 def _frame(raw: str) -> str:
     match = _FRAME.match(raw.strip())
     if not match:
         return raw.strip()
     path = match["file"]
-    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", "lib/python3.11/", f"{REPO}/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{match['func']} ({path})"

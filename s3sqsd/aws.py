@@ -17,7 +17,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import NoRegionError
 
-from s3sqsd.config import Config
+from s3sqsd.config import MAX_WAIT_TIME_SECONDS, MAX_WORKERS, Config
 from s3sqsd.errors import ConfigError
 
 USER_AGENT = "s3sqsd"
@@ -102,15 +102,19 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         connect_timeout=3,
         read_timeout=60,
         retries={"mode": "standard", "total_max_attempts": 3},
-        max_pool_connections=max(10, config.workers + 2),
+        # The clients are built once, but a reload may raise ``workers``: sized for the most
+        # it can be, plus the ranged GETs' threads (a restart-only setting). urllib3 opens
+        # connections only as they are used; this only bounds how many it keeps for reuse.
+        max_pool_connections=MAX_WORKERS + config.large_objects.concurrency + 2,
     )
     sqs_receive = client(
         session,
         "sqs",
         sqs_endpoint,
         connect_timeout=3,
-        # Longer than the long poll, or every idle poll would time out.
-        read_timeout=config.wait_time_seconds + 10,
+        # Longer than the longest long poll, or every idle poll would time out: the longest
+        # SQS allows, not the configured one, which a reload may raise.
+        read_timeout=MAX_WAIT_TIME_SECONDS + 10,
         # The receive loop has its own backoff and logs state changes itself: one attempt.
         retries={"mode": "standard", "total_max_attempts": 1},
     )

@@ -18,6 +18,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
+from s3sqsd.backoff import SQS_MAX_VISIBILITY_SECONDS
 from s3sqsd.errors import ConfigError
 from s3sqsd.events import KeyDecoding, KeyDecodingPolicy
 
@@ -83,12 +84,18 @@ class MetricsConfig:
     @property
     def host(self) -> str:
         """The address or host name to bind, without the brackets of an IPv6 address."""
-        host = self.listen.rpartition(":")[0]
-        return host[1:-1] if host.startswith("[") else host
+        return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return split_listen(self.listen)[1]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``name:port`` -> (host without brackets, port); the
+    value was validated when the config was read (``_listen_problem``)."""
+    host, _, port = listen.rpartition(":")
+    return (host[1:-1] if host.startswith("[") else host), int(port)
 
 
 MiB = 1 << 20
@@ -176,7 +183,9 @@ def parse_config(data: object, *, source: str = "config") -> Config:
 
 # Limits that come from SQS itself.
 _MAX_WAIT_TIME_SECONDS = 20  # ReceiveMessage long-poll maximum
-_MAX_VISIBILITY_SECONDS = 43200  # ChangeMessageVisibility maximum: 12 hours
+MAX_WAIT_TIME_SECONDS = _MAX_WAIT_TIME_SECONDS  # what a reload may raise wait_time_seconds to
+MAX_WORKERS = 256  # what a reload may raise workers to
+_MAX_VISIBILITY_SECONDS = SQS_MAX_VISIBILITY_SECONDS  # ChangeMessageVisibility maximum: 12 hours
 _MAX_FILE_BYTES = 1024 * 1024  # a configuration file is a few KiB; refuse anything absurd
 _MAX_SHOWN_CHARS = 200  # longer values are described, never echoed
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -393,7 +402,7 @@ def _parse_config(data: object, *, source: str) -> Config:
         "s3_endpoint_url": _endpoint_url,
         "sqs_endpoint_url": _endpoint_url,
         "dead_letter_queue_url": _queue_url,
-        "workers": _int_range(1, 256),
+        "workers": _int_range(1, MAX_WORKERS),
         "pollers": _int_range(1, 32),
         "wait_time_seconds": _int_range(
             1, _MAX_WAIT_TIME_SECONDS, note="the SQS long-poll maximum; short polling is refused"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3sqsd import __version__
+from s3sqsd.config import split_listen
 
 logger = logging.getLogger(__name__)
 
@@ -234,10 +235,7 @@ class _Collector:
             )
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); validated by config already."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
+parse_listen = split_listen  # the one parser of ``metrics.listen`` lives in config.py
 
 
 def serve(metrics: Metrics, *, listen: str, importer: Callable[[], Any] | None = None) -> bool:

@@ -38,6 +38,7 @@ from s3sqsd.checksums import ALGORITHMS, HostChecksums
 from s3sqsd.config import Config
 from s3sqsd.paths import TEMP_DIR_NAME
 from s3sqsd.routing import download_folders
+from s3sqsd.sqs import error_code
 
 EXIT_CHECK_FAILED = 1  # at least one FAIL line; a configuration error stays 78 (EX_CONFIG)
 
@@ -298,7 +299,7 @@ def read_queue(sqs: Any, url: str, *, what: str) -> QueueLookup:
     try:
         response = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
     except (ClientError, BotoCoreError) as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if _is_unreachable(exc):
             detail = f"{url}: the SQS endpoint cannot be reached: {_error_text(exc)}"
             return QueueLookup(
@@ -425,7 +426,7 @@ def _check_redrive_target(
         target_url = str(sqs.get_queue_url(**request)["QueueUrl"])
         target = sqs.get_queue_attributes(QueueUrl=target_url, AttributeNames=["All"])
     except (ClientError, BotoCoreError) as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if code in _NO_QUEUE_CODES:
             return (
                 CheckResult(
@@ -606,7 +607,7 @@ def check_bucket(s3: Any, name: str) -> CheckResult:
     try:
         s3.head_bucket(Bucket=name)
     except (ClientError, BotoCoreError) as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if _is_unreachable(exc):
             detail = f"{name}: the S3 endpoint cannot be reached: {_error_text(exc)}"
             return CheckResult("bucket", Verdict.FAIL, detail)
@@ -804,12 +805,6 @@ def _seconds(value: str | None) -> float | None:
     except ValueError:
         return None
     return number if number >= 0 else None
-
-
-def _code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
 
 
 def _is_unreachable(exc: BaseException) -> bool:

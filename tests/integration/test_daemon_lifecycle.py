@@ -505,3 +505,29 @@ def test_version() -> None:
     result = run_cli(["--version"])
     assert result.returncode == 0, result.stderr
     assert s3sqsd.__version__ in result.stdout + result.stderr
+
+
+def test_reload_to_a_longer_long_poll_does_not_time_out(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+) -> None:
+    """A reload raises wait_time_seconds from 1 to 20: the receive client, built at start,
+    must outlast a 20 s long poll (it once timed out after 1 + 10 s and logged
+    sqs.receive.failed), and objects still arrive."""
+    pipeline = emulator.pipeline()
+    config = make_config(pipeline)
+    assert config["wait_time_seconds"] == 1
+    daemon = spawn_daemon(config)
+    daemon.wait_for_event("daemon.ready", timeout=30)
+    write_config(daemon.config_path, {**config, "wait_time_seconds": 20})
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_event("config.reloaded", timeout=30)
+    time.sleep(15)  # a 20 s poll is open now, past the 11 s the old client allowed
+    assert daemon.events("sqs.receive.failed") == []
+    put_objects(emulator.client("s3"), pipeline.bucket, {"after-reload.txt": b"long poll"})
+    daemon.wait_for_event("object.downloaded", key="after-reload.txt", timeout=30)
+    assert daemon.events("sqs.receive.failed") == []
+    assert visible_files(download_folder) == {"after-reload.txt": b"long poll"}
+    assert daemon.stop() == 0

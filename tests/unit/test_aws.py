@@ -47,3 +47,21 @@ def test_region_from_an_aws_queue_url_is_enough(monkeypatch: pytest.MonkeyPatch)
     clients = make_clients(config)
     assert clients.s3.meta.region_name == "eu-west-3"
     assert clients.sqs_control.meta.region_name == "eu-west-3"
+
+
+def test_clients_fit_what_a_reload_may_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clients are built once; a reload may raise wait_time_seconds to 20 and workers to
+    256. The receive client's read timeout outlasts the longest long poll, and the S3 pool
+    keeps a connection for every download and range thread, whatever the start-up values."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    config = Config(
+        sqs_queue_url="http://127.0.0.1:9/000000000000/q",
+        aws_region="eu-west-1",
+        download_folder=Path("/x"),
+        wait_time_seconds=1,
+        workers=2,
+    )
+    clients = make_clients(config)
+    assert clients.sqs_receive.meta.config.read_timeout > 20
+    assert clients.s3.meta.config.max_pool_connections >= 256 + config.large_objects.concurrency
