@@ -293,7 +293,11 @@ class TestDeleteBatching:
         ids = [queue.put(s3_body(f"k{i}")) for i in range(40)]
         with running(queue, ScriptedFetcher(staggered), settings=settings):
             wait_until(lambda: queue.remaining() == [], timeout=30, what="all deleted")
-        assert [len(batch) for _, batch in queue.deletes_done] == [10, 10, 10, 10]
+        # Whole batches of ten only (the adapter sends a call of 20 as two DeleteMessageBatch
+        # calls of ten; one is handed over when deletes piled up behind a slow one).
+        sizes = [len(batch) for _, batch in queue.deletes_done]
+        assert sum(sizes) == 40
+        assert all(size % 10 == 0 for size in sizes), sizes
         assert sorted(queue.deleted) == sorted(ids)
 
     def test_a_lone_delete_waits_for_the_linger_and_no_longer(self) -> None:
