@@ -60,14 +60,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, cast
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from s3sqsd.backoff import ReceiveBackoff, retry_delay, visibility_seconds
-from s3sqsd.config import CommandConfig, Config
+from s3sqsd.config import CommandConfig
 from s3sqsd.errors import (
     AttemptsExhaustedError,
     BucketNotAllowedError,
@@ -80,7 +80,7 @@ from s3sqsd.errors import (
     TransientError,
     UnroutedError,
 )
-from s3sqsd.events import KeyDecodingPolicy, ObjectCreated, OtherRecord, object_url, parse_message
+from s3sqsd.events import ObjectCreated, OtherRecord, object_url, parse_message
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome, is_removal
 from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
@@ -88,18 +88,20 @@ from s3sqsd.notify import Notifier
 from s3sqsd.redact import redact
 from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult, Message, error_code
 from s3sqsd.verify import CheckKind
+from s3sqsd.worker.settings import (
+    ABANDON_GRACE_SECONDS,
+    DLQ_ERROR_TEXT_LIMIT,
+    MAX_DELETE_TRIES,
+    MAX_LOOP_SLEEP_SECONDS,
+    RECEIPT_GONE,
+    SWEEP_INTERVAL_SECONDS,
+    WorkerSettings,
+    least_batch,
+)
 
-logger = logging.getLogger(__name__)
-
-RECEIPT_GONE = ("ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight")
-MAX_LOOP_SLEEP_SECONDS = 0.5
-# How often the loop walks its leases for visibility renewals and local retries at most.
-SWEEP_INTERVAL_SECONDS = 0.1
-MAX_DELETE_TRIES = 3
-# A delete waits at most this long for nine others to share its DeleteMessageBatch call.
-DELETE_LINGER_SECONDS = 0.2
-ABANDON_GRACE_SECONDS = 3.0
-DLQ_ERROR_TEXT_LIMIT = 1000
+# The logger keeps the name it had when the worker was one module: it is in every JSON log line
+# ("logger"), and operators filter on it.
+logger = logging.getLogger("s3sqsd.worker")
 
 
 class QueueLike(Protocol):
@@ -155,52 +157,6 @@ class _FetchItem:
 class _RemoveItem:
     record: OtherRecord
     placement: Placement
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """The settings the loop uses; a reload swaps the whole object."""
-
-    workers: int = 8
-    wait_time_seconds: int = 20
-    visibility_timeout_seconds: int = 120
-    shutdown_timeout_seconds: float = 30.0
-    max_attempts: int = 5
-    base_delay_seconds: float = 2.0
-    max_delay_seconds: float = 300.0
-    allowed_buckets: frozenset[str] = frozenset()
-    key_decoding: KeyDecodingPolicy = field(default_factory=KeyDecodingPolicy)
-    unrouted: str = "acknowledge"  # with routes: an object no route takes is acknowledged
-    on_remove: str = "keep"  # "delete": removal events remove the file they provably name
-    delete_linger_seconds: float = DELETE_LINGER_SECONDS  # not a config key; tests change it
-
-    @classmethod
-    def from_config(cls, config: Config) -> WorkerSettings:
-        return cls(
-            workers=config.workers,
-            wait_time_seconds=config.wait_time_seconds,
-            visibility_timeout_seconds=config.visibility_timeout_seconds,
-            shutdown_timeout_seconds=config.shutdown_timeout_seconds,
-            max_attempts=config.retry.max_attempts,
-            base_delay_seconds=config.retry.base_delay_seconds,
-            max_delay_seconds=config.retry.max_delay_seconds,
-            allowed_buckets=frozenset(config.s3_bucket_name),
-            key_decoding=config.key_decoding,
-            unrouted=config.unrouted,
-            on_remove=config.on_remove,
-        )
-
-    @property
-    def capacity(self) -> int:
-        """Messages in hand at most: one per download thread plus a prefetch of up to 10."""
-        return self.workers + min(self.workers, 10)
-
-
-def least_batch(settings: WorkerSettings, *, share: int) -> int:
-    """The fewest places a poll asks for while messages are in hand: half the prefetch
-    (1 with 1-3 workers, 5 from 10 workers up), never more than a poller's ``share``."""
-    prefetch = settings.capacity - settings.workers
-    return max(1, min(10, share, prefetch // 2))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,30 @@
+"""The work loop: receive, lease, download, renew, settle, drain (see ``loop`` for the design).
+
+A package so that each kind of thread's work can be read on its own; this module re-exports the
+names the rest of s3sqsd and the tests import from ``s3sqsd.worker``, so none of them changes.
+"""
+
+from s3sqsd.worker.loop import (
+    FetcherLike,
+    Outcome,
+    Place,
+    Placement,
+    QueueLike,
+    Worker,
+    _failure_state,
+    parts_executor,
+)
+from s3sqsd.worker.settings import WorkerSettings, least_batch
+
+__all__ = [
+    "FetcherLike",
+    "Outcome",
+    "Place",
+    "Placement",
+    "QueueLike",
+    "Worker",
+    "WorkerSettings",
+    "_failure_state",
+    "least_batch",
+    "parts_executor",
+]
