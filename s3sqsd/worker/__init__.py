@@ -4,20 +4,13 @@ A package so that each kind of thread's work can be read on its own; this module
 names the rest of s3sqsd and the tests import from ``s3sqsd.worker``, so none of them changes.
 """
 
-from s3sqsd.worker.loop import (
-    FetcherLike,
-    Outcome,
-    Place,
-    Placement,
-    QueueLike,
-    Worker,
-    _failure_state,
-    parts_executor,
-)
+from s3sqsd.worker.loop import Outcome, QueueLike, Worker, _failure_state, parts_executor
+from s3sqsd.worker.plan import FetcherLike, MessagePlan, Place, Placement, plan_message
 from s3sqsd.worker.settings import WorkerSettings, least_batch
 
 __all__ = [
     "FetcherLike",
+    "MessagePlan",
     "Outcome",
     "Place",
     "Placement",
@@ -27,4 +20,5 @@ __all__ = [
     "_failure_state",
     "least_batch",
     "parts_executor",
+    "plan_message",
 ]

@@ -67,27 +67,31 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from s3sqsd.backoff import ReceiveBackoff, retry_delay, visibility_seconds
-from s3sqsd.config import CommandConfig
 from s3sqsd.errors import (
     AttemptsExhaustedError,
-    BucketNotAllowedError,
     DownloadCancelledError,
     FetchError,
     LocalError,
     MessageError,
-    PermanentError,
     QueueError,
     TransientError,
-    UnroutedError,
 )
-from s3sqsd.events import ObjectCreated, OtherRecord, object_url, parse_message
-from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome, is_removal
+from s3sqsd.events import ObjectCreated, object_url
+from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
 from s3sqsd.notify import Notifier
 from s3sqsd.redact import redact
 from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult, Message, error_code
 from s3sqsd.verify import CheckKind
+from s3sqsd.worker.plan import (
+    FetcherLike,
+    Item,
+    Place,
+    Placement,
+    RemoveItem,
+    plan_message,
+)
 from s3sqsd.worker.settings import (
     ABANDON_GRACE_SECONDS,
     DLQ_ERROR_TEXT_LIMIT,
@@ -122,43 +126,6 @@ class QueueLike(Protocol):
     def attributes(self, names: Sequence[str]) -> dict[str, str]: ...
 
 
-class FetcherLike(Protocol):
-    def fetch(
-        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
-    ) -> FetchResult: ...
-
-    def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where one object goes (a fetcher for its folder, the path below it) and what runs after.
-
-    Without routes there is one placement for everything; with routes the daemon's ``place``
-    function picks one per object (``routing.route``), or None for an object no route takes.
-    """
-
-    fetcher: FetcherLike
-    key_path: str | None = None  # None: the key itself; "" the route folder's own marker
-    on_download: CommandConfig | None = None
-    route_index: int | None = None
-
-
-Place = Callable[[str, str], Placement | None]
-
-
-@dataclass(frozen=True, slots=True)
-class _FetchItem:
-    obj: ObjectCreated
-    placement: Placement
-
-
-@dataclass(frozen=True, slots=True)
-class _RemoveItem:
-    record: OtherRecord
-    placement: Placement
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a download thread reports for one message."""
@@ -178,7 +145,7 @@ class _Lease:
     delete_tries: int = 0
     cap_warned: bool = False
     lost: bool = False
-    items: tuple[_FetchItem | _RemoveItem, ...] = ()
+    items: tuple[Item, ...] = ()
     retry_at: float | None = None  # a local failure: kept in hand, tried again at this time
     holds_capacity: bool = True  # False once only its delete is left; ``Worker._give_back``
     deleting: bool = False  # in the DeleteMessageBatch the settler thread is making
@@ -555,30 +522,20 @@ class Worker:
         if draining:
             self._release([lease], why="received while stopping")
             return
-        try:
-            parsed = parse_message(message.body, decoding=settings.key_decoding)
-        except PermanentError as exc:
-            self._fail(lease, exc)
-            return
-        if parsed.test_event is not None:
+        plan = plan_message(body=message.body, settings=settings, place=self._place)
+        if plan.test_event is not None:
             logger.info(
                 "s3:TestEvent for bucket %s acknowledged",
-                parsed.test_event.bucket,
+                plan.test_event.bucket,
                 extra={
                     "event": "message.test_event",
-                    "bucket": parsed.test_event.bucket,
+                    "bucket": plan.test_event.bucket,
                     "message_id": message.message_id,
                 },
             )
             self._done(lease)
             return
-        items: list[_FetchItem | _RemoveItem] = []
-        for record in parsed.other:
-            if settings.on_remove == "delete" and is_removal(record.event_name):
-                placement = self._place(record.bucket, record.key)
-                if placement is not None:
-                    items.append(_RemoveItem(record, placement))
-                    continue
+        for record in plan.ignored:
             self.metrics.inc("records_ignored")
             logger.info(
                 "%s for %s acknowledged; nothing to download, local files kept",
@@ -592,42 +549,25 @@ class Worker:
                     "message_id": message.message_id,
                 },
             )
-        if settings.allowed_buckets:
-            for obj in parsed.created:
-                if obj.bucket not in settings.allowed_buckets:
-                    self._fail(
-                        lease,
-                        BucketNotAllowedError(
-                            f"{object_url(obj.bucket, obj.key)}: bucket {obj.bucket!r} is not "
-                            "in s3_bucket_name"
-                        ),
-                    )
-                    return
-        for obj in parsed.created:
-            placement = self._place(obj.bucket, obj.key)
-            if placement is not None:
-                items.append(_FetchItem(obj, placement))
-            elif settings.unrouted == "dead_letter":
-                self._fail(
-                    lease, UnroutedError(f"{object_url(obj.bucket, obj.key)}: no route takes it")
-                )
-                return
-            else:
-                self.metrics.inc("objects_skipped", outcome="unrouted")
-                logger.info(
-                    "%s: no route takes it; acknowledged (unrouted: acknowledge)",
-                    object_url(obj.bucket, obj.key),
-                    extra={
-                        "event": "object.unrouted",
-                        "bucket": obj.bucket,
-                        "key": obj.key,
-                        "message_id": message.message_id,
-                    },
-                )
-        if not items:
+        for obj in plan.unrouted:
+            self.metrics.inc("objects_skipped", outcome="unrouted")
+            logger.info(
+                "%s: no route takes it; acknowledged (unrouted: acknowledge)",
+                object_url(obj.bucket, obj.key),
+                extra={
+                    "event": "object.unrouted",
+                    "bucket": obj.bucket,
+                    "key": obj.key,
+                    "message_id": message.message_id,
+                },
+            )
+        if plan.error is not None:
+            self._fail(lease, plan.error)
+            return
+        if not plan.items:
             self._done(lease)
             return
-        lease.items = tuple(items)
+        lease.items = plan.items
         self._submit(lease)
 
     def _submit(self, lease: _Lease) -> None:
@@ -662,7 +602,7 @@ class Worker:
 
     # ---- downloading (download threads) ------------------------------------------------------
 
-    def _work(self, message: Message, items: tuple[_FetchItem | _RemoveItem, ...]) -> Outcome:
+    def _work(self, message: Message, items: tuple[Item, ...]) -> Outcome:
         """Handle every item of one message, in order; stop at the first failure."""
         self.metrics.inc("downloads_in_flight")
         try:
@@ -670,10 +610,10 @@ class Worker:
         finally:
             self.metrics.inc("downloads_in_flight", -1)
 
-    def _work_on(self, message: Message, items: tuple[_FetchItem | _RemoveItem, ...]) -> Outcome:
+    def _work_on(self, message: Message, items: tuple[Item, ...]) -> Outcome:
         downloaded = 0
         for item in items:
-            if isinstance(item, _RemoveItem):
+            if isinstance(item, RemoveItem):
                 try:
                     self._remove(item, message)
                 except MessageError as exc:
@@ -753,7 +693,7 @@ class Worker:
             extra={"event": "command.succeeded", "duration_ms": hook.duration_ms, **fields},
         )
 
-    def _remove(self, item: _RemoveItem, message: Message) -> None:
+    def _remove(self, item: RemoveItem, message: Message) -> None:
         record = item.record
         outcome = item.placement.fetcher.remove(record, key_path=item.placement.key_path)
         fields = {"bucket": record.bucket, "key": record.key, "message_id": message.message_id}
