@@ -60,7 +60,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
 from typing import Protocol, cast
 
 from botocore.exceptions import ClientError, HTTPClientError
@@ -84,6 +83,7 @@ from s3sqsd.notify import Notifier
 from s3sqsd.redact import redact
 from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult, Message, error_code
 from s3sqsd.verify import CheckKind
+from s3sqsd.worker.lease import Lease, Outcome
 from s3sqsd.worker.plan import (
     FetcherLike,
     Item,
@@ -124,32 +124,6 @@ class QueueLike(Protocol):
     def send(self, *, body: str, attributes: dict[str, str]) -> str: ...
 
     def attributes(self, names: Sequence[str]) -> dict[str, str]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a download thread reports for one message."""
-
-    error: MessageError | None = None
-    downloaded: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Lease:
-    """A message in hand. Owned by the loop thread only."""
-
-    message: Message
-    received_at: float
-    visible_until: float
-    future: Future[Outcome] | None = None
-    delete_tries: int = 0
-    cap_warned: bool = False
-    lost: bool = False
-    items: tuple[Item, ...] = ()
-    retry_at: float | None = None  # a local failure: kept in hand, tried again at this time
-    holds_capacity: bool = True  # False once only its delete is left; ``Worker._give_back``
-    deleting: bool = False  # in the DeleteMessageBatch the settler thread is making
-    delete_queued_at: float = 0.0  # when its delete was queued (``Worker._queue_delete``)
 
 
 def _failure_state(exc: BaseException) -> str:
@@ -241,7 +215,7 @@ class Worker:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._inbox: queue_module.SimpleQueue[tuple[object, ...]] = queue_module.SimpleQueue()
-        self._leases: dict[str, _Lease] = {}
+        self._leases: dict[str, Lease] = {}
         self._pool = ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="s3sqsd-download"
         )
@@ -250,7 +224,7 @@ class Worker:
         # Deletes are made here, one call at a time, so the loop never waits a round trip on
         # them; the loop hands a batch over and decides on the answer when it comes back.
         self._settler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3sqsd-settler")
-        self._deleting: list[_Lease] = []  # the batch the settler is deleting now
+        self._deleting: list[Lease] = []  # the batch the settler is deleting now
         self._cancel = threading.Event()
         self._stop_receiving = threading.Event()
         self._reload_requested = threading.Event()
@@ -271,9 +245,9 @@ class Worker:
             )
             for index in range(pollers)
         ]
-        self._pending_deletes: list[_Lease] = []
-        self._pending_visibility: list[tuple[_Lease, int]] = []
-        self._pending_dlq: list[tuple[_Lease, MessageError]] = []
+        self._pending_deletes: list[Lease] = []
+        self._pending_visibility: list[tuple[Lease, int]] = []
+        self._pending_dlq: list[tuple[Lease, MessageError]] = []
         self._local_failures = 0
         self._last_ping = 0.0
         self._last_status_at = 0.0
@@ -493,7 +467,7 @@ class Worker:
             for message in messages:
                 self._accept(message, received_at=received_at, draining=draining)
         elif kind == "done":
-            self._finished(cast(_Lease, item[1]))
+            self._finished(cast(Lease, item[1]))
         elif kind == "deleted":
             self._deleted(cast(Future[BatchResult], item[1]))
         elif kind == "receive_error":
@@ -502,7 +476,7 @@ class Worker:
 
     def _accept(self, message: Message, *, received_at: float, draining: bool) -> None:
         settings = self._settings
-        lease = _Lease(
+        lease = Lease(
             message=message,
             received_at=received_at,
             visible_until=received_at + settings.visibility_timeout_seconds,
@@ -570,7 +544,7 @@ class Worker:
         lease.items = plan.items
         self._submit(lease)
 
-    def _submit(self, lease: _Lease) -> None:
+    def _submit(self, lease: Lease) -> None:
         future = self._pool.submit(self._work, lease.message, lease.items)
         lease.future = future
         future.add_done_callback(functools.partial(self._post_done, lease))
@@ -589,7 +563,7 @@ class Worker:
                 lease.retry_at = None
                 self._submit(lease)
 
-    def _post_done(self, lease: _Lease, future: Future[Outcome]) -> None:
+    def _post_done(self, lease: Lease, future: Future[Outcome]) -> None:
         """Runs in the download thread (or here, if already done): hand the lease back.
 
         A success gives its capacity back here, before the loop thread (perhaps in the middle
@@ -786,7 +760,7 @@ class Worker:
 
     # ---- outcomes (loop thread) --------------------------------------------------------------
 
-    def _finished(self, lease: _Lease) -> None:
+    def _finished(self, lease: Lease) -> None:
         if self._leases.get(lease.message.receipt_handle) is not lease:
             return  # released or abandoned already
         future = lease.future
@@ -806,7 +780,7 @@ class Worker:
         else:
             self._fail(lease, outcome.error)
 
-    def _fail(self, lease: _Lease, exc: MessageError) -> None:
+    def _fail(self, lease: Lease, exc: MessageError) -> None:
         settings = self._settings
         message = lease.message
         self.metrics.inc("messages_failed", reason=exc.reason)
@@ -874,7 +848,7 @@ class Worker:
         else:
             self._dead_letter(lease, exc)
 
-    def _dead_letter(self, lease: _Lease, exc: MessageError) -> None:
+    def _dead_letter(self, lease: Lease, exc: MessageError) -> None:
         if self._dlq is not None:
             self._pending_dlq.append((lease, exc))
             return
@@ -893,12 +867,12 @@ class Worker:
         )
         self._return_later(lease, self._settings.max_delay_seconds, reason="left_for_redrive")
 
-    def _return_later(self, lease: _Lease, delay: float, *, reason: str) -> None:
+    def _return_later(self, lease: Lease, delay: float, *, reason: str) -> None:
         self.metrics.inc("messages_returned", reason=reason)
         held = self._clock() - lease.received_at
         self._pending_visibility.append((lease, visibility_seconds(delay, held_for_seconds=held)))
 
-    def _release(self, leases: Sequence[_Lease], *, why: str) -> None:
+    def _release(self, leases: Sequence[Lease], *, why: str) -> None:
         """Make messages visible again at once, so another consumer can take them now."""
         for lease in leases:
             logger.info(
@@ -962,11 +936,11 @@ class Worker:
         oldest = self._pending_deletes[0].delete_queued_at
         return oldest + self._settings.delete_linger_seconds - self._clock()
 
-    def _queue_delete(self, lease: _Lease) -> None:
+    def _queue_delete(self, lease: Lease) -> None:
         lease.delete_queued_at = self._clock()
         self._pending_deletes.append(lease)
 
-    def _send_to_dlq(self, lease: _Lease, exc: MessageError) -> None:
+    def _send_to_dlq(self, lease: Lease, exc: MessageError) -> None:
         if self._dlq is None:  # only queued when a dead-letter queue is configured
             return
         message = lease.message
@@ -1026,7 +1000,7 @@ class Worker:
             )
         self._after_delete(leases, result)
 
-    def _after_delete(self, leases: list[_Lease], result: BatchResult) -> None:
+    def _after_delete(self, leases: list[Lease], result: BatchResult) -> None:
         by_id = {lease.message.message_id: lease for lease in leases}
         done = [by_id[mid] for mid in result.succeeded if mid in by_id]
         self.metrics.inc("messages_deleted", len(done))
@@ -1059,7 +1033,7 @@ class Worker:
             done.append(lease)
         self._forget(done)
 
-    def _done(self, lease: _Lease) -> None:
+    def _done(self, lease: Lease) -> None:
         """The message's work is over (downloaded, acknowledged or dead-lettered): queue its
         delete and give its capacity back now, not when the delete returns. Capacity bounds the
         work in hand; a delete is one batched request, and at 20 ms of round trip waiting for it
@@ -1067,7 +1041,7 @@ class Worker:
         self._queue_delete(lease)
         self._give_back(lease)
 
-    def _give_back(self, lease: _Lease) -> None:
+    def _give_back(self, lease: Lease) -> None:
         """Return the lease's capacity, once: the download thread (a success) and the loop
         thread (done, forgotten) may both try, so the flag is tested and cleared under the
         capacity lock."""
@@ -1077,7 +1051,7 @@ class Worker:
                 self._reserved -= 1
                 self._capacity_lock.notify_all()
 
-    def _forget(self, leases: Sequence[_Lease]) -> None:
+    def _forget(self, leases: Sequence[Lease]) -> None:
         for lease in leases:
             if self._leases.pop(lease.message.receipt_handle, None) is not None:
                 self._give_back(lease)
@@ -1086,7 +1060,7 @@ class Worker:
 
     def _renew(self, now: float) -> None:
         timeout = self._settings.visibility_timeout_seconds
-        due: list[tuple[_Lease, int]] = []
+        due: list[tuple[Lease, int]] = []
         for lease in self._leases.values():
             if lease.lost or lease.deleting or lease.visible_until - now > timeout / 2:
                 continue
