@@ -5,8 +5,10 @@ names the rest of s3sqsd and the tests import from ``s3sqsd.worker``, so none of
 """
 
 from s3sqsd.worker.lease import Outcome
-from s3sqsd.worker.loop import QueueLike, Worker, _failure_state, parts_executor
+from s3sqsd.worker.loop import Worker, parts_executor
 from s3sqsd.worker.plan import FetcherLike, MessagePlan, Place, Placement, plan_message
+from s3sqsd.worker.ports import QueueLike
+from s3sqsd.worker.receiver import _failure_state
 from s3sqsd.worker.settings import WorkerSettings, least_batch
 
 __all__ = [

@@ -27,7 +27,7 @@ class Lease:
     """A message in hand, from its receive until it is deleted, returned or released.
 
     Owned by the loop thread: only the loop reads or writes it, except ``holds_capacity``,
-    which a download thread may clear too (``Worker._give_back``, under the capacity lock).
+    which a download thread may clear too (``Receivers.give_back``, under the capacity lock).
     Mutable on purpose: a lease's state changes many times while it is in hand, and the
     loop finds it again by identity (``eq=False``), never by value.
     """
@@ -41,6 +41,6 @@ class Lease:
     lost: bool = False
     items: tuple[Item, ...] = ()
     retry_at: float | None = None  # a local failure: kept in hand, tried again at this time
-    holds_capacity: bool = True  # False once only its delete is left; ``Worker._give_back``
+    holds_capacity: bool = True  # False once only its delete is left; ``Receivers.give_back``
     deleting: bool = False  # in the DeleteMessageBatch the settler thread is making
     delete_queued_at: float = 0.0  # when its delete was queued (``Worker._queue_delete``)

@@ -60,12 +60,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import Protocol, cast
+from typing import cast
 
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
-
-from s3sqsd.backoff import ReceiveBackoff, retry_delay, visibility_seconds
+from s3sqsd.backoff import retry_delay, visibility_seconds
 from s3sqsd.errors import (
     AttemptsExhaustedError,
     DownloadCancelledError,
@@ -79,7 +76,7 @@ from s3sqsd.events import object_url
 from s3sqsd.metrics import Metrics
 from s3sqsd.notify import Notifier
 from s3sqsd.redact import redact
-from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult, Message, error_code
+from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult, Message
 from s3sqsd.worker.job import DownloadJob
 from s3sqsd.worker.lease import Lease, Outcome
 from s3sqsd.worker.plan import (
@@ -88,6 +85,8 @@ from s3sqsd.worker.plan import (
     Placement,
     plan_message,
 )
+from s3sqsd.worker.ports import QueueLike
+from s3sqsd.worker.receiver import Receivers
 from s3sqsd.worker.settings import (
     ABANDON_GRACE_SECONDS,
     DLQ_ERROR_TEXT_LIMIT,
@@ -96,45 +95,11 @@ from s3sqsd.worker.settings import (
     RECEIPT_GONE,
     SWEEP_INTERVAL_SECONDS,
     WorkerSettings,
-    least_batch,
 )
 
 # The logger keeps the name it had when the worker was one module: it is in every JSON log line
 # ("logger"), and operators filter on it.
 logger = logging.getLogger("s3sqsd.worker")
-
-
-class QueueLike(Protocol):
-    """What the worker needs of a queue (``sqs.Queue``, or an in-memory stub in tests)."""
-
-    url: str
-
-    def receive(
-        self, *, max_messages: int, wait_seconds: int, visibility_timeout: int
-    ) -> list[Message]: ...
-
-    def delete(self, messages: Sequence[Message]) -> BatchResult: ...
-
-    def change_visibility(self, items: Sequence[tuple[Message, int]]) -> BatchResult: ...
-
-    def send(self, *, body: str, attributes: dict[str, str]) -> str: ...
-
-    def attributes(self, names: Sequence[str]) -> dict[str, str]: ...
-
-
-def _failure_state(exc: BaseException) -> str:
-    """What kind of receive failure this is, for logging once per change of state.
-
-    Every way of not reaching the endpoint is one state ("unreachable"): an outage starts with
-    the open long poll cut (ConnectionClosedError), then connections are refused
-    (EndpointConnectionError), then may time out; that is one thing to tell the operator, not
-    three. Errors the service answered with keep their AWS code (AccessDenied,
-    QueueDoesNotExist...), each a state of its own.
-    """
-    cause = exc.__cause__ or exc
-    if isinstance(cause, (HTTPClientError, BotoConnectionError)):
-        return "unreachable"
-    return error_code(cause)
 
 
 def parts_executor(concurrency: int) -> ThreadPoolExecutor:
@@ -144,38 +109,6 @@ def parts_executor(concurrency: int) -> ThreadPoolExecutor:
     shutdown happens with the other pools.
     """
     return ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3sqsd-part")
-
-
-class _ReceiveState:
-    """Whether receiving fails, shared by the receiver threads: a change of state is logged
-    once however many pollers see it, and the recovery once, with the attempts of them all."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failing: str | None = None
-        self._since = 0.0
-        self._failures = 0
-
-    def failed(self, state: str) -> bool:
-        """Count a failed receive; True when ``state`` is new (log it)."""
-        with self._lock:
-            self._failures += 1
-            if state == self._failing:
-                return False
-            if self._failing is None:
-                self._since = self._clock()
-            self._failing = state
-            return True
-
-    def succeeded(self) -> tuple[int, float] | None:
-        """A receive worked; (failed attempts, seconds) when it ends an outage (log it)."""
-        with self._lock:
-            if self._failing is None:
-                return None
-            outage = (self._failures, self._clock() - self._since)
-            self._failing, self._failures = None, 0
-            return outage
 
 
 class Worker:
@@ -199,7 +132,6 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self._receive_queue = receive_queue
         self._queue = control_queue
         self._dlq = dead_letter_queue
         self._fetcher = fetcher
@@ -222,25 +154,15 @@ class Worker:
         self._settler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3sqsd-settler")
         self._deleting: list[Lease] = []  # the batch the settler is deleting now
         self._cancel = threading.Event()
-        self._stop_receiving = threading.Event()
         self._reload_requested = threading.Event()
-        # Capacity shared with the receiver thread (the only state two threads write).
-        self._capacity_lock = threading.Condition()
-        self._reserved = 0
-        self._paused_until = 0.0
-        if pollers < 1:
-            raise ValueError("pollers must be at least 1")
-        self._receive_state = _ReceiveState(clock)
-        self._receiver_alive = [clock()] * pollers  # each receiver's last sign of progress
-        self._receivers = [
-            threading.Thread(
-                target=self._receive_loop,
-                args=(index,),
-                name="s3sqsd-receiver" if pollers == 1 else f"s3sqsd-receiver-{index}",
-                daemon=True,
-            )
-            for index in range(pollers)
-        ]
+        self._receiving = Receivers(
+            queue=receive_queue,
+            dead_letter_queue=dead_letter_queue,
+            settings=settings,
+            inbox=self._inbox,
+            pollers=pollers,
+            clock=clock,
+        )
         self._pending_deletes: list[Lease] = []
         self._pending_visibility: list[tuple[Lease, int]] = []
         self._pending_dlq: list[tuple[Lease, MessageError]] = []
@@ -267,8 +189,7 @@ class Worker:
 
     def run(self, *, stop: threading.Event) -> None:
         """Receive and work until ``stop`` is set; then drain and return."""
-        for receiver in self._receivers:
-            receiver.start()
+        self._receiving.start()
         self._notifier.ready(self._status_text())
         logger.info(
             "s3sqsd is running: queue %s, %d download threads",
@@ -311,130 +232,6 @@ class Worker:
             1 for lease in self._leases.values() if lease.future and lease.future.running()
         )
         return downloads + (1 if self._deleting else 0)
-
-    # ---- receiving (receiver thread) ---------------------------------------------------------
-
-    def _receive_loop(self, index: int) -> None:
-        """One poller. Several (``pollers``) share the capacity and one failure state, so an
-        outage is logged once, not once per poller; the first one checks the redrive policy."""
-        backoff = ReceiveBackoff(rng=random.Random())  # noqa: S311 - jitter
-        redrive_checked = index != 0
-        while not self._stop_receiving.is_set():
-            self._receiver_alive[index] = self._clock()
-            pause = self._paused_until - self._clock()
-            if pause > 0:
-                self._stop_receiving.wait(min(pause, 1.0))
-                continue
-            wanted = self._reserve(timeout=MAX_LOOP_SLEEP_SECONDS)
-            if wanted == 0:
-                continue
-            settings = self._settings
-            if not redrive_checked:
-                redrive_checked = self._check_redrive()
-            try:
-                messages = self._receive_queue.receive(
-                    max_messages=wanted,
-                    wait_seconds=settings.wait_time_seconds,
-                    visibility_timeout=settings.visibility_timeout_seconds,
-                )
-            except Exception as exc:  # the receiver must outlive any failure
-                # QueueError is the expected case; anything else is a bug, logged with its
-                # traceback, and handled the same way so the daemon keeps receiving.
-                self._unreserve(wanted)
-                code = error_code(exc.__cause__ or exc)
-                if self._receive_state.failed(_failure_state(exc)):
-                    logger.error(
-                        "cannot receive from %s (%s); retrying with backoff, next message when "
-                        "it recovers",
-                        self._receive_queue.url,
-                        exc,
-                        exc_info=not isinstance(exc, QueueError),
-                        extra={"event": "sqs.receive.failed", "error": str(exc), "code": code},
-                    )
-                self._inbox.put(("receive_error", str(exc)))
-                self._stop_receiving.wait(backoff.next_delay())
-                continue
-            self._receiver_alive[index] = self._clock()
-            outage = self._receive_state.succeeded()
-            if outage is not None:
-                attempts, seconds = outage
-                logger.info(
-                    "receiving from %s again after %d failed attempts",
-                    self._receive_queue.url,
-                    attempts,
-                    extra={
-                        "event": "sqs.receive.recovered",
-                        "attempts": attempts,
-                        "duration_ms": int(seconds * 1000),
-                    },
-                )
-            backoff.reset()
-            self._unreserve(wanted - len(messages))
-            if messages:
-                self._inbox.put(("received", messages, self._clock()))
-
-    def _check_redrive(self) -> bool:
-        """Warn once when permanent failures would have nowhere to go; True once settled.
-
-        Never blocks receiving: if the policy cannot be read because the endpoint is down, the
-        check is tried again before the next receive; if it is refused (no permission for
-        GetQueueAttributes), that is said once and receiving goes on without it.
-        """
-        if self._dlq is not None:
-            return True
-        try:
-            attributes = self._receive_queue.attributes(["RedrivePolicy"])
-        except QueueError as exc:
-            if not isinstance(exc.__cause__, ClientError):
-                return False  # no answer at all: the receive will report it; try again later
-            logger.warning(
-                "cannot read the redrive policy of %s (%s); if it has none, messages that can "
-                "never succeed come back until the queue's retention expires",
-                self._receive_queue.url,
-                error_code(exc.__cause__),
-                extra={"event": "queue.redrive_unknown", "error": str(exc)},
-            )
-            return True
-        if not attributes.get("RedrivePolicy"):
-            logger.warning(
-                "queue %s has no redrive policy and dead_letter_queue_url is not set: messages "
-                "that can never succeed will come back until the queue's retention expires",
-                self._receive_queue.url,
-                extra={"event": "queue.no_redrive"},
-            )
-        return True
-
-    def _reserve(self, *, timeout: float) -> int:
-        """Reserve room for the next receive: 0 if not enough came free within ``timeout``.
-
-        Several pollers split the capacity, so each can have a poll open on an idle queue. A
-        poll waits until at least ``least_batch`` places are free: under a backlog, places
-        come back one download at a time, and a ReceiveMessage per place would cost a call
-        (SQS bills per request) for one message each. Waiting costs no throughput: it only
-        happens while all workers are busy and at least half the prefetch is still queued.
-        """
-        with self._capacity_lock:
-            settings = self._settings
-            share = max(1, settings.capacity // len(self._receivers))
-            least = least_batch(settings, share=share)
-            free = settings.capacity - self._reserved
-            if free < least:
-                self._capacity_lock.wait_for(
-                    lambda: self._settings.capacity - self._reserved >= least, timeout
-                )
-                free = self._settings.capacity - self._reserved
-                if free < least:
-                    return 0
-            wanted = min(10, free, share)
-            self._reserved += wanted
-            return wanted
-
-    def _unreserve(self, count: int) -> None:
-        if count <= 0:
-            return
-        with self._capacity_lock:
-            self._reserved -= count
-            self._capacity_lock.notify_all()
 
     # ---- dispatch (loop thread) --------------------------------------------------------------
 
@@ -570,7 +367,7 @@ class Worker:
         at once. A failure keeps it until the loop decides (a local failure keeps the message).
         """
         if not future.cancelled() and future.exception() is None and future.result().error is None:
-            self._give_back(lease)
+            self._receiving.give_back(lease)
         self._inbox.put(("done", lease))
 
     # ---- outcomes (loop thread) --------------------------------------------------------------
@@ -609,7 +406,7 @@ class Worker:
                 rng=self._rng,
             )
             now = self._clock()
-            self._paused_until = now + delay
+            self._receiving.pause_until(now + delay)
             logger.error(
                 "%s; the message stays in hand and is tried again in %.0f s, receiving paused "
                 "meanwhile (not counted as an attempt)",
@@ -740,7 +537,7 @@ class Worker:
         pending = len(self._pending_deletes)
         if not pending or self._deleting:
             return 0
-        if self._stop_receiving.is_set() or self._delete_due_in() <= 0:
+        if self._receiving.stopped() or self._delete_due_in() <= 0:
             return pending
         return pending - pending % BATCH_LIMIT
 
@@ -854,22 +651,12 @@ class Worker:
         work in hand; a delete is one batched request, and at 20 ms of round trip waiting for it
         kept a third of the slots idle. A delete that fails is retried without capacity."""
         self._queue_delete(lease)
-        self._give_back(lease)
-
-    def _give_back(self, lease: Lease) -> None:
-        """Return the lease's capacity, once: the download thread (a success) and the loop
-        thread (done, forgotten) may both try, so the flag is tested and cleared under the
-        capacity lock."""
-        with self._capacity_lock:
-            if lease.holds_capacity:
-                lease.holds_capacity = False
-                self._reserved -= 1
-                self._capacity_lock.notify_all()
+        self._receiving.give_back(lease)
 
     def _forget(self, leases: Sequence[Lease]) -> None:
         for lease in leases:
             if self._leases.pop(lease.message.receipt_handle, None) is not None:
-                self._give_back(lease)
+                self._receiving.give_back(lease)
 
     # ---- renewal and health (loop thread) ----------------------------------------------------
 
@@ -921,7 +708,7 @@ class Worker:
 
     def _heartbeat(self, now: float) -> None:
         interval = self._notifier.watchdog_interval
-        if interval and now - self._last_ping >= interval / 4 and self._receiver_healthy(now):
+        if interval and now - self._last_ping >= interval / 4 and self._receiving.healthy(now):
             self._notifier.watchdog()
             self._last_ping = now
         if now - self._last_status_at >= 1.0:
@@ -952,15 +739,6 @@ class Worker:
             if value.isdigit():
                 self.metrics.set("queue_messages", float(value), state=state)
 
-    def _receiver_healthy(self, now: float) -> bool:
-        """Every receiver thread made progress recently (a poll is at most wait + timeouts)."""
-        if self._stop_receiving.is_set():
-            return True
-        if not all(receiver.is_alive() for receiver in self._receivers):
-            return False
-        limit = self._settings.wait_time_seconds + 60.0
-        return now - min(self._receiver_alive) < limit
-
     def _status_text(self) -> str:
         m = self.metrics
         text = (
@@ -988,11 +766,10 @@ class Worker:
             self._pool = ThreadPoolExecutor(
                 max_workers=new.workers, thread_name_prefix="s3sqsd-download"
             )
-        with self._capacity_lock:
-            self._capacity_lock.notify_all()
+        self._receiving.update(new)
 
     def _begin_drain(self) -> None:
-        self._stop_receiving.set()
+        self._receiving.stop()
         unstarted = [
             lease
             for lease in self._leases.values()
@@ -1054,7 +831,7 @@ class Worker:
             self._settle()
 
     def _shutdown_pools(self) -> None:
-        self._stop_receiving.set()
+        self._receiving.stop()
         for pool in [*self._old_pools, self._pool]:
             pool.shutdown(wait=False, cancel_futures=True)
         if self._parts is not None:
