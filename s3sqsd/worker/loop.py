@@ -1,4 +1,4 @@
-"""The work loop: receive, lease, download, renew, settle, drain. The only module with threads.
+"""The work loop: receive, lease, download, renew, settle, drain. The worker owns every thread.
 
 Design (read this before changing anything here):
 
@@ -75,8 +75,7 @@ from s3sqsd.errors import (
 from s3sqsd.events import object_url
 from s3sqsd.metrics import Metrics
 from s3sqsd.notify import Notifier
-from s3sqsd.redact import redact
-from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult, Message
+from s3sqsd.sqs import BatchResult, Message
 from s3sqsd.worker.job import DownloadJob
 from s3sqsd.worker.lease import Lease, Outcome
 from s3sqsd.worker.plan import (
@@ -89,13 +88,12 @@ from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.receiver import Receivers
 from s3sqsd.worker.settings import (
     ABANDON_GRACE_SECONDS,
-    DLQ_ERROR_TEXT_LIMIT,
-    MAX_DELETE_TRIES,
     MAX_LOOP_SLEEP_SECONDS,
     RECEIPT_GONE,
     SWEEP_INTERVAL_SECONDS,
     WorkerSettings,
 )
+from s3sqsd.worker.settle import Settler
 
 # The logger keeps the name it had when the worker was one module: it is in every JSON log line
 # ("logger"), and operators filter on it.
@@ -149,10 +147,6 @@ class Worker:
         )
         self._old_pools: list[ThreadPoolExecutor] = []
         self._parts = parts
-        # Deletes are made here, one call at a time, so the loop never waits a round trip on
-        # them; the loop hands a batch over and decides on the answer when it comes back.
-        self._settler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3sqsd-settler")
-        self._deleting: list[Lease] = []  # the batch the settler is deleting now
         self._cancel = threading.Event()
         self._reload_requested = threading.Event()
         self._receiving = Receivers(
@@ -163,9 +157,6 @@ class Worker:
             pollers=pollers,
             clock=clock,
         )
-        self._pending_deletes: list[Lease] = []
-        self._pending_visibility: list[tuple[Lease, int]] = []
-        self._pending_dlq: list[tuple[Lease, MessageError]] = []
         self._local_failures = 0
         self._last_ping = 0.0
         self._last_status_at = 0.0
@@ -174,6 +165,17 @@ class Worker:
         # Queue depth costs an API call: read it only when metrics are served, at most this often.
         self._queue_depth_every = queue_depth_every_seconds
         self._queue_depth_at = -math.inf
+        self._settler = Settler(
+            queue=control_queue,
+            dead_letter_queue=dead_letter_queue,
+            settings=settings,
+            metrics=self.metrics,
+            inbox=self._inbox,
+            clock=clock,
+            stopped=self._receiving.stopped,
+            give_back=self._receiving.give_back,
+            forget=self._forget,
+        )
 
     # ---- called from signal handlers (must stay trivial) ------------------------------------
 
@@ -203,7 +205,7 @@ class Worker:
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self._reload()
-            self._settle()
+            self._settler.settle()
             now = self._clock()
             if now >= self._sweep_at:
                 # Both walk every lease: under load the loop passes hundreds of times a
@@ -216,7 +218,7 @@ class Worker:
             if stop.is_set() and deadline is None:
                 deadline = now + self._settings.shutdown_timeout_seconds
                 self._begin_drain()
-                self._settle()
+                self._settler.settle()
             if deadline is not None:
                 if not self._leases:
                     break
@@ -231,7 +233,7 @@ class Worker:
         downloads = sum(
             1 for lease in self._leases.values() if lease.future and lease.future.running()
         )
-        return downloads + (1 if self._deleting else 0)
+        return downloads + (1 if self._settler.busy() else 0)
 
     # ---- dispatch (loop thread) --------------------------------------------------------------
 
@@ -239,8 +241,8 @@ class Worker:
         timeout = MAX_LOOP_SLEEP_SECONDS
         if self._notifier.watchdog_interval:
             timeout = min(timeout, self._notifier.watchdog_interval / 4)
-        if not self._deleting:  # wake when a lingering delete is due
-            timeout = max(0.0, min(timeout, self._delete_due_in()))
+        if not self._settler.busy():  # wake when a lingering delete is due
+            timeout = max(0.0, min(timeout, self._settler.delete_due_in()))
         try:
             item = self._inbox.get(timeout=timeout)
         except queue_module.Empty:
@@ -262,7 +264,7 @@ class Worker:
         elif kind == "done":
             self._finished(cast(Lease, item[1]))
         elif kind == "deleted":
-            self._deleted(cast(Future[BatchResult], item[1]))
+            self._settler.deleted(cast(Future[BatchResult], item[1]))
         elif kind == "receive_error":
             self.metrics.inc("receive_errors")
             self.metrics.last_error = str(item[1])[:200]
@@ -287,7 +289,7 @@ class Worker:
             },
         )
         if draining:
-            self._release([lease], why="received while stopping")
+            self._settler.release([lease], why="received while stopping")
             return
         plan = plan_message(body=message.body, settings=settings, place=self._place)
         if plan.test_event is not None:
@@ -300,7 +302,7 @@ class Worker:
                     "message_id": message.message_id,
                 },
             )
-            self._done(lease)
+            self._settler.done(lease)
             return
         for record in plan.ignored:
             self.metrics.inc("records_ignored")
@@ -332,7 +334,7 @@ class Worker:
             self._fail(lease, plan.error)
             return
         if not plan.items:
-            self._done(lease)
+            self._settler.done(lease)
             return
         lease.items = plan.items
         self._submit(lease)
@@ -384,11 +386,11 @@ class Worker:
             outcome = Outcome(error=FetchError(f"download task failed: {exc!r}"))
         if outcome.error is None:
             self._local_failures = 0
-            self._done(lease)
+            self._settler.done(lease)
         elif isinstance(outcome.error, DownloadCancelledError):
             # The daemon's own stop cut the work short (the drain deadline): not the message's
             # failure, so no retry is logged or counted; another consumer may take it now.
-            self._release([lease], why="stopped by the shutdown timeout")
+            self._settler.release([lease], why="stopped by the shutdown timeout")
         else:
             self._fail(lease, outcome.error)
 
@@ -427,7 +429,7 @@ class Worker:
             lease.retry_at = now + delay
         elif isinstance(exc, TransientError):
             if message.receive_count >= settings.max_attempts:
-                self._dead_letter(
+                self._settler.dead_letter(
                     lease,
                     AttemptsExhaustedError(
                         f"{exc} (attempt {message.receive_count} of {settings.max_attempts})"
@@ -456,202 +458,9 @@ class Worker:
                     "delay_seconds": round(delay, 1),
                 },
             )
-            self._return_later(lease, delay, reason="retry")
+            self._settler.return_later(lease, delay, reason="retry")
         else:
-            self._dead_letter(lease, exc)
-
-    def _dead_letter(self, lease: Lease, exc: MessageError) -> None:
-        if self._dlq is not None:
-            self._pending_dlq.append((lease, exc))
-            return
-        logger.error(
-            "message %s cannot succeed (%s): %s; left for the queue's redrive policy",
-            lease.message.message_id,
-            exc.reason,
-            exc,
-            extra={
-                "event": "message.left_for_redrive",
-                "message_id": lease.message.message_id,
-                "reason": exc.reason,
-                "error": str(exc),
-                "receive_count": lease.message.receive_count,
-            },
-        )
-        self._return_later(lease, self._settings.max_delay_seconds, reason="left_for_redrive")
-
-    def _return_later(self, lease: Lease, delay: float, *, reason: str) -> None:
-        self.metrics.inc("messages_returned", reason=reason)
-        held = self._clock() - lease.received_at
-        self._pending_visibility.append((lease, visibility_seconds(delay, held_for_seconds=held)))
-
-    def _release(self, leases: Sequence[Lease], *, why: str) -> None:
-        """Make messages visible again at once, so another consumer can take them now."""
-        for lease in leases:
-            logger.info(
-                "message %s released (%s)",
-                lease.message.message_id,
-                why,
-                extra={"event": "message.released", "message_id": lease.message.message_id},
-            )
-            self.metrics.inc("messages_returned", reason="released")
-            self._pending_visibility.append((lease, 0))
-
-    # ---- settling (loop thread; the only SQS calls besides receive) --------------------------
-
-    def _settle(self) -> None:
-        if self._pending_dlq:
-            batch, self._pending_dlq = self._pending_dlq, []
-            for lease, exc in batch:
-                self._send_to_dlq(lease, exc)
-        sending = self._deletes_to_send()
-        if sending:
-            self._deleting = self._pending_deletes[:sending]
-            del self._pending_deletes[:sending]
-            for lease in self._deleting:
-                lease.deleting = True
-            messages = [lease.message for lease in self._deleting]
-            future = self._settler.submit(self._queue.delete, messages)
-            future.add_done_callback(lambda done: self._inbox.put(("deleted", done)))
-        if self._pending_visibility:
-            changes, self._pending_visibility = self._pending_visibility, []
-            result = self._queue.change_visibility([(lease.message, s) for lease, s in changes])
-            for failure in result.failed:
-                logger.warning(
-                    "could not return message %s (%s: %s); it comes back when its visibility "
-                    "timeout ends",
-                    failure.message_id,
-                    failure.code,
-                    failure.text,
-                    extra={
-                        "event": "sqs.visibility.failed",
-                        "message_id": failure.message_id,
-                        "code": failure.code,
-                    },
-                )
-            self._forget([lease for lease, _ in changes])
-
-    def _deletes_to_send(self) -> int:
-        """How many of the pending deletes go to the settler now: none while it is busy;
-        whole batches of ten; and all of them once the oldest has waited
-        ``delete_linger_seconds`` or receiving has stopped (a drain does not wait)."""
-        pending = len(self._pending_deletes)
-        if not pending or self._deleting:
-            return 0
-        if self._receiving.stopped() or self._delete_due_in() <= 0:
-            return pending
-        return pending - pending % BATCH_LIMIT
-
-    def _delete_due_in(self) -> float:
-        """Seconds until the oldest pending delete has waited its linger (inf: none pending)."""
-        if not self._pending_deletes:
-            return math.inf
-        oldest = self._pending_deletes[0].delete_queued_at
-        return oldest + self._settings.delete_linger_seconds - self._clock()
-
-    def _queue_delete(self, lease: Lease) -> None:
-        lease.delete_queued_at = self._clock()
-        self._pending_deletes.append(lease)
-
-    def _send_to_dlq(self, lease: Lease, exc: MessageError) -> None:
-        if self._dlq is None:  # only queued when a dead-letter queue is configured
-            return
-        message = lease.message
-        try:
-            self._dlq.send(
-                body=message.body,
-                attributes={
-                    "s3sqsd.reason": exc.reason,
-                    "s3sqsd.error": redact(str(exc))[:DLQ_ERROR_TEXT_LIMIT],
-                    "s3sqsd.source_message_id": message.message_id,
-                    "s3sqsd.receive_count": str(message.receive_count),
-                },
-            )
-        except QueueError as send_error:
-            logger.error(
-                "could not dead-letter message %s (%s); it will be retried",
-                message.message_id,
-                send_error,
-                extra={
-                    "event": "sqs.dead_letter.failed",
-                    "message_id": message.message_id,
-                    "error": str(send_error),
-                },
-            )
-            self._return_later(lease, self._settings.base_delay_seconds, reason="retry")
-            return
-        self.metrics.inc("messages_dead_lettered", reason=exc.reason)
-        logger.error(
-            "message %s dead-lettered (%s): %s",
-            message.message_id,
-            exc.reason,
-            exc,
-            extra={
-                "event": "message.dead_lettered",
-                "message_id": message.message_id,
-                "reason": exc.reason,
-                "error": str(exc),
-                "receive_count": message.receive_count,
-            },
-        )
-        self._done(lease)  # its delete is queued like any other
-
-    def _deleted(self, future: Future[BatchResult]) -> None:
-        """The settler's answer for ``self._deleting`` (loop thread): forget what is deleted,
-        queue the retries; the next batch goes out when ``_deletes_to_send`` says so."""
-        leases, self._deleting = self._deleting, []
-        for lease in leases:
-            lease.deleting = False
-        try:
-            result = future.result()
-        except Exception as exc:  # noqa: BLE001 - Queue.delete reports failures; a last defence
-            text = f"{type(exc).__name__}: {exc}"
-            result = BatchResult(
-                failed=tuple(
-                    BatchFailure(lease.message.message_id, "Unexpected", text) for lease in leases
-                )
-            )
-        self._after_delete(leases, result)
-
-    def _after_delete(self, leases: list[Lease], result: BatchResult) -> None:
-        by_id = {lease.message.message_id: lease for lease in leases}
-        done = [by_id[mid] for mid in result.succeeded if mid in by_id]
-        self.metrics.inc("messages_deleted", len(done))
-        for deleted in done:
-            logger.debug(
-                "deleted message %s",
-                deleted.message.message_id,
-                extra={"event": "message.deleted", "message_id": deleted.message.message_id},
-            )
-        for failure in result.failed:
-            lease = by_id.get(failure.message_id)
-            if lease is None:
-                continue
-            lease.delete_tries += 1
-            if failure.code not in RECEIPT_GONE and lease.delete_tries < MAX_DELETE_TRIES:
-                self._queue_delete(lease)  # retried with the next batch
-                continue
-            logger.warning(
-                "could not delete message %s (%s: %s); it will be delivered again and the "
-                "download repeated (harmless: files are replaced atomically)",
-                failure.message_id,
-                failure.code,
-                failure.text,
-                extra={
-                    "event": "sqs.delete.failed",
-                    "message_id": failure.message_id,
-                    "code": failure.code,
-                },
-            )
-            done.append(lease)
-        self._forget(done)
-
-    def _done(self, lease: Lease) -> None:
-        """The message's work is over (downloaded, acknowledged or dead-lettered): queue its
-        delete and give its capacity back now, not when the delete returns. Capacity bounds the
-        work in hand; a delete is one batched request, and at 20 ms of round trip waiting for it
-        kept a third of the slots idle. A delete that fails is retried without capacity."""
-        self._queue_delete(lease)
-        self._receiving.give_back(lease)
+            self._settler.dead_letter(lease, exc)
 
     def _forget(self, leases: Sequence[Lease]) -> None:
         for lease in leases:
@@ -767,6 +576,7 @@ class Worker:
                 max_workers=new.workers, thread_name_prefix="s3sqsd-download"
             )
         self._receiving.update(new)
+        self._settler.update(new)
 
     def _begin_drain(self) -> None:
         self._receiving.stop()
@@ -777,7 +587,7 @@ class Worker:
         ]
         for lease in unstarted:
             lease.retry_at = None
-        self._release(unstarted, why="stopping before its download started")
+        self._settler.release(unstarted, why="stopping before its download started")
         in_progress = len(self._leases) - len(unstarted)
         text = f"stopping: {in_progress} downloads finishing"
         self._notifier.stopping(text)
@@ -800,19 +610,12 @@ class Worker:
         running = [lease.future for lease in self._leases.values() if lease.future is not None]
         wait_futures(running, timeout=ABANDON_GRACE_SECONDS)
         self._wait_and_dispatch(deadline=0.0)  # a cancelled download releases its message
-        returned = sum(1 for lease, _ in self._pending_visibility if id(lease) in started)
-        settling = {
-            id(lease)
-            for lease in (
-                *self._pending_deletes,
-                *self._deleting,
-                *(lease for lease, _ in self._pending_visibility),
-            )
-        }
+        returned = sum(1 for lease in self._settler.returning() if id(lease) in started)
+        settling = {id(lease) for lease in self._settler.settling()}
         leftover = [lease for lease in self._leases.values() if id(lease) not in settling]
-        self._release(leftover, why="shutdown timeout reached")
+        self._settler.release(leftover, why="shutdown timeout reached")
         cancelled = returned + len(leftover)
-        self._settle()
+        self._settler.settle()
         self._finish_deletes(timeout=ABANDON_GRACE_SECONDS)
         if cancelled > 0:
             logger.warning(
@@ -826,9 +629,9 @@ class Worker:
         """Let the delete in flight answer and send the ones still pending, for up to
         ``timeout``: a finished message whose delete is dropped would be downloaded again."""
         give_up = self._clock() + timeout
-        while (self._deleting or self._pending_deletes) and self._clock() < give_up:
+        while self._settler.deletes_outstanding() and self._clock() < give_up:
             self._wait_and_dispatch(deadline=0.0)
-            self._settle()
+            self._settler.settle()
 
     def _shutdown_pools(self) -> None:
         self._receiving.stop()
@@ -836,4 +639,4 @@ class Worker:
             pool.shutdown(wait=False, cancel_futures=True)
         if self._parts is not None:
             self._parts.shutdown(wait=False, cancel_futures=True)
-        self._settler.shutdown(wait=False)  # idle by now, or given its grace by _abandon
+        self._settler.shutdown()  # idle by now, or given its grace by _abandon
