@@ -43,4 +43,4 @@ class Lease:
     retry_at: float | None = None  # a local failure: kept in hand, tried again at this time
     holds_capacity: bool = True  # False once only its delete is left; ``Receivers.give_back``
     deleting: bool = False  # in the DeleteMessageBatch the settler thread is making
-    delete_queued_at: float = 0.0  # when its delete was queued (``Worker._queue_delete``)
+    delete_queued_at: float = 0.0  # when its delete was queued (``Settler._queue_delete``)
