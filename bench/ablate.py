@@ -72,7 +72,7 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "log": [
         (
-            "s3sqsd/worker.py",
+            "s3sqsd/worker/job.py",
             "    def _log_result(obj: ObjectCreated, result: FetchResult, "
             "message: Message) -> None:\n",
             "    def _log_result(obj: ObjectCreated, result: FetchResult, "

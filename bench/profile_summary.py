@@ -87,7 +87,10 @@ CATEGORIES = (
         ),
     ),
     ("event parsing", ("s3sqsd/events.py",)),
-    ("threads, queues, futures", ("threading.py", "queue.py", "concurrent/", "s3sqsd/worker.py")),
+    (
+        "threads, queues, futures",
+        ("threading.py", "queue.py", "concurrent/", "s3sqsd/worker.py", "s3sqsd/worker/"),
+    ),
     ("metrics, notify", ("s3sqsd/metrics.py", "s3sqsd/notify.py", "sdnotify/")),
 )
 

@@ -284,7 +284,7 @@ class Fetcher:
         checksums: HostChecksums | None = None,
         integrity_strict: bool = False,
     ) -> None:
-        """``parts``: the executor ranged GETs run on (worker.py owns its threads); without
+        """``parts``: the executor ranged GETs run on (the worker package owns its threads); without
         one every object is one GET. Objects whose event size is ``ranged_threshold`` or more
         are fetched as ranges of ``part_size``, at most ``parts_window`` of one object ahead of
         the in-order verification. ``directory_sync`` makes each rename durable (dirsync.py:

@@ -291,7 +291,7 @@ def test_full_disk_is_a_local_error_and_stops_every_range(
     s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor, mounts: Mounts
 ) -> None:
     """A 3 MiB tmpfs cannot take the 5 MiB object: a LocalError (the message stays in hand,
-    worker.py), the temp file is removed and the space comes back."""
+    the worker), the temp file is removed and the space comes back."""
     folder = mounts.tmpfs("small", size="3m")
     put(s3, bucket, "full.bin", content())
     fetcher = make_fetcher(s3, folder, parts)

@@ -1,5 +1,6 @@
-"""The hostile message corpus (tests/data/hostile, format in its README) through the parsing
-chain the daemon runs before any I/O: parse_message, the bucket allow-list, local_path.
+"""The hostile message corpus (tests/data/hostile, format in its README) through the decisions
+the daemon makes before any I/O: the worker's ``plan_message`` (parse, bucket allow-list,
+routing), then local_path.
 
 Each body must end in exactly the expected refusal (error class and ``reason``) or, for the
 few accepted look-alikes, in the expected literal path inside the folder; never in another
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,11 @@ from s3sqsd.errors import (
     PermanentError,
     UnsafeKeyError,
 )
-from s3sqsd.events import KeyDecodingPolicy, ObjectCreated, parse_message
+from s3sqsd.events import ObjectCreated, OtherRecord
+from s3sqsd.fetcher import FetchResult, RemoveOutcome
 from s3sqsd.paths import local_path
+from s3sqsd.worker import Placement, WorkerSettings, plan_message
+from s3sqsd.worker.plan import FetchItem
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "data" / "hostile"
 CORPUS_BUCKET = "hostile-corpus"
@@ -87,17 +92,32 @@ class Decision:
     paths: tuple[Path, ...]  # local paths of the created objects (folder markers left out)
 
 
+class _NoFetcher:
+    """Never called: the decisions are made before any I/O."""
+
+    def fetch(
+        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+    ) -> FetchResult:
+        raise AssertionError("fetched while deciding")
+
+    def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome:
+        raise AssertionError("removed while deciding")
+
+
+_PLACEMENT = Placement(fetcher=_NoFetcher())
+_SETTINGS = WorkerSettings(allowed_buckets=frozenset({CORPUS_BUCKET}))
+
+
 def decide(body: str, root: Path) -> Decision:
-    """parse_message -> allow-list -> local_path, stopping at the first refusal, like the
-    worker (parse, then the allow-list for every object, then each download in order)."""
-    created: tuple[ObjectCreated, ...] = ()
+    """The worker's own decisions (``plan_message``: parse, then the allow-list for every
+    object), then ``local_path`` for each download in order, stopping at the first refusal."""
+    plan = plan_message(body=body, settings=_SETTINGS, place=lambda _bucket, _key: _PLACEMENT)
+    created = tuple(item.obj for item in plan.items if isinstance(item, FetchItem))
     paths: list[Path] = []
+    if plan.error is not None:
+        assert isinstance(plan.error, PermanentError), repr(plan.error)
+        return Decision(plan.error, created, ())
     try:
-        parsed = parse_message(body, decoding=KeyDecodingPolicy())
-        created = parsed.created
-        for obj in created:
-            if obj.bucket != CORPUS_BUCKET:
-                raise BucketNotAllowedError(f"bucket {obj.bucket!r} is not in s3_bucket_name")
         for obj in created:
             path = local_path(root, obj.key, bucket=obj.bucket)
             if path is not None:

@@ -1,0 +1,228 @@
+"""One message's work on a download thread: fetch or remove each item, run ``on_download``,
+log and count the result.
+
+A download thread makes no SQS call and the job never sees a lease: a ``DownloadJob`` gets
+the message, its items and what it may use (the metrics, the drain's cancel event) when it is
+submitted, and reports an ``Outcome`` through its future, which the loop thread reads (the
+future's done-callback, ``Worker._post_done``, is the worker's). Keeping it apart from the loop
+makes that boundary a constructor instead of a section comment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from s3sqsd.errors import FetchError, MessageError
+from s3sqsd.events import ObjectCreated, object_url
+from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
+from s3sqsd.hooks import object_facts, run_on_download
+from s3sqsd.metrics import Metrics, wall_clock
+from s3sqsd.sqs import Message
+from s3sqsd.verify import CheckKind
+from s3sqsd.worker.lease import Outcome
+from s3sqsd.worker.plan import Item, Placement, RemoveItem
+
+# The worker's logger name, kept from when it was one module: it is in every JSON log line.
+logger = logging.getLogger("s3sqsd.worker")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadJob:
+    """The items of one message, run in order on a download thread (``run``).
+
+    ``cancel`` is the worker's: set when the drain deadline passes, it cuts fetches and
+    ``on_download`` commands short. ``metrics`` is shared with every thread (it has its own lock).
+    """
+
+    message: Message
+    items: tuple[Item, ...]
+    metrics: Metrics
+    cancel: threading.Event
+
+    def run(self) -> Outcome:
+        """Handle every item of the message, in order; stop at the first failure."""
+        self.metrics.inc("downloads_in_flight")
+        try:
+            return self._work_on()
+        finally:
+            self.metrics.inc("downloads_in_flight", -1)
+
+    def _work_on(self) -> Outcome:
+        message = self.message
+        downloaded = 0
+        for item in self.items:
+            if isinstance(item, RemoveItem):
+                try:
+                    self._remove(item)
+                except MessageError as exc:
+                    return Outcome(error=exc, downloaded=downloaded)
+                continue
+            obj, placement = item.obj, item.placement
+            try:
+                result = placement.fetcher.fetch(
+                    obj, cancel=self.cancel, key_path=placement.key_path
+                )
+                self._log_result(obj, result, message)
+                self._measure(result)
+                self._after_download(obj, result, placement)
+            except MessageError as exc:
+                return Outcome(error=exc, downloaded=downloaded)
+            except Exception as exc:  # a bug must not kill the thread or lose the message
+                logger.exception(
+                    "unexpected error while fetching s3://%s/%s",
+                    obj.bucket,
+                    obj.key,
+                    extra={
+                        "event": "object.unexpected_error",
+                        "bucket": obj.bucket,
+                        "key": obj.key,
+                        "message_id": message.message_id,
+                    },
+                )
+                return Outcome(
+                    error=FetchError(f"s3://{obj.bucket}/{obj.key}: unexpected error: {exc!r}"),
+                    downloaded=downloaded,
+                )
+            if result.outcome is FetchOutcome.DOWNLOADED:
+                downloaded += 1
+        return Outcome(downloaded=downloaded)
+
+    def _after_download(
+        self, obj: ObjectCreated, result: FetchResult, placement: Placement
+    ) -> None:
+        """Run ``on_download`` for a file in place; its failure fails the message (transient).
+
+        A DUPLICATE runs it too: a retry after a failed command finds the file already there,
+        and the command must still succeed once before the message may go.
+        """
+        command = placement.on_download
+        if command is None or result.path is None:
+            return
+        if result.outcome not in (FetchOutcome.DOWNLOADED, FetchOutcome.DUPLICATE):
+            return
+        message = self.message
+        fields = {
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "path": str(result.path),
+            "message_id": message.message_id,
+        }
+        hook = run_on_download(
+            command,
+            facts=object_facts(
+                path=result.path,
+                bucket=obj.bucket,
+                key=obj.key,
+                version_id=result.version_id,
+                size=result.size,
+                etag=result.etag,
+                message_id=message.message_id,
+            ),
+            cancel=self.cancel,
+        )
+        for line in hook.output:
+            logger.info("%s", line, extra={"event": "command.output", **fields})
+        if hook.output_truncated:
+            logger.info("(command output truncated)", extra={"event": "command.output", **fields})
+        if not hook.ok:
+            raise hook.as_error(object_url(obj.bucket, obj.key))
+        logger.info(
+            "on_download command for %s succeeded",
+            object_url(obj.bucket, obj.key),
+            extra={"event": "command.succeeded", "duration_ms": hook.duration_ms, **fields},
+        )
+
+    def _remove(self, item: RemoveItem) -> None:
+        message = self.message
+        record = item.record
+        outcome = item.placement.fetcher.remove(record, key_path=item.placement.key_path)
+        fields = {"bucket": record.bucket, "key": record.key, "message_id": message.message_id}
+        if outcome is RemoveOutcome.REMOVED:
+            self.metrics.inc("objects_removed")
+            logger.info(
+                "%s removed: local file deleted (on_remove: delete)",
+                object_url(record.bucket, record.key),
+                extra={"event": "object.removed", **fields},
+            )
+            return
+        self.metrics.inc("records_ignored")
+        logger.info(
+            "%s removed in S3; local file kept (%s)",
+            object_url(record.bucket, record.key),
+            outcome.name.lower(),
+            extra={"event": "object.kept", "outcome": outcome.name.lower(), **fields},
+        )
+
+    def _measure(self, result: FetchResult) -> None:
+        message = self.message
+        metrics = self.metrics
+        if result.outcome is not FetchOutcome.DOWNLOADED:
+            metrics.inc("objects_skipped", outcome=result.outcome.name.lower())
+            return
+        now = wall_clock()
+        metrics.inc("objects_downloaded")
+        metrics.inc("objects_verified", verified_by=result.verified_by or "unknown")
+        metrics.inc("downloaded_bytes", result.size)
+        metrics.set("last_download_timestamp_seconds", now)
+        metrics.observe("download_duration_seconds", result.duration_ms / 1000)
+        if message.sent_timestamp_ms:
+            metrics.observe("lag_seconds", max(0.0, now - message.sent_timestamp_ms / 1000))
+
+    @staticmethod
+    def _log_result(obj: ObjectCreated, result: FetchResult, message: Message) -> None:
+        fields = {
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "path": str(result.path) if result.path else None,
+            "message_id": message.message_id,
+        }
+        if result.outcome is FetchOutcome.DOWNLOADED:
+            # Never silently weaker: a download that only its length verified is a warning
+            # naming what S3 had that this host could not check (integrity: best_effort).
+            weak = result.verified_by == CheckKind.LENGTH.value
+            logger.log(
+                logging.WARNING if weak else logging.INFO,
+                "downloaded s3://%s/%s to %s (%d bytes, verified by %s%s)",
+                obj.bucket,
+                obj.key,
+                result.path,
+                result.size,
+                result.verified_by,
+                f"; not verifiable here: {'; '.join(result.unverifiable)}"
+                if result.unverifiable
+                else "",
+                extra={
+                    "event": "object.downloaded",
+                    "size": result.size,
+                    "duration_ms": result.duration_ms,
+                    "version_id": result.version_id,
+                    "etag": result.etag,
+                    "verified_by": result.verified_by,
+                    "unverifiable": list(result.unverifiable),
+                    **fields,
+                },
+            )
+        elif result.outcome is FetchOutcome.STALE:
+            logger.info(
+                "s3://%s/%s: event older than the file on disk (sequencer %s); kept the newer file",
+                obj.bucket,
+                obj.key,
+                obj.sequencer,
+                extra={"event": "object.stale", "sequencer": obj.sequencer, **fields},
+            )
+        elif result.outcome is FetchOutcome.DUPLICATE:
+            logger.info(
+                "s3://%s/%s: already on disk (duplicate event)",
+                obj.bucket,
+                obj.key,
+                extra={"event": "object.duplicate", **fields},
+            )
+        else:
+            logger.info(
+                "s3://%s/%s is a folder marker; nothing written",
+                obj.bucket,
+                obj.key,
+                extra={"event": "object.folder_marker", **fields},
+            )

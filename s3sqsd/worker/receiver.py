@@ -1,0 +1,280 @@
+"""Receiving: the receiver threads long-poll ReceiveMessage and hand what they get to the loop.
+
+A 20 s long poll cannot be interrupted, so it has threads of its own and the loop never waits on
+it (see the design notes in ``loop``). Each poll first reserves capacity, so the daemon never
+holds more messages than its download threads plus a small prefetch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import random
+import threading
+from collections.abc import Callable
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from s3sqsd.backoff import ReceiveBackoff
+from s3sqsd.errors import QueueError
+from s3sqsd.sqs import error_code
+from s3sqsd.worker.lease import Lease
+from s3sqsd.worker.ports import QueueLike
+from s3sqsd.worker.settings import MAX_LOOP_SLEEP_SECONDS, WorkerSettings, least_batch
+
+# The worker's logger name, kept from when it was one module: it is in every JSON log line.
+logger = logging.getLogger("s3sqsd.worker")
+
+
+def _failure_state(exc: BaseException) -> str:
+    """What kind of receive failure this is, for logging once per change of state.
+
+    Every way of not reaching the endpoint is one state ("unreachable"): an outage starts with
+    the open long poll cut (ConnectionClosedError), then connections are refused
+    (EndpointConnectionError), then may time out; that is one thing to tell the operator, not
+    three. Errors the service answered with keep their AWS code (AccessDenied,
+    QueueDoesNotExist...), each a state of its own.
+    """
+    cause = exc.__cause__ or exc
+    if isinstance(cause, (HTTPClientError, BotoConnectionError)):
+        return "unreachable"
+    return error_code(cause)
+
+
+class _ReceiveState:
+    """Whether receiving fails, shared by the receiver threads: a change of state is logged
+    once however many pollers see it, and the recovery once, with the attempts of them all."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failing: str | None = None
+        self._since = 0.0
+        self._failures = 0
+
+    def failed(self, state: str) -> bool:
+        """Count a failed receive; True when ``state`` is new (log it)."""
+        with self._lock:
+            self._failures += 1
+            if state == self._failing:
+                return False
+            if self._failing is None:
+                self._since = self._clock()
+            self._failing = state
+            return True
+
+    def succeeded(self) -> tuple[int, float] | None:
+        """A receive worked; (failed attempts, seconds) when it ends an outage (log it)."""
+        with self._lock:
+            if self._failing is None:
+                return None
+            outage = (self._failures, self._clock() - self._since)
+            self._failing, self._failures = None, 0
+            return outage
+
+
+class Receivers:
+    """The receiver threads (``pollers`` of them) and the capacity they reserve before a poll.
+
+    Owns the only state two kinds of thread write: the count of reserved places (receivers
+    reserve, download threads and the loop give back, all under one condition) and the pause a
+    local failure asks for. The loop starts and stops them, swaps their settings on a reload,
+    and asks whether they are healthy before it feeds the watchdog.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue: QueueLike,
+        dead_letter_queue: QueueLike | None,
+        settings: WorkerSettings,
+        inbox: queue_module.SimpleQueue[tuple[object, ...]],
+        pollers: int,
+        clock: Callable[[], float],
+    ) -> None:
+        if pollers < 1:
+            raise ValueError("pollers must be at least 1")
+        self._queue = queue
+        self._dlq = dead_letter_queue
+        self._settings = settings
+        self._inbox = inbox
+        self._clock = clock
+        self._stop = threading.Event()
+        # Capacity shared with the loop and the download threads.
+        self._capacity = threading.Condition()
+        self._reserved = 0
+        self._paused_until = 0.0
+        self._receive_state = _ReceiveState(clock)
+        self._alive = [clock()] * pollers  # each receiver's last sign of progress
+        self._threads = [
+            threading.Thread(
+                target=self._receive_loop,
+                args=(index,),
+                name="s3sqsd-receiver" if pollers == 1 else f"s3sqsd-receiver-{index}",
+                daemon=True,
+            )
+            for index in range(pollers)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """No new receives (a poll already open finishes; its messages are released)."""
+        self._stop.set()
+
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def update(self, settings: WorkerSettings) -> None:
+        """A reload: the next reservation uses the new capacity; waiting pollers look again."""
+        self._settings = settings
+        with self._capacity:
+            self._capacity.notify_all()
+
+    def pause_until(self, when: float) -> None:
+        """No receive before ``when`` (a local failure: the disk is full, say)."""
+        self._paused_until = when
+
+    def _receive_loop(self, index: int) -> None:
+        """One poller. Several (``pollers``) share the capacity and one failure state, so an
+        outage is logged once, not once per poller; the first one checks the redrive policy."""
+        backoff = ReceiveBackoff(rng=random.Random())  # noqa: S311 - jitter
+        redrive_checked = index != 0
+        while not self._stop.is_set():
+            self._alive[index] = self._clock()
+            pause = self._paused_until - self._clock()
+            if pause > 0:
+                self._stop.wait(min(pause, 1.0))
+                continue
+            wanted = self._reserve(timeout=MAX_LOOP_SLEEP_SECONDS)
+            if wanted == 0:
+                continue
+            settings = self._settings
+            if not redrive_checked:
+                redrive_checked = self._check_redrive()
+            try:
+                messages = self._queue.receive(
+                    max_messages=wanted,
+                    wait_seconds=settings.wait_time_seconds,
+                    visibility_timeout=settings.visibility_timeout_seconds,
+                )
+            except Exception as exc:  # the receiver must outlive any failure
+                # QueueError is the expected case; anything else is a bug, logged with its
+                # traceback, and handled the same way so the daemon keeps receiving.
+                self._unreserve(wanted)
+                code = error_code(exc.__cause__ or exc)
+                if self._receive_state.failed(_failure_state(exc)):
+                    logger.error(
+                        "cannot receive from %s (%s); retrying with backoff, next message when "
+                        "it recovers",
+                        self._queue.url,
+                        exc,
+                        exc_info=not isinstance(exc, QueueError),
+                        extra={"event": "sqs.receive.failed", "error": str(exc), "code": code},
+                    )
+                self._inbox.put(("receive_error", str(exc)))
+                self._stop.wait(backoff.next_delay())
+                continue
+            self._alive[index] = self._clock()
+            outage = self._receive_state.succeeded()
+            if outage is not None:
+                attempts, seconds = outage
+                logger.info(
+                    "receiving from %s again after %d failed attempts",
+                    self._queue.url,
+                    attempts,
+                    extra={
+                        "event": "sqs.receive.recovered",
+                        "attempts": attempts,
+                        "duration_ms": int(seconds * 1000),
+                    },
+                )
+            backoff.reset()
+            self._unreserve(wanted - len(messages))
+            if messages:
+                self._inbox.put(("received", messages, self._clock()))
+
+    def _check_redrive(self) -> bool:
+        """Warn once when permanent failures would have nowhere to go; True once settled.
+
+        Never blocks receiving: if the policy cannot be read because the endpoint is down, the
+        check is tried again before the next receive; if it is refused (no permission for
+        GetQueueAttributes), that is said once and receiving goes on without it.
+        """
+        if self._dlq is not None:
+            return True
+        try:
+            attributes = self._queue.attributes(["RedrivePolicy"])
+        except QueueError as exc:
+            if not isinstance(exc.__cause__, ClientError):
+                return False  # no answer at all: the receive will report it; try again later
+            logger.warning(
+                "cannot read the redrive policy of %s (%s); if it has none, messages that can "
+                "never succeed come back until the queue's retention expires",
+                self._queue.url,
+                error_code(exc.__cause__),
+                extra={"event": "queue.redrive_unknown", "error": str(exc)},
+            )
+            return True
+        if not attributes.get("RedrivePolicy"):
+            logger.warning(
+                "queue %s has no redrive policy and dead_letter_queue_url is not set: messages "
+                "that can never succeed will come back until the queue's retention expires",
+                self._queue.url,
+                extra={"event": "queue.no_redrive"},
+            )
+        return True
+
+    def _reserve(self, *, timeout: float) -> int:
+        """Reserve room for the next receive: 0 if not enough came free within ``timeout``.
+
+        Several pollers split the capacity, so each can have a poll open on an idle queue. A
+        poll waits until at least ``least_batch`` places are free: under a backlog, places
+        come back one download at a time, and a ReceiveMessage per place would cost a call
+        (SQS bills per request) for one message each. Waiting costs no throughput: it only
+        happens while all workers are busy and at least half the prefetch is still queued.
+        """
+        with self._capacity:
+            settings = self._settings
+            share = max(1, settings.capacity // len(self._threads))
+            least = least_batch(settings, share=share)
+            free = settings.capacity - self._reserved
+            if free < least:
+                self._capacity.wait_for(
+                    lambda: self._settings.capacity - self._reserved >= least, timeout
+                )
+                free = self._settings.capacity - self._reserved
+                if free < least:
+                    return 0
+            wanted = min(10, free, share)
+            self._reserved += wanted
+            return wanted
+
+    def _unreserve(self, count: int) -> None:
+        if count <= 0:
+            return
+        with self._capacity:
+            self._reserved -= count
+            self._capacity.notify_all()
+
+    def give_back(self, lease: Lease) -> None:
+        """Return the lease's capacity, once: the download thread (a success) and the loop
+        thread (done, forgotten) may both try, so the flag is tested and cleared under the
+        capacity lock."""
+        with self._capacity:
+            if lease.holds_capacity:
+                lease.holds_capacity = False
+                self._reserved -= 1
+                self._capacity.notify_all()
+
+    def healthy(self, now: float) -> bool:
+        """Every receiver thread made progress recently (a poll is at most wait + timeouts)."""
+        if self._stop.is_set():
+            return True
+        if not all(receiver.is_alive() for receiver in self._threads):
+            return False
+        limit = self._settings.wait_time_seconds + 60.0
+        return now - min(self._alive) < limit
