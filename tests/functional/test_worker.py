@@ -25,23 +25,8 @@ from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.notify import Notifier
 from s3sqsd.worker import Place, Placement, Worker, WorkerSettings, least_batch
 from tests.support.emulator import wait_until
+from tests.support.events import notification, s3_body, s3_record
 from tests.support.stub_queue import StubQueue
-
-
-def s3_body(*keys: str, bucket: str = "inbox") -> str:
-    return json.dumps(
-        {
-            "Records": [
-                {
-                    "eventVersion": "2.1",
-                    "eventSource": "aws:s3",
-                    "eventName": "ObjectCreated:Put",
-                    "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1}},
-                }
-                for key in keys
-            ]
-        }
-    )
 
 
 class ScriptedFetcher:
@@ -614,19 +599,15 @@ class TestLeases:
 
 
 def removal_body(key: str, *, bucket: str = "inbox") -> str:
-    return json.dumps(
-        {
-            "Records": [
-                {
-                    "eventVersion": "2.1",
-                    "eventName": "ObjectRemoved:Delete",
-                    "s3": {
-                        "bucket": {"name": bucket},
-                        "object": {"key": key, "sequencer": "0B"},
-                    },
-                }
-            ]
-        }
+    return notification(
+        s3_record(
+            bucket,
+            key,
+            event_name="ObjectRemoved:Delete",
+            size=None,
+            source=False,
+            sequencer="0B",
+        )
     )
 
 

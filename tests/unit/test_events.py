@@ -23,6 +23,7 @@ from s3sqsd.events import (
     parse_message,
     sequencer_newer,
 )
+from tests.support.events import notification
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data" / "events"
 URL = KeyDecodingPolicy()
@@ -315,8 +316,7 @@ def _record(**changes: Any) -> dict[str, Any]:
 _DELETE = object()
 
 
-def _body(*records: dict[str, Any]) -> str:
-    return json.dumps({"Records": list(records)})
+_body = notification  # the shared builder (tests/support/events.py)
 
 
 def _parse(body: str, policy: KeyDecodingPolicy = URL) -> ParsedMessage:

@@ -11,7 +11,6 @@ to exactly ``root / decoded key``, one literal segment per '/'-separated part.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from s3sqsd.errors import KeyDecodingError, UnsafeKeyError
 from s3sqsd.events import KeyDecoding, KeyDecodingPolicy, decode_key, parse_message
 from s3sqsd.paths import TEMP_DIR_NAME, local_path
+from tests.support.events import eventbridge_body, s3_body, sns_envelope
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BUCKET = "bkt"
@@ -39,22 +39,15 @@ keys = hostile_text | any_text
 
 
 def _s3_body(raw_key: str) -> str:
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": BUCKET}, "object": {"key": raw_key, "size": 8}},
-    }
-    return json.dumps({"Records": [record]})
+    return s3_body(raw_key, bucket=BUCKET, size=8)
 
 
 def _sns_body(raw_key: str) -> str:
-    return json.dumps({"Type": "Notification", "Message": _s3_body(raw_key)})
+    return sns_envelope(_s3_body(raw_key))
 
 
 def _eventbridge_body(raw_key: str) -> str:
-    detail = {"version": "0", "bucket": {"name": BUCKET}, "object": {"key": raw_key, "size": 8}}
-    return json.dumps({"source": "aws.s3", "detail-type": "Object Created", "detail": detail})
+    return eventbridge_body(BUCKET, raw_key, size=8)
 
 
 SHAPES = (_s3_body, _sns_body, _eventbridge_body)

@@ -18,6 +18,7 @@ from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchResult, RemoveOutcome
 from s3sqsd.worker import MessagePlan, Placement, WorkerSettings, plan_message
 from s3sqsd.worker.plan import FetchItem, RemoveItem
+from tests.support.events import notification, s3_record
 
 
 class NoFetcher:
@@ -45,16 +46,10 @@ def only_under_routed(_bucket: str, key: str) -> Placement | None:
 
 
 def record(bucket: str, key: str, event_name: str = "ObjectCreated:Put") -> dict[str, object]:
-    return {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": event_name,
-        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1}},
-    }
+    return s3_record(bucket, key, event_name=event_name)
 
 
-def body(*records: dict[str, object]) -> str:
-    return json.dumps({"Records": list(records)})
+body = notification
 
 
 def keys(plan: MessagePlan) -> list[str]:
