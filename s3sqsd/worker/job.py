@@ -19,10 +19,11 @@ from s3sqsd.events import ObjectCreated, object_url
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
+from s3sqsd.routing import Placement
 from s3sqsd.sqs import Message
 from s3sqsd.verify import CheckKind
 from s3sqsd.worker.lease import Outcome
-from s3sqsd.worker.plan import Item, Placement, RemoveItem
+from s3sqsd.worker.plan import FetcherLike, Item, RemoveItem
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
 logger = logging.getLogger("s3sqsd.worker")
@@ -61,7 +62,7 @@ class DownloadJob:
                 continue
             obj, placement = item.obj, item.placement
             try:
-                result = placement.fetcher.fetch(
+                result = placement.folder.fetch(
                     obj, cancel=self.cancel, key_path=placement.key_path
                 )
                 self._log_result(obj, result, message)
@@ -90,7 +91,7 @@ class DownloadJob:
         return Outcome(downloaded=downloaded)
 
     def _after_download(
-        self, obj: ObjectCreated, result: FetchResult, placement: Placement
+        self, obj: ObjectCreated, result: FetchResult, placement: Placement[FetcherLike]
     ) -> None:
         """Run ``on_download`` for a file in place; its failure fails the message (transient).
 
@@ -137,7 +138,7 @@ class DownloadJob:
     def _remove(self, item: RemoveItem) -> None:
         message = self.message
         record = item.record
-        outcome = item.placement.fetcher.remove(record, key_path=item.placement.key_path)
+        outcome = item.placement.folder.remove(record, key_path=item.placement.key_path)
         fields = {"bucket": record.bucket, "key": record.key, "message_id": message.message_id}
         if outcome is RemoveOutcome.REMOVED:
             self.metrics.inc("objects_removed")

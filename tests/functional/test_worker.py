@@ -23,7 +23,8 @@ from s3sqsd.errors import DownloadCancelledError, FetchError, LocalError, QueueE
 from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.notify import Notifier
-from s3sqsd.worker import Place, Placement, Worker, WorkerSettings, least_batch
+from s3sqsd.routing import Placement
+from s3sqsd.worker import FetcherLike, Place, Worker, WorkerSettings, least_batch
 from tests.support.emulator import wait_until
 from tests.support.events import notification, s3_body, s3_record
 from tests.support.stub_queue import StubQueue
@@ -615,8 +616,8 @@ class TestRoutingAndRemoval:
     def test_unrouted_objects_are_acknowledged_or_dead_lettered(self) -> None:
         fetcher = ScriptedFetcher()
 
-        def place(bucket: str, key: str) -> Placement | None:
-            return Placement(fetcher=fetcher) if key.startswith("keep/") else None
+        def place(bucket: str, key: str) -> Placement[FetcherLike] | None:
+            return Placement(folder=fetcher) if key.startswith("keep/") else None
 
         for unrouted, expect_dlq in (("acknowledge", False), ("dead_letter", True)):
             settings = WorkerSettings(workers=1, wait_time_seconds=1, unrouted=unrouted)
@@ -649,7 +650,7 @@ class TestRoutingAndRemoval:
             queue,
             fetcher,
             settings=WorkerSettings(workers=1, wait_time_seconds=1),
-            place=lambda b, k: Placement(fetcher=fetcher, key_path=k.removeprefix("reports/")),
+            place=lambda b, k: Placement(folder=fetcher, key_path=k.removeprefix("reports/")),
         ):
             wait_until(lambda: queue.remaining() == [], what="deleted")
         assert seen == ["2026/a.csv"]
@@ -691,7 +692,7 @@ class TestOnDownload:
             queue,
             fetcher,
             settings=WorkerSettings(workers=1, wait_time_seconds=1, base_delay_seconds=30),
-            place=lambda b, k: Placement(fetcher=fetcher, on_download=command),
+            place=lambda b, k: Placement(folder=fetcher, on_download=command),
         ):
             wait_until(lambda: queue.deleted or queue.visibility_calls, timeout=15, what="settled")
         return fetcher
