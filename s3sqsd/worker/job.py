@@ -72,9 +72,8 @@ class DownloadJob:
                 return Outcome(error=exc, downloaded=downloaded)
             except Exception as exc:  # a bug must not kill the thread or lose the message
                 logger.exception(
-                    "unexpected error while fetching s3://%s/%s",
-                    obj.bucket,
-                    obj.key,
+                    "unexpected error while fetching %s",
+                    object_url(obj.bucket, obj.key),
                     extra={
                         "event": "object.unexpected_error",
                         "bucket": obj.bucket,
@@ -83,7 +82,9 @@ class DownloadJob:
                     },
                 )
                 return Outcome(
-                    error=FetchError(f"s3://{obj.bucket}/{obj.key}: unexpected error: {exc!r}"),
+                    error=FetchError(
+                        f"{object_url(obj.bucket, obj.key)}: unexpected error: {exc!r}"
+                    ),
                     downloaded=downloaded,
                 )
             if result.outcome is FetchOutcome.DOWNLOADED:
@@ -185,9 +186,8 @@ class DownloadJob:
             weak = result.verified_by == CheckKind.LENGTH.value
             logger.log(
                 logging.WARNING if weak else logging.INFO,
-                "downloaded s3://%s/%s to %s (%d bytes, verified by %s%s)",
-                obj.bucket,
-                obj.key,
+                "downloaded %s to %s (%d bytes, verified by %s%s)",
+                object_url(obj.bucket, obj.key),
                 result.path,
                 result.size,
                 result.verified_by,
@@ -207,23 +207,20 @@ class DownloadJob:
             )
         elif result.outcome is FetchOutcome.STALE:
             logger.info(
-                "s3://%s/%s: event older than the file on disk (sequencer %s); kept the newer file",
-                obj.bucket,
-                obj.key,
+                "%s: event older than the file on disk (sequencer %s); kept the newer file",
+                object_url(obj.bucket, obj.key),
                 obj.sequencer,
                 extra={"event": "object.stale", "sequencer": obj.sequencer, **fields},
             )
         elif result.outcome is FetchOutcome.DUPLICATE:
             logger.info(
-                "s3://%s/%s: already on disk (duplicate event)",
-                obj.bucket,
-                obj.key,
+                "%s: already on disk (duplicate event)",
+                object_url(obj.bucket, obj.key),
                 extra={"event": "object.duplicate", **fields},
             )
         else:
             logger.info(
-                "s3://%s/%s is a folder marker; nothing written",
-                obj.bucket,
-                obj.key,
+                "%s is a folder marker; nothing written",
+                object_url(obj.bucket, obj.key),
                 extra={"event": "object.folder_marker", **fields},
             )
