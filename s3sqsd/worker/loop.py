@@ -75,13 +75,13 @@ from s3sqsd.errors import (
 from s3sqsd.events import object_url
 from s3sqsd.metrics import Metrics
 from s3sqsd.notify import Notifier
+from s3sqsd.routing import Placement
 from s3sqsd.sqs import BatchResult, Message
 from s3sqsd.worker.job import DownloadJob
 from s3sqsd.worker.lease import Lease, Outcome
 from s3sqsd.worker.plan import (
     FetcherLike,
     Place,
-    Placement,
     plan_message,
 )
 from s3sqsd.worker.ports import QueueLike
@@ -133,7 +133,7 @@ class Worker:
         self._queue = control_queue
         self._dlq = dead_letter_queue
         self._fetcher = fetcher
-        default = Placement(fetcher=fetcher)
+        default = Placement(folder=fetcher)
         self._place: Place = place or (lambda _bucket, _key: default)
         self._settings = settings
         self._notifier = notifier
