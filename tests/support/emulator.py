@@ -145,6 +145,18 @@ def emulator_client(service: str, *, endpoint: str, config: Any = None) -> Any:
     )
 
 
+def no_checksum_config() -> Any:
+    """A client config that adds no checksum of its own, as SDKs before 2025 upload (boto3 >=
+    1.36 adds a CRC32 to every PUT unless told "when_required"; botocore < 1.36 knows no such
+    option and adds none anyway)."""
+    import botocore.config
+
+    try:
+        return botocore.config.Config(request_checksum_calculation="when_required")
+    except TypeError:
+        return botocore.config.Config()
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A bucket wired to a queue the way AWS does it; URLs and ARNs for the tests."""
