@@ -61,17 +61,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.daemon import TEMP_DIR_NAME, DaemonProcess, daemon_env  # noqa: E402
 from tests.support.emulator import REGION, TEST_ENV, Emulator  # noqa: E402
-from tests.support.faultproxy import (  # noqa: E402
-    FLIP_BYTE,
-    INTERNAL_ERROR,
-    LATENCY,
-    RESET_BEFORE_REQUEST,
-    RESET_BEFORE_RESPONSE,
-    RESET_MID_BODY,
-    SLOW_DOWN,
-    TRUNCATE_BODY,
-    FaultProxy,
-)
+from tests.support.faultproxy import HARD_FAULTS, LATENCY, FaultProxy  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -112,16 +102,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-# The non-latency faults, drawn uniformly; latency is a separate fifth of the fault rate.
-HARD_FAULTS = (
-    INTERNAL_ERROR,
-    SLOW_DOWN,
-    RESET_BEFORE_REQUEST,
-    RESET_BEFORE_RESPONSE,
-    RESET_MID_BODY,
-    TRUNCATE_BODY,
-    FLIP_BYTE,
-)
 MAX_QUEUE_DEPTH = 150  # the producer waits while more messages than this are visible
 NAME_STYLES = ("{i:05d}.bin", "{i:05d} with space+plus.txt", "données/{i:05d} ü.csv", "{i:05d}")
 
@@ -736,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         assert parts.port is not None
         proxy = FaultProxy((parts.hostname, parts.port), seed=args.seed)
         if args.fault_rate > 0:
+            # The non-latency faults, drawn uniformly; latency is a fifth of the fault rate.
             proxy.add_rule(operation="*", fault=HARD_FAULTS, probability=args.fault_rate * 0.8)
             proxy.add_rule(
                 operation="*", fault=LATENCY, probability=args.fault_rate * 0.2, delay=1.0
