@@ -1,7 +1,7 @@
 """Ranged parallel downloads (ranged.py through Fetcher) against the emulator over real HTTP.
 
 Objects of a few MiB with 1 MiB ranges stand in for large ones: the code path is the same and
-the emulator reads a whole object for every ranged GET (see bench/emulator_server.py).
+the emulator reads a whole object for every ranged GET (see tests/support/emulator_server.py).
 """
 
 from __future__ import annotations

@@ -175,9 +175,8 @@ class AwsLikeSetup:
     moto's server (``Emulator``) and LocalStack (``tests/support/localstack.py``) both get their
     buckets, queues, redrive policies and notification paths from here, so a test reads the
     same against either and a difference in behaviour is the implementation's, not the setup's.
-    Subclasses start their server and call ``__init__`` with its endpoint (bench/'s
-    ``RemoteEmulator`` sets ``endpoint``, ``_counter`` and ``_lock`` itself; nothing else here
-    may rely on ``__init__`` having run).
+    Subclasses start their server (in this process, or in its own: ``EmulatorProcess`` in
+    ``tests/support/emulator_server.py``) and call ``__init__`` with its endpoint.
     """
 
     # The account the implementation puts in ARNs and queue URLs.
