@@ -46,7 +46,7 @@ $(VENV_LOCALSTACK)/.installed: requirements/localstack.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/python tools/demo.py
+	$(VENV)/bin/python -m tools.demo
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -m "not system and not localstack" $(XDIST) $(PYTEST_ARGS)
@@ -72,10 +72,10 @@ system-test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -m system tests/system $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
-	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 chaos: $(VENV)/.installed
-	$(VENV)/bin/python bench/chaos.py --profile full
+	$(VENV)/bin/python -m bench.chaos --profile full
 
 clean:
 	rm -rf $(VENV) $(VENV_BOOKWORM) $(VENV_LOCALSTACK) dist build demo-run .pytest_cache .mypy_cache .ruff_cache

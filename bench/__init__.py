@@ -1,1 +1,3 @@
-"""The s3sqsd benchmark: ``python bench/run.py --help`` (see docs/performance.md)."""
+"""The s3sqsd benchmark and chaos run, run from the repository root as modules:
+``python -m bench.run --help``, ``python -m bench.chaos --help`` (docs/performance.md,
+docs/reliability.md). They use the test suite's harness (``tests.support``) as a package."""

@@ -1,15 +1,15 @@
 """Which part of s3sqsd's per-file work costs what, measured by taking it out.
 
-    python bench/ablate.py --variant fetch --rounds 3
-    python bench/ablate.py --variant fsync,log --rounds 5
+    python -m bench.ablate --variant fetch --rounds 3
+    python -m bench.ablate --variant fsync,log --rounds 5
 
 Copies the working tree twice into a scratch folder: one copy as it is, one with the parts
 named by ``--variant`` taken out of the daemon's source. Then it runs workload a (small files,
-loopback; ``limit`` and ``s3sqsd``) with ``bench/run.py`` from each copy in turn, reversing the
-order every other round (runs on a noisy machine have an order effect), and prints s3sqsd's
-throughput and CPU per file as ratios to the floor's in the same run, per round and as
-medians. The ablated daemon is not a product: it gives up what the product is for (that is the
-point), and exists only in the scratch folder.
+loopback; ``limit`` and ``s3sqsd``) with ``python -m bench.run`` from each copy in turn,
+reversing the order every other round (runs on a noisy machine have an order effect), and
+prints s3sqsd's throughput and CPU per file as ratios to the floor's in the same run, per round
+and as medians. The ablated daemon is not a product: it gives up what the product is for (that
+is the point), and exists only in the scratch folder.
 
 Variants (comma-separated to combine):
 
@@ -157,7 +157,8 @@ def main() -> int:
                 result = Path(scratch) / f"{label.replace(' ', '-')}-{round_}.json"
                 command = [
                     sys.executable,
-                    "bench/run.py",
+                    "-m",
+                    "bench.run",
                     "--workloads",
                     "a",
                     "--networks",

@@ -1,15 +1,16 @@
 """Chaos run: several real s3sqsd daemons on one queue, faults, kills, restarts; then the audit.
 
-    python bench/chaos.py --profile quick      # CI: ~250 objects up to 1.5 MiB, 3 daemons
-    python bench/chaos.py --profile full       # by hand: 2,000 objects up to 32 MiB
-    python bench/chaos.py --profile scaleout   # by hand: 3,000 objects, 3 daemons, no chaos
-    python bench/chaos.py --profile scaleout-quick   # CI variant of scaleout: 300 objects
+    python -m bench.chaos --profile quick      # CI: ~250 objects up to 1.5 MiB, 3 daemons
+    python -m bench.chaos --profile full       # by hand: 2,000 objects up to 32 MiB
+    python -m bench.chaos --profile scaleout   # by hand: 3,000 objects, 3 daemons, no chaos
+    python -m bench.chaos --profile scaleout-quick   # CI variant of scaleout: 300 objects
 
 What happens:
 
-- The emulator (moto server with the project's race fixes) runs in its own process on
-  127.0.0.1; a bucket notifies a queue (with a dead-letter queue whose redrive limit is out of
-  reach, so only s3sqsd dead-letters, always with a reason).
+- The emulator (moto server with the project's race fixes: ``EmulatorProcess(plain=True)``,
+  tests/support/emulator_server.py) runs in its own process on 127.0.0.1; a bucket notifies a
+  queue (with a dead-letter queue whose redrive limit is out of reach, so only s3sqsd
+  dead-letters, always with a reason).
 - Every daemon talks to the emulator through one ``FaultProxy`` (tests/support/faultproxy.py)
   that faults ``--fault-rate`` of all S3 and SQS requests (500/503 errors, resets before the
   request, before the response and mid-body, truncated bodies, flipped bytes, latency).
@@ -44,8 +45,6 @@ import os
 import platform
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,22 +55,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.support.daemon import TEMP_DIR_NAME, DaemonProcess, daemon_env  # noqa: E402
-from tests.support.emulator import REGION, TEST_ENV, Emulator  # noqa: E402
-from tests.support.faultproxy import (  # noqa: E402
-    FLIP_BYTE,
-    INTERNAL_ERROR,
-    LATENCY,
-    RESET_BEFORE_REQUEST,
-    RESET_BEFORE_RESPONSE,
-    RESET_MID_BODY,
-    SLOW_DOWN,
-    TRUNCATE_BODY,
-    FaultProxy,
-)
+from tests.support.daemon import TEMP_DIR_NAME, DaemonProcess
+from tests.support.emulator import REGION
+from tests.support.emulator_server import EmulatorProcess
+from tests.support.faultproxy import HARD_FAULTS, LATENCY, FaultProxy
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -112,65 +99,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-# The non-latency faults, drawn uniformly; latency is a separate fifth of the fault rate.
-HARD_FAULTS = (
-    INTERNAL_ERROR,
-    SLOW_DOWN,
-    RESET_BEFORE_REQUEST,
-    RESET_BEFORE_RESPONSE,
-    RESET_MID_BODY,
-    TRUNCATE_BODY,
-    FLIP_BYTE,
-)
 MAX_QUEUE_DEPTH = 150  # the producer waits while more messages than this are visible
 NAME_STYLES = ("{i:05d}.bin", "{i:05d} with space+plus.txt", "données/{i:05d} ü.csv", "{i:05d}")
 
 
 def log(text: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-# ---- the emulator in its own process ----------------------------------------------------------
-
-EMULATOR_CHILD = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from tests.support.emulator import Emulator
-emulator = Emulator()
-print(emulator.endpoint, flush=True)
-sys.stdin.read()  # runs until the parent closes our stdin (or dies)
-emulator.stop()
-"""
-
-
-class RemoteEmulator(Emulator):
-    """The Emulator API (pipeline, queue_counts, client) for a server in another process."""
-
-    def __init__(self, endpoint: str) -> None:  # no super().__init__: the server runs elsewhere
-        for name, value in TEST_ENV.items():
-            os.environ.setdefault(name, value)
-        self.endpoint = endpoint
-        self._counter = 0
-        self._lock = threading.Lock()
-
-    def stop(self) -> None:
-        pass
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], RemoteEmulator]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EMULATOR_CHILD, str(REPO)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=daemon_env(),
-    )
-    assert proc.stdout is not None
-    endpoint = proc.stdout.readline().strip()
-    if not endpoint.startswith("http://127.0.0.1:"):
-        proc.kill()
-        raise RuntimeError(f"emulator did not start (said {endpoint!r})")
-    return proc, RemoteEmulator(endpoint)
 
 
 # ---- objects ----------------------------------------------------------------------------------
@@ -314,7 +248,7 @@ class Run:
     args: argparse.Namespace
     workdir: Path
     rng: random.Random
-    emulator: RemoteEmulator
+    emulator: EmulatorProcess
     proxy: FaultProxy | None
     slots: list[Slot]
     specs: list[Spec]
@@ -723,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     log(f"profile {args.profile}, seed {args.seed}, workdir {workdir}")
-    emulator_proc, emulator = start_emulator()
+    emulator = EmulatorProcess(plain=True)
     proxy: FaultProxy | None = None
     slots: list[Slot] = []
     stop_producer = threading.Event()
@@ -736,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         assert parts.port is not None
         proxy = FaultProxy((parts.hostname, parts.port), seed=args.seed)
         if args.fault_rate > 0:
+            # The non-latency faults, drawn uniformly; latency is a fifth of the fault rate.
             proxy.add_rule(operation="*", fault=HARD_FAULTS, probability=args.fault_rate * 0.8)
             proxy.add_rule(
                 operation="*", fault=LATENCY, probability=args.fault_rate * 0.2, delay=1.0
@@ -783,14 +718,7 @@ def main(argv: list[str] | None = None) -> int:
                 slot.current.cleanup()
         if proxy is not None:
             proxy.close()
-        if emulator_proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                emulator_proc.stdin.close()
-        try:
-            emulator_proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator_proc.send_signal(signal.SIGKILL)
-            emulator_proc.wait(timeout=10)
+        emulator.stop()
     print_report(report)
     text = json.dumps(report, indent=2, sort_keys=False)
     (workdir / "report.json").write_text(text + "\n", encoding="utf-8")

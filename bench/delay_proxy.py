@@ -1,7 +1,7 @@
 """A loopback TCP relay that adds a fixed delay in each direction (``--delay-ms``; 10 ms each way
 makes about 20 ms of round trip), in its own process so its CPU is not the client's.
 
-``python bench/delay_proxy.py --target 127.0.0.1:PORT --delay-ms 10`` prints one JSON line
+``python -m bench.delay_proxy --target 127.0.0.1:PORT --delay-ms 10`` prints one JSON line
 ``{"url": "http://127.0.0.1:P", "pid": N}`` and relays until its standard input closes. Every
 chunk read from one side is written to the other ``delay`` later; chunks keep their order, and
 reading pauses while more than ``--window`` bytes are on their way (a bandwidth-delay window, so

@@ -1,5 +1,6 @@
-"""The benchmark's moving parts: the emulator and delay-proxy processes, the three contestants
-as processes, /proc sampling, and an inotify watcher that timestamps files as they appear.
+"""The benchmark's moving parts: the delay-proxy process, the three contestants as processes,
+/proc sampling, and an inotify watcher that timestamps files as they appear. The emulator process
+is the test suite's (``tests.support.emulator_server.EmulatorProcess``).
 
 Everything here talks to 127.0.0.1 only. Every wait has a deadline; every process started here
 is stopped by whoever started it (``stop``/``cleanup`` in ``finally`` blocks in ``run.py``).
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import os
 import select
 import shutil
@@ -25,14 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tests.support.daemon import DaemonProcess, daemon_env
+from tests.support.emulator import REGION
+from tests.support.emulator_server import LineProcess
+from tests.support.notify import NotifySocket
 
-from tests.support.daemon import DaemonProcess, daemon_env  # noqa: E402
-from tests.support.emulator import REGION, TEST_ENV, Emulator  # noqa: E402
-from tests.support.notify import NotifySocket  # noqa: E402
+BENCH_DIR = Path(__file__).resolve().parent
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -85,87 +83,7 @@ def loadavg() -> str:
 # ---- helper processes -----------------------------------------------------------------------
 
 
-class _LineProcess:
-    """A child speaking one JSON line per request on stdin/stdout."""
-
-    def __init__(self, argv: list[str], env: Mapping[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=dict(env) if env is not None else None,
-            cwd=REPO_ROOT,
-        )
-        self._lock = threading.Lock()
-        self.hello = self._read_line(timeout=60)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _read_line(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise RuntimeError(f"{self.proc.args!r} said nothing within {timeout}s")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.proc.args!r} exited (status {self.proc.poll()})")
-        data: dict[str, Any] = json.loads(line)
-        return data
-
-    def request(self, command: str, timeout: float = 30) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        with self._lock:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-            return self._read_line(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-class EmulatorProcess(_LineProcess):
-    """``bench/emulator_server.py``: moto's server with the benchmark's fixes, own process."""
-
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(TEST_ENV)
-        super().__init__([sys.executable, str(BENCH_DIR / "emulator_server.py")], env)
-        self.endpoint: str = self.hello["endpoint"]
-
-    def requests(self) -> dict[str, int]:
-        """HTTP requests served so far, per action (all clients), and ``connections``: TCP
-        connections accepted (one per client connection when keep-alive works)."""
-        stats = self.request("stats")
-        counts = {k: int(v) for k, v in stats["requests"].items()}
-        counts["connections"] = int(stats.get("connections", 0))
-        return counts
-
-    def queue_stats(self, queue_url: str) -> dict[str, int]:
-        name = queue_url.rstrip("/").rsplit("/", 1)[1]
-        counts = self.request("stats")["queues"].get(name, {})
-        return {
-            "receive": 0,
-            "receive_empty": 0,
-            "received": 0,
-            "delete": 0,
-            **{k: int(v) for k, v in counts.items()},
-        }
-
-
-class DelayProxy(_LineProcess):
+class DelayProxy(LineProcess):
     """``bench/delay_proxy.py``: adds ``delay_ms`` each way between clients and the emulator."""
 
     def __init__(self, target_url: str, delay_ms: float) -> None:
@@ -181,20 +99,6 @@ class DelayProxy(_LineProcess):
             ]
         )
         self.url: str = self.hello["url"]
-
-
-class RemoteEmulator(Emulator):
-    """tests.support.emulator's AWS-like setup helpers, against a server in another process."""
-
-    def __init__(self, endpoint: str) -> None:  # no server of our own
-        for name, value in TEST_ENV.items():
-            os.environ.setdefault(name, value)
-        self.endpoint = endpoint
-        self._counter = 0
-        self._lock = threading.Lock()
-
-    def stop(self) -> None:
-        pass
 
 
 # ---- inotify --------------------------------------------------------------------------------

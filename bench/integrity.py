@@ -1,7 +1,7 @@
 """What each integrity check costs, without the network: CPU seconds per GiB of
 ``verify.Digests`` for every check kind s3sqsd makes, on this machine's libraries.
 
-``python bench/integrity.py [--mib 1024] [--threads 2]``
+``python -m bench.integrity [--mib 1024] [--threads 2]``
 
 The bytes are fed in the ranged path's 256 KiB chunks, one thread, measured with
 ``time.process_time`` (this process only). A per-part check is also timed with its parts hashed
@@ -19,10 +19,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s3sqsd.checksums import HostChecksums
 from s3sqsd.errors import IntegrityError

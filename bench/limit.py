@@ -9,7 +9,7 @@ as in s3sqsd. No parsing beyond pulling bucket and key out of the body (the keys
 benchmark uses need no decoding); botocore's own response checksum validation is off
 (``response_checksum_validation="when_required"``; older botocore never validates).
 
-``python bench/limit.py --queue-url URL --folder DIR --endpoint URL [--workers 8]``; prints
+``python -m bench.limit --queue-url URL --folder DIR --endpoint URL [--workers 8]``; prints
 ``{"event": "ready"}`` once its clients exist; SIGTERM stops it (in-flight work is dropped).
 """
 

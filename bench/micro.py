@@ -2,7 +2,7 @@
 in-process stand-in for the S3 client, one thread, so the figures are CPU time of this process
 only (``time.process_time``) and barely move with the machine's load.
 
-``python bench/micro.py [--files 2000] [--size 4096]``
+``python -m bench.micro [--files 2000] [--size 4096]``
 
 Variants, each on a fresh folder (the same files, the same order):
 
@@ -33,8 +33,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import Fetcher

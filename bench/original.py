@@ -13,7 +13,7 @@ come from a YAML file; the endpoint comes from ``AWS_ENDPOINT_URL`` (boto3 reads
 would have for a script pointed at a local store. SIGTERM kills it at once (Python's default), as
 it did. It prints ``{"event": "ready"}`` once its clients exist, then one line per file.
 
-``python bench/original.py --config original.yaml``
+``python -m bench.original --config original.yaml``
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Summarise a py-spy ``--format raw`` profile (collapsed stacks) written by ``run.py --profile``.
 
-``python bench/profile_summary.py PROFILE.txt [--top 25] [--thread s3sqsd-download]``
+``python -m bench.profile_summary PROFILE.txt [--top 25] [--thread s3sqsd-download]``
 
 Prints the share of samples per thread, then the functions with the most samples on their own
 (self) and anywhere on the stack (inclusive), as ``function (file)``, lines merged. With

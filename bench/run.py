@@ -1,11 +1,12 @@
 """Benchmark s3sqsd against the script it replaces and against the raw Python + boto3 floor.
 
-    python bench/run.py                      # everything (about 21 minutes on 2 cores)
-    python bench/run.py --quick              # a smoke run of every workload (2-3 minutes)
-    python bench/run.py --workloads a,d --networks loopback --repeat 3
+    python -m bench.run                      # everything (about 21 minutes on 2 cores)
+    python -m bench.run --quick              # a smoke run of every workload (2-3 minutes)
+    python -m bench.run --workloads a,d --networks loopback --repeat 3
 
-Side by side, in one run, on this machine: the emulator (moto's server with the fixes in
-``bench/emulator_server.py``) in its own process on 127.0.0.1, and the contestants as processes:
+Run from the repository root. Side by side, in one run, on this machine: the emulator (moto's
+server with the fixes in ``tests/support/emulator_server.py``) in its own process on 127.0.0.1,
+and the contestants as processes:
 
 - ``original``: ``bench/original.py``, the replaced script's algorithm;
 - ``limit``: ``bench/limit.py``, receive(10) / GET to a file / delete-batch at s3sqsd's
@@ -42,23 +43,19 @@ from typing import Any
 import botocore.config
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.harness import (
     BENCH_DIR,
-    REPO_ROOT,
     Contestant,
     DelayProxy,
-    EmulatorProcess,
     FileWatcher,
     ProcSample,
-    RemoteEmulator,
     cpu_seconds_precise,
     environment_for_tools,
     loadavg,
     proc_sample,
 )
-from tests.support.daemon import receive_all
+from tests.support.daemon import REPO_ROOT, receive_all
+from tests.support.emulator_server import EmulatorProcess
 
 MIB = 1 << 20
 CONTESTANTS = ("original", "limit", "s3sqsd")
@@ -97,7 +94,6 @@ class Plan:
 class Context:
     plan: Plan
     emulator: EmulatorProcess
-    remote: RemoteEmulator
     endpoints: dict[str, str]  # network name -> endpoint the contestants use
     proxy: DelayProxy | None
     workdir: Path
@@ -137,7 +133,7 @@ class ObjectSet:
 
 
 def put_multipart(
-    remote: RemoteEmulator,
+    remote: EmulatorProcess,
     bucket: str,
     key: str,
     data: bytes,
@@ -174,7 +170,7 @@ def put_multipart(
 
 def make_objects(ctx: Context, prefix: str, count: int, size: int) -> ObjectSet:
     """PUT ``count`` objects into a fresh bucket wired to a capture queue; keep the events."""
-    remote = ctx.remote
+    remote = ctx.emulator
     pipeline = remote.pipeline(redrive=True)
     s3 = remote.client("s3")
     keys = tuple(f"{prefix}-{i:05d}.bin" for i in range(count))
@@ -223,7 +219,7 @@ def make_objects(ctx: Context, prefix: str, count: int, size: int) -> ObjectSet:
 
 
 def delete_bucket(ctx: Context, bucket: str) -> None:
-    s3 = ctx.remote.client("s3")
+    s3 = ctx.emulator.client("s3")
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
@@ -233,7 +229,7 @@ def delete_bucket(ctx: Context, bucket: str) -> None:
 
 
 def fill_queue(ctx: Context, objects: ObjectSet) -> str:
-    remote = ctx.remote
+    remote = ctx.emulator
     queue_url, _ = remote.create_queue(remote.unique("bench"), dlq_arn=objects.dlq_arn)
     sqs = remote.client("sqs")
     bodies = objects.bodies
@@ -365,7 +361,7 @@ def run_queued(ctx: Context, kind: str, network: str, objects: ObjectSet, worklo
             "exit_status": contestant.exit_status,
             "problems": contestant.problems()[:5],
         }
-    ctx.remote.client("sqs").delete_queue(QueueUrl=queue_url)
+    ctx.emulator.client("sqs").delete_queue(QueueUrl=queue_url)
     ctx.results.append(record)
     ctx.log(_summary(record))
 
@@ -419,7 +415,7 @@ def run_transfer(ctx: Context, network: str, objects: ObjectSet, workload: str) 
 def run_trickle(ctx: Context, kind: str, network: str) -> None:
     """PUT objects at a steady rate; latency from each PUT's completion to its file."""
     plan = ctx.plan
-    remote = ctx.remote
+    remote = ctx.emulator
     pipeline = remote.pipeline(redrive=True)
     count = int(plan.trickle_rate * plan.trickle_seconds)
     keys = [f"t-{i:05d}.bin" for i in range(count)]
@@ -493,7 +489,7 @@ def run_trickle(ctx: Context, kind: str, network: str) -> None:
 def run_idle(ctx: Context, network: str) -> None:
     """Every contestant at once on its own empty queue: CPU and ReceiveMessage calls, then stop."""
     plan = ctx.plan
-    remote = ctx.remote
+    remote = ctx.emulator
     running: list[tuple[Contestant, str, Path]] = []
     load = loadavg()
     try:
@@ -921,7 +917,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = Context(
             plan=plan,
             emulator=emulator,
-            remote=RemoteEmulator(emulator.endpoint),
             endpoints=endpoints,
             proxy=proxy,
             workdir=workdir,

@@ -1,7 +1,7 @@
 """boto3's own ``download_file`` (s3transfer, default TransferConfig: ranged GETs of 8 MiB on
 10 threads) on the given objects, one object after the other: the large-object reference.
 
-``python bench/transfer.py --endpoint URL --bucket B --folder DIR KEY...`` prints one JSON line
+``python -m bench.transfer --endpoint URL --bucket B --folder DIR KEY...`` prints one JSON line
 ``{"seconds": ..., "bytes": ..., "cpu_seconds": ..., "peak_rss_kib": ...}``; the clock and the CPU
 count start once the client exists (imports and client creation excluded, as for the others).
 """

@@ -19,10 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.emulator import TEST_ENV, Emulator, wait_until
 
-from tests.support.emulator import TEST_ENV, Emulator, wait_until  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 FILES = {
     "reports/2026/q1 summary.csv": b"region,total\neu,42\nus,17\n",

@@ -1,4 +1,5 @@
-"""bench/chaos.py in CI: the quick chaos profile and the quick scale-out, checked on their report.
+"""The chaos run (``python -m bench.chaos``) in CI: the quick chaos profile and the quick
+scale-out, checked on their report.
 
 Each run is its own process (its own emulator, proxy and daemons, on 127.0.0.1), started with a
 fixed seed, and writes its figures as JSON; the test asserts on those figures. The full profiles
@@ -20,8 +21,6 @@ from tests.support.daemon import REPO_ROOT, daemon_env
 
 pytestmark = pytest.mark.integration
 
-CHAOS = REPO_ROOT / "bench" / "chaos.py"
-
 
 def run_chaos(tmp_path: Path, *args: str, timeout: float) -> tuple[int, dict[str, Any], str]:
     report = tmp_path / "report.json"
@@ -29,7 +28,8 @@ def run_chaos(tmp_path: Path, *args: str, timeout: float) -> tuple[int, dict[str
     completed = subprocess.run(
         [
             sys.executable,
-            str(CHAOS),
+            "-m",
+            "bench.chaos",
             *args,
             "--workdir",
             str(tmp_path / "run"),
@@ -45,7 +45,7 @@ def run_chaos(tmp_path: Path, *args: str, timeout: float) -> tuple[int, dict[str
     )
     output = completed.stdout[-20000:] + completed.stderr[-5000:]
     print(output)
-    print(f"chaos.py {' '.join(args)}: {time.monotonic() - started:.0f} s")
+    print(f"bench.chaos {' '.join(args)}: {time.monotonic() - started:.0f} s")
     assert report.exists(), output
     return completed.returncode, json.loads(report.read_text(encoding="utf-8")), output
 

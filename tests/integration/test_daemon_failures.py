@@ -25,7 +25,7 @@ from tests.support.daemon import (
     visible_files,
     wait_queue_empty,
 )
-from tests.support.emulator import Emulator
+from tests.support.emulator import Emulator, no_checksum_config
 from tests.support.notify import NotifySocket
 
 pytestmark = pytest.mark.integration
@@ -199,16 +199,6 @@ def test_strict_integrity_dead_letters_what_only_its_length_verifies(
     assert visible_files(download_folder) == {"fine.txt": b"checked"}
     assert temp_files(download_folder) == []
     assert daemon.stop() == 0
-
-
-def no_checksum_config() -> Any:
-    """A client that sends no checksum, as SDKs before 2025 (botocore < 1.36 sends none)."""
-    import botocore.config
-
-    try:
-        return botocore.config.Config(request_checksum_calculation="when_required")
-    except TypeError:
-        return botocore.config.Config()
 
 
 # ---- transient failures -------------------------------------------------------------------------

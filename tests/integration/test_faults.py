@@ -39,12 +39,10 @@ from tests.support.daemon import (
 )
 from tests.support.emulator import Emulator, Pipeline
 from tests.support.faultproxy import (
+    BODY_FAULTS,
+    FAULTS,
     FLIP_BYTE,
-    INTERNAL_ERROR,
     LATENCY,
-    RESET_BEFORE_REQUEST,
-    RESET_BEFORE_RESPONSE,
-    RESET_MID_BODY,
     SLOW_DOWN,
     TRUNCATE_BODY,
     FaultProxy,
@@ -59,17 +57,6 @@ JSON_SQS = tuple(int(x) for x in botocore.__version__.split(".")[:2]) >= (1, 31)
 
 # Log events at error level that a fault on an SQS call legitimately produces.
 EXPECTED_ERRORS = {"sqs.receive.failed"}
-
-ALL_FAULTS = (
-    INTERNAL_ERROR,
-    SLOW_DOWN,
-    RESET_BEFORE_REQUEST,
-    RESET_BEFORE_RESPONSE,
-    RESET_MID_BODY,
-    TRUNCATE_BODY,
-    FLIP_BYTE,
-    LATENCY,
-)
 
 
 def objects_for(tag: str) -> dict[str, bytes]:
@@ -164,7 +151,7 @@ def unexpected_problems(daemon: DaemonProcess) -> list[str]:
 # ---- every fault class on GetObject ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ALL_FAULTS)
+@pytest.mark.parametrize("fault", FAULTS)
 def test_get_object_faults_end_with_every_object_on_disk(
     emulator: Emulator,
     proxy: FaultProxy,
@@ -194,7 +181,7 @@ def test_get_object_faults_end_with_every_object_on_disk(
     assert applied >= focused.fired, (proxy.faults, proxy.skipped)
     retries = daemon.events("message.retry")
     on_target = [r for r in retries if target in str(r.get("error"))]
-    if fault in (RESET_MID_BODY, TRUNCATE_BODY, FLIP_BYTE):
+    if fault in BODY_FAULTS:
         # Not retryable by botocore: every applied body fault is one daemon-level retry.
         assert len(retries) == applied, [r.get("error") for r in retries]
         assert [int(r["receive_count"]) for r in on_target] == [1, 2, 3, 4]
@@ -226,7 +213,7 @@ SQS_CASES = [
         id=f"{op}-{fault}",
     )
     for op in ("ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch")
-    for fault in ALL_FAULTS
+    for fault in FAULTS
 ]
 
 

@@ -24,10 +24,11 @@ from s3sqsd.errors import (
     PathConflictError,
     UnsafeKeyError,
 )
-from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import XATTR_NAME, Fetcher, FetchOutcome
 from s3sqsd.paths import TEMP_DIR_NAME
 from tests.support.emulator import REGION, TEST_ENV, Emulator
+from tests.support.fetching import created as event
+from tests.support.fetching import put
 
 pytestmark = pytest.mark.integration
 
@@ -37,28 +38,12 @@ MiB = 1 << 20
 REPO = Path(__file__).resolve().parents[2]
 
 
-def event(bucket: str, key: str, **fields: Any) -> ObjectCreated:
-    return ObjectCreated(bucket=bucket, key=key, event_name="ObjectCreated:Put", **fields)
-
-
 def temp_files(root: Path) -> list[Path]:
     return sorted((root / TEMP_DIR_NAME).iterdir())
 
 
 def go() -> threading.Event:
     return threading.Event()
-
-
-@pytest.fixture
-def s3(emulator: Emulator) -> Any:
-    return emulator.client("s3")
-
-
-@pytest.fixture
-def bucket(emulator: Emulator, s3: Any) -> str:
-    name = emulator.unique("fetch")
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
@@ -74,27 +59,8 @@ def strict_umask() -> Iterator[None]:
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "downloads"
-
-
-@pytest.fixture
-def fetcher(s3: Any, root: Path) -> Fetcher:
-    f = Fetcher(s3=s3, root=root, file_mode=FILE_MODE, directory_mode=DIR_MODE)
-    f.prepare()
-    return f
-
-
-@pytest.fixture
-def xattrs(tmp_path: Path) -> None:
-    probe = tmp_path / "xattr-probe"
-    probe.write_bytes(b"")
-    try:
-        os.setxattr(probe, "user.probe", b"1")
-    except OSError as exc:
-        pytest.skip(f"tmp_path has no user xattrs ({exc.strerror}): provenance cannot be tested")
-    finally:
-        probe.unlink()
+def fetcher(make_fetcher: Callable[..., Fetcher]) -> Fetcher:
+    return make_fetcher(file_mode=FILE_MODE, directory_mode=DIR_MODE)
 
 
 @pytest.fixture
@@ -117,11 +83,6 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
     yield mount
     for target in reversed(mounted):
         subprocess.run(["umount", "-l", str(target)], check=False)
-
-
-def put(s3: Any, bucket: str, key: str, data: bytes, **extra: Any) -> dict[str, Any]:
-    response: dict[str, Any] = s3.put_object(Bucket=bucket, Key=key, Body=data, **extra)
-    return response
 
 
 def etag_of(response: dict[str, Any]) -> str:

@@ -17,16 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import botocore.config
 import pytest
 
 from s3sqsd.checksums import HostChecksums
 from s3sqsd.errors import IntegrityError, UnverifiableError
 from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import Fetcher, FetchOutcome
-from s3sqsd.paths import TEMP_DIR_NAME
-from tests.support.emulator import Emulator
+from tests.support.emulator import Emulator, no_checksum_config
 from tests.support.faultproxy import FLIP_BYTE, FaultProxy, proxy_for
+from tests.support.fetching import leftovers, ranged_fetcher
 
 pytestmark = pytest.mark.integration
 
@@ -47,31 +46,13 @@ def event(bucket: str, key: str, *, size: int, etag: str) -> ObjectCreated:
 @pytest.fixture
 def s3(emulator: Emulator) -> Any:
     """A client that adds no checksum of its own, as SDKs before 2025 upload."""
-    try:
-        config = botocore.config.Config(request_checksum_calculation="when_required")
-    except TypeError:  # botocore < 1.36 adds none anyway
-        config = botocore.config.Config()
-    return emulator.client("s3", config=config)
-
-
-@pytest.fixture
-def bucket(emulator: Emulator, s3: Any) -> str:
-    name = emulator.unique("integrity")
-    s3.create_bucket(Bucket=name)
-    return name
+    return emulator.client("s3", config=no_checksum_config())
 
 
 @pytest.fixture
 def proxy(emulator: Emulator) -> Iterator[FaultProxy]:
     with proxy_for(emulator, seed=11) as relay:
         yield relay
-
-
-@pytest.fixture
-def parts_pool() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-part")
-    yield pool
-    pool.shutdown(wait=True)
 
 
 def upload(s3: Any, bucket: str, key: str, parts: Sequence[bytes], **extra: Any) -> tuple[str, int]:
@@ -97,22 +78,7 @@ def upload(s3: Any, bucket: str, key: str, parts: Sequence[bytes], **extra: Any)
 
 
 def make_fetcher(client: Any, root: Path, pool: ThreadPoolExecutor | None, **extra: Any) -> Fetcher:
-    fetcher = Fetcher(
-        s3=client,
-        root=root,
-        parts=pool,
-        ranged_threshold=4 * MiB,
-        part_size=MiB,
-        parts_window=3,
-        chunk_size=256 * 1024,
-        **extra,
-    )
-    fetcher.prepare()
-    return fetcher
-
-
-def leftovers(root: Path) -> list[str]:
-    return sorted(os.listdir(root / TEMP_DIR_NAME))
+    return ranged_fetcher(client, root, pool, ranged_threshold=4 * MiB, **extra)
 
 
 PATHS = [pytest.param(False, id="single-get"), pytest.param(True, id="ranged")]

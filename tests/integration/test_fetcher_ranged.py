@@ -1,7 +1,7 @@
 """Ranged parallel downloads (ranged.py through Fetcher) against the emulator over real HTTP.
 
 Objects of a few MiB with 1 MiB ranges stand in for large ones: the code path is the same and
-the emulator reads a whole object for every ranged GET (see bench/emulator_server.py).
+the emulator reads a whole object for every ranged GET (see tests/support/emulator_server.py).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import botocore.config
 import pytest
 
 from s3sqsd.errors import DownloadCancelledError, FetchError, IntegrityError, LocalError
-from s3sqsd.events import ObjectCreated
-from s3sqsd.fetcher import Fetcher, FetchOutcome, read_provenance
-from s3sqsd.paths import TEMP_DIR_NAME
+from s3sqsd.fetcher import FetchOutcome, read_provenance
 from s3sqsd.ranged import plan_ranges
-from tests.support.emulator import Emulator
+from tests.support.emulator import Emulator, no_checksum_config
 from tests.support.faultproxy import FLIP_BYTE, RESET_MID_BODY, proxy_for
+from tests.support.fetching import created as event
+from tests.support.fetching import leftovers, put
+from tests.support.fetching import ranged_fetcher as make_fetcher
 from tests.support.mounts import Mounts
 
 pytestmark = pytest.mark.integration
@@ -35,10 +35,6 @@ SIZE = 5 * MiB + 12345  # six ranges of 1 MiB, the last one short
 def content(size: int = SIZE, seed: int = 1) -> bytes:
     block = hashlib.sha256(str(seed).encode()).digest() * (MiB // 32)
     return (block * (size // len(block) + 1))[:size]
-
-
-def event(bucket: str, key: str, **fields: Any) -> ObjectCreated:
-    return ObjectCreated(bucket=bucket, key=key, event_name="ObjectCreated:Put", **fields)
 
 
 class Calls:
@@ -58,57 +54,11 @@ class Calls:
             return [p for name, p in self.params if name == operation]
 
 
-@pytest.fixture
-def parts() -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-part")
-    yield pool
-    pool.shutdown(wait=True)
-
-
-@pytest.fixture
-def s3(emulator: Emulator) -> Any:
-    return emulator.client("s3")
-
-
-@pytest.fixture
-def bucket(emulator: Emulator, s3: Any) -> str:
-    name = emulator.unique("ranged")
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-def make_fetcher(s3: Any, root: Path, parts: ThreadPoolExecutor | None, **kw: Any) -> Fetcher:
-    settings: dict[str, Any] = {
-        "ranged_threshold": 2 * MiB,
-        "part_size": MiB,
-        "parts_window": 3,
-        "chunk_size": 256 * 1024,
-    }
-    settings.update(kw)
-    fetcher = Fetcher(s3=s3, root=root, parts=parts, **settings)
-    fetcher.prepare()
-    return fetcher
-
-
-def put(s3: Any, bucket: str, key: str, data: bytes, **kw: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = s3.put_object(Bucket=bucket, Key=key, Body=data, **kw)
-    return answer
-
-
 def put_without_checksum(emulator: Emulator, bucket: str, key: str, data: bytes) -> None:
-    """As an older SDK uploads: no checksum stored, so only the MD5 ETag can be checked
-    (boto3 >= 1.36 adds a CRC32 to every PUT unless told "when_required")."""
-    try:
-        config = botocore.config.Config(request_checksum_calculation="when_required")
-    except TypeError:  # botocore < 1.36 knows no such option and adds no checksum anyway
-        config = botocore.config.Config()
-    client = emulator.client("s3", config=config)
+    """As an older SDK uploads: no checksum stored, so only the MD5 ETag can be checked."""
+    client = emulator.client("s3", config=no_checksum_config())
     client.put_object(Bucket=bucket, Key=key, Body=data)
     assert "ChecksumCRC32" not in client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-
-
-def leftovers(root: Path) -> list[str]:
-    return sorted(os.listdir(root / TEMP_DIR_NAME))
 
 
 def test_plan_ranges_cover_every_byte_once() -> None:
@@ -120,13 +70,13 @@ def test_plan_ranges_cover_every_byte_once() -> None:
 
 
 def test_large_object_arrives_whole_through_ranges(
-    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
 ) -> None:
     """Every range is asked for once, pinned to the HEAD's ETag; the file is the object."""
     data = content()
     etag = put(s3, bucket, "big/file.bin", data, ChecksumAlgorithm="CRC32")["ETag"].strip('"')
     calls = Calls(s3)
-    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts_pool)
     obj = event(bucket, "big/file.bin", size=SIZE, etag=etag, sequencer="0A")
     result = fetcher.fetch(obj, cancel=threading.Event())
     assert result.outcome is FetchOutcome.DOWNLOADED
@@ -147,13 +97,13 @@ def test_large_object_arrives_whole_through_ranges(
 
 
 def test_below_threshold_and_without_executor_one_get(
-    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
 ) -> None:
     data = content(3 * MiB)
     etag = put(s3, bucket, "k", data)["ETag"].strip('"')
     calls = Calls(s3)
     obj = event(bucket, "k", size=len(data), etag=etag)
-    make_fetcher(s3, tmp_path / "a", parts, ranged_threshold=4 * MiB).fetch(
+    make_fetcher(s3, tmp_path / "a", parts_pool, ranged_threshold=4 * MiB).fetch(
         obj, cancel=threading.Event()
     )
     make_fetcher(s3, tmp_path / "b", None).fetch(obj, cancel=threading.Event())
@@ -163,7 +113,7 @@ def test_below_threshold_and_without_executor_one_get(
 
 
 def test_announced_version_is_fetched_not_the_newest(
-    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
 ) -> None:
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     old, new = content(seed=1), content(seed=2)
@@ -173,7 +123,7 @@ def test_announced_version_is_fetched_not_the_newest(
     obj = event(
         bucket, "v.bin", size=SIZE, etag=first["ETag"].strip('"'), version_id=first["VersionId"]
     )
-    result = make_fetcher(s3, tmp_path / "dl", parts).fetch(obj, cancel=threading.Event())
+    result = make_fetcher(s3, tmp_path / "dl", parts_pool).fetch(obj, cancel=threading.Event())
     assert result.version_id == first["VersionId"]
     assert (tmp_path / "dl" / "v.bin").read_bytes() == old
     assert {g.get("VersionId") for g in calls.of("GetObject")} == {first["VersionId"]}
@@ -181,7 +131,7 @@ def test_announced_version_is_fetched_not_the_newest(
 
 
 def test_overwrite_during_download_fails_instead_of_mixing(
-    emulator: Emulator, s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+    emulator: Emulator, s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
 ) -> None:
     """Unversioned: the object is replaced after the HEAD; the ranges' If-Match fails (412),
     the download is a retryable FetchError, and nothing is left behind."""
@@ -195,7 +145,7 @@ def test_overwrite_during_download_fails_instead_of_mixing(
             other.put_object(Bucket=bucket, Key="o.bin", Body=content(seed=3))
 
     s3.meta.events.register("after-call.s3.HeadObject", overwrite)
-    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts_pool)
     with pytest.raises(FetchError, match=r"PreconditionFailed.*412"):
         fetcher.fetch(event(bucket, "o.bin", size=SIZE), cancel=threading.Event())
     assert replaced.is_set()
@@ -215,7 +165,7 @@ def test_flipped_byte_in_one_range_is_caught(
     s3: Any,
     bucket: str,
     tmp_path: Path,
-    parts: ThreadPoolExecutor,
+    parts_pool: ThreadPoolExecutor,
     proxied_s3: tuple[Any, Any],
     algorithm: str,
 ) -> None:
@@ -227,7 +177,7 @@ def test_flipped_byte_in_one_range_is_caught(
     else:
         put_without_checksum(emulator, bucket, "f.bin", content())
     proxy.add_rule(operation="GetObject", fault=FLIP_BYTE, match="f.bin", count=1)
-    fetcher = make_fetcher(client, tmp_path / "dl", parts)
+    fetcher = make_fetcher(client, tmp_path / "dl", parts_pool)
     with pytest.raises(IntegrityError, match=f"{algorithm} (checksum )?mismatch"):
         fetcher.fetch(event(bucket, "f.bin", size=SIZE), cancel=threading.Event())
     assert proxy.faults == {("GetObject", FLIP_BYTE): 1}
@@ -239,13 +189,13 @@ def test_connection_reset_in_a_range_is_retryable_and_leaves_nothing(
     s3: Any,
     bucket: str,
     tmp_path: Path,
-    parts: ThreadPoolExecutor,
+    parts_pool: ThreadPoolExecutor,
     proxied_s3: tuple[Any, Any],
 ) -> None:
     client, proxy = proxied_s3
     put(s3, bucket, "r.bin", content())
     proxy.add_rule(operation="GetObject", fault=RESET_MID_BODY, match="r.bin", count=1)
-    fetcher = make_fetcher(client, tmp_path / "dl", parts)
+    fetcher = make_fetcher(client, tmp_path / "dl", parts_pool)
     with pytest.raises(FetchError):
         fetcher.fetch(event(bucket, "r.bin", size=SIZE), cancel=threading.Event())
     assert proxy.faults == {("GetObject", RESET_MID_BODY): 1}
@@ -256,45 +206,45 @@ def test_connection_reset_in_a_range_is_retryable_and_leaves_nothing(
 
 
 def test_event_size_mismatch_with_same_etag(
-    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
 ) -> None:
     etag = put(s3, bucket, "s.bin", content())["ETag"].strip('"')
-    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts_pool)
     with pytest.raises(IntegrityError, match="size mismatch"):
         fetcher.fetch(event(bucket, "s.bin", size=SIZE + 1, etag=etag), cancel=threading.Event())
     assert leftovers(tmp_path / "dl") == []
 
 
 def test_cancel_stops_every_range(
-    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
 ) -> None:
     put(s3, bucket, "c.bin", content())
     cancel = threading.Event()
     s3.meta.events.register("after-call.s3.HeadObject", lambda **_: cancel.set())
-    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts_pool)
     with pytest.raises(DownloadCancelledError, match="cancelled"):
         fetcher.fetch(event(bucket, "c.bin", size=SIZE), cancel=cancel)
     assert leftovers(tmp_path / "dl") == []
 
 
 def test_missing_object_is_a_fetch_error(
-    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
 ) -> None:
     """The HEAD answers 404 (deleted since the event): retried like a GET's NoSuchKey."""
-    fetcher = make_fetcher(s3, tmp_path / "dl", parts)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts_pool)
     with pytest.raises(FetchError, match="404"):
         fetcher.fetch(event(bucket, "gone.bin", size=SIZE), cancel=threading.Event())
     assert leftovers(tmp_path / "dl") == []
 
 
 def test_full_disk_is_a_local_error_and_stops_every_range(
-    s3: Any, bucket: str, tmp_path: Path, parts: ThreadPoolExecutor, mounts: Mounts
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor, mounts: Mounts
 ) -> None:
     """A 3 MiB tmpfs cannot take the 5 MiB object: a LocalError (the message stays in hand,
     the worker), the temp file is removed and the space comes back."""
     folder = mounts.tmpfs("small", size="3m")
     put(s3, bucket, "full.bin", content())
-    fetcher = make_fetcher(s3, folder, parts)
+    fetcher = make_fetcher(s3, folder, parts_pool)
     with pytest.raises(LocalError, match="No space left on device"):
         fetcher.fetch(event(bucket, "full.bin", size=SIZE), cancel=threading.Event())
     assert leftovers(folder) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +23,10 @@ DATA = b"report body\n"
 
 
 @pytest.fixture
-def s3(emulator: Emulator) -> Any:
-    return emulator.client("s3")
-
-
-@pytest.fixture
-def bucket(emulator: Emulator, s3: Any) -> str:
-    name = emulator.unique("remove")
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "downloads"
-
-
-@pytest.fixture
-def fetcher(s3: Any, root: Path, xattrs: None) -> Fetcher:
-    f = Fetcher(s3=s3, root=root)
-    f.prepare()
+def fetcher(make_fetcher: Callable[..., Fetcher], xattrs: None) -> Fetcher:
+    f = make_fetcher()
     assert f.xattrs_supported
     return f
-
-
-@pytest.fixture
-def xattrs(tmp_path: Path) -> None:
-    probe = tmp_path / "xattr-probe"
-    probe.write_bytes(b"")
-    try:
-        os.setxattr(probe, "user.probe", b"1")
-    except OSError as exc:
-        pytest.skip(f"tmp_path has no user xattrs ({exc.strerror}): provenance cannot be tested")
-    finally:
-        probe.unlink()
 
 
 def download(

@@ -145,6 +145,18 @@ def emulator_client(service: str, *, endpoint: str, config: Any = None) -> Any:
     )
 
 
+def no_checksum_config() -> Any:
+    """A client config that adds no checksum of its own, as SDKs before 2025 upload (boto3 >=
+    1.36 adds a CRC32 to every PUT unless told "when_required"; botocore < 1.36 knows no such
+    option and adds none anyway)."""
+    import botocore.config
+
+    try:
+        return botocore.config.Config(request_checksum_calculation="when_required")
+    except TypeError:
+        return botocore.config.Config()
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A bucket wired to a queue the way AWS does it; URLs and ARNs for the tests."""
@@ -163,9 +175,8 @@ class AwsLikeSetup:
     moto's server (``Emulator``) and LocalStack (``tests/support/localstack.py``) both get their
     buckets, queues, redrive policies and notification paths from here, so a test reads the
     same against either and a difference in behaviour is the implementation's, not the setup's.
-    Subclasses start their server and call ``__init__`` with its endpoint (bench/'s
-    ``RemoteEmulator`` sets ``endpoint``, ``_counter`` and ``_lock`` itself; nothing else here
-    may rely on ``__init__`` having run).
+    Subclasses start their server (in this process, or in its own: ``EmulatorProcess`` in
+    ``tests/support/emulator_server.py``) and call ``__init__`` with its endpoint.
     """
 
     # The account the implementation puts in ARNs and queue URLs.

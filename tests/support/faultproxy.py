@@ -71,6 +71,7 @@ FAULTS = (
     LATENCY,
 )
 BODY_FAULTS = frozenset({RESET_MID_BODY, TRUNCATE_BODY, FLIP_BYTE})
+HARD_FAULTS = tuple(f for f in FAULTS if f != LATENCY)  # every fault but latency: failures
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BUFFERED_BODY = 64 * 1024 * 1024  # chunked or close-delimited bodies are buffered

@@ -1,4 +1,5 @@
-"""bench/emulator_server.py keeps connections alive, as AWS does, without breaking framing.
+"""tests/support/emulator_server.py (the benchmark's emulator) keeps connections alive, as AWS
+does, without breaking framing.
 
 The benchmark's figures depend on it: with a new TCP connection per request every client, the
 delay proxy and the emulator pay connection set-up per file. These tests run the real emulator
@@ -15,8 +16,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from bench.harness import EmulatorProcess
 from tests.support.emulator import emulator_client
+from tests.support.emulator_server import EmulatorProcess
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,10 @@
-"""The benchmark's emulator: moto's server on 127.0.0.1 in its own process, made to cost what S3
-and SQS cost a client (work proportional to the request, not to the size of the queue or the
-object), so the benchmark measures the clients and not moto.
+"""The emulator in its own process, and its launcher (``EmulatorProcess``): moto's server on
+127.0.0.1, made to cost what S3 and SQS cost a client (work proportional to the request, not to
+the size of the queue or the object), so the benchmark measures the clients and not moto.
 
-Run by ``bench/run.py``; by hand: ``python bench/emulator_server.py``. It prints one JSON line
+Started by ``EmulatorProcess`` (the benchmark, ``bench/run.py``; the chaos run,
+``bench/chaos.py``, with ``plain=True``); by hand, from the repository root: ``python -m
+tests.support.emulator_server [--plain]``. It prints one JSON line
 ``{"endpoint": "http://127.0.0.1:PORT", "pid": N}`` and then answers one JSON line per command
 line read on stdin:
 
@@ -11,6 +13,10 @@ line read on stdin:
   ``S3 GET``, ...) and TCP connections accepted,
   ``{"queues": {name: {...}}, "requests": {action: n}, "connections": n}``;
 - ``quit`` (or end of input): stop and exit.
+
+``--plain`` applies only fix 1, the test suite's, and counts nothing: the in-process
+``tests.support.emulator.Emulator`` in a process of its own (the chaos run's daemons are
+SIGKILLed, and its producer and audit must not share the emulator's GIL with them).
 
 Fixes applied to moto 5.2.5, in this process only:
 
@@ -51,23 +57,24 @@ Fixes applied to moto 5.2.5, in this process only:
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import functools
 import io
 import json
-import logging
 import os
+import select
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tests.support.daemon import REPO_ROOT
+from tests.support.emulator import TEST_ENV, AwsLikeSetup, Emulator, _apply_moto_fixes
 
 STREAM_THRESHOLD = 8 << 20  # plain GETs of larger objects are streamed
 STREAM_PIECE = 1 << 20
@@ -88,8 +95,6 @@ def _count(queue_name: str, field: str, amount: int = 1) -> None:
 
 def _apply_sqs_fixes() -> None:
     from moto.sqs import models
-
-    from tests.support.emulator import _apply_moto_fixes
 
     _apply_moto_fixes()  # fix 1: the test emulator's (queue locks, HEAD composite checksums)
 
@@ -356,23 +361,20 @@ def _cache_module_list() -> None:
     backends.list_of_moto_modules = lambda: modules
 
 
-def main() -> int:
-    from tests.support.emulator import TEST_ENV
-
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--plain", action="store_true", help="only the test suite's fix (fix 1)")
+    args = parser.parse_args(argv)
     for name, val in TEST_ENV.items():
         os.environ.setdefault(name, val)
-    _apply_sqs_fixes()
-    _apply_s3_fix()
-    _count_requests()
-    _keep_alive()
-    _cache_module_list()
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    print(json.dumps({"endpoint": f"http://{host}:{port}", "pid": os.getpid()}), flush=True)
+    if not args.plain:
+        _apply_sqs_fixes()
+        _apply_s3_fix()
+        _count_requests()
+        _keep_alive()
+        _cache_module_list()
+    emulator = Emulator()  # applies fix 1 itself
+    print(json.dumps({"endpoint": emulator.endpoint, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:
         command = line.strip()
         if command == "stats":
@@ -388,8 +390,101 @@ def main() -> int:
             break
         else:
             print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
-    server.stop()
+    emulator.stop()
     return 0
+
+
+# ---- the launcher -------------------------------------------------------------------------------
+
+
+class LineProcess:
+    """A child speaking one JSON line per request on stdin/stdout; its first line is ``hello``.
+
+    ``stop`` closes its stdin (the child's cue to exit), then waits, then kills.
+    """
+
+    def __init__(self, argv: list[str], env: Mapping[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=dict(env) if env is not None else None,
+            cwd=REPO_ROOT,
+        )
+        self._lock = threading.Lock()
+        self.hello = self._read_line(timeout=60)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_line(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"{self.proc.args!r} said nothing within {timeout}s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.proc.args!r} exited (status {self.proc.poll()})")
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    def request(self, command: str, timeout: float = 30) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        with self._lock:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+            return self._read_line(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class EmulatorProcess(LineProcess, AwsLikeSetup):
+    """This module's server in its own process, with the AWS-like setup (``pipeline``,
+    ``client``, ``queue_counts``...) of ``tests.support.emulator`` against it.
+
+    ``plain``: only the test suite's fix, as the in-process ``Emulator`` (see ``--plain``).
+    """
+
+    def __init__(self, *, plain: bool = False) -> None:
+        for name, value in TEST_ENV.items():
+            os.environ.setdefault(name, value)  # for this process's own clients
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(TEST_ENV)
+        argv = [sys.executable, "-m", "tests.support.emulator_server"]
+        LineProcess.__init__(self, [*argv, "--plain"] if plain else argv, env)
+        AwsLikeSetup.__init__(self, self.hello["endpoint"])
+
+    def requests(self) -> dict[str, int]:
+        """HTTP requests served so far, per action (all clients), and ``connections``: TCP
+        connections accepted (one per client connection when keep-alive works)."""
+        stats = self.request("stats")
+        counts = {k: int(v) for k, v in stats["requests"].items()}
+        counts["connections"] = int(stats.get("connections", 0))
+        return counts
+
+    def queue_stats(self, queue_url: str) -> dict[str, int]:
+        name = queue_url.rstrip("/").rsplit("/", 1)[1]
+        counts = self.request("stats")["queues"].get(name, {})
+        return {
+            "receive": 0,
+            "receive_empty": 0,
+            "received": 0,
+            "delete": 0,
+            **{k: int(v) for k, v in counts.items()},
+        }
 
 
 if __name__ == "__main__":
