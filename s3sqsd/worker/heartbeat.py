@@ -46,6 +46,15 @@ class Heartbeat:
         self._last_ping = 0.0
         self._last_status_at = 0.0
 
+    def ready(self, *, workers: int) -> None:
+        self._notifier.ready(self.status_text())
+        logger.info(
+            "s3sqsd is running: queue %s, %d download threads",
+            self._queue.url,
+            workers,
+            extra={"event": "daemon.ready", "queue_url": self._queue.url},
+        )
+
     def beat(self, now: float) -> None:
         interval = self._notifier.watchdog_interval
         if interval and now - self._last_ping >= interval / 4 and self._receivers_healthy(now):

@@ -25,6 +25,7 @@ from s3sqsd.sqs import Message
 from s3sqsd.verify import CheckKind
 from s3sqsd.worker.lease import Outcome
 from s3sqsd.worker.plan import Item, Placement, RemoveItem
+from s3sqsd.worker.settings import WorkerSettings
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
 logger = logging.getLogger("s3sqsd.worker")
@@ -265,7 +266,9 @@ class Downloads:
         future.add_done_callback(when_done)
         return future
 
-    def resize(self, workers: int) -> None:
+    def update(self, settings: WorkerSettings) -> None:
+        """A reload: a new pool if ``workers`` changed."""
+        workers = settings.workers
         if workers == self._workers:
             return
         self._old_pools.append(self._pool)

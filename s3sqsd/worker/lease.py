@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -168,3 +169,45 @@ class Capacity:
                 lease.holds_capacity = False
                 self._reserved -= 1
                 self._condition.notify_all()
+
+
+class Leases:
+    """The messages in hand, by receipt handle: the loop thread's own table, and the only
+    place a lease is let go (``forget``: settled, and its capacity given back)."""
+
+    def __init__(self, *, capacity: Capacity) -> None:
+        self._capacity = capacity
+        self._by_receipt: dict[str, Lease] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_receipt)
+
+    def __iter__(self) -> Iterator[Lease]:
+        """A snapshot: the loop may forget leases while it walks them."""
+        return iter(list(self._by_receipt.values()))
+
+    def add(self, lease: Lease) -> None:
+        self._by_receipt[lease.message.receipt_handle] = lease
+
+    def holds(self, lease: Lease) -> bool:
+        """Still in hand (not released, returned or abandoned meanwhile)."""
+        return self._by_receipt.get(lease.message.receipt_handle) is lease
+
+    def forget(self, leases: Iterable[Lease]) -> None:
+        for lease in leases:
+            if self._by_receipt.pop(lease.message.receipt_handle, None) is not None:
+                lease.settle()
+                self._capacity.give_back(lease)
+
+    def running(self) -> int:
+        """Leases whose download is running now (not queued, not finished)."""
+        return sum(
+            1 for lease in self._by_receipt.values() if lease.future and lease.future.running()
+        )
+
+    @staticmethod
+    def kept(leases: Iterable[Lease]) -> list[Lease]:
+        return [lease for lease in leases if lease.stage is Stage.KEPT]
+
+    def in_stage(self, stage: Stage) -> list[Lease]:
+        return [lease for lease in self._by_receipt.values() if lease.stage is stage]

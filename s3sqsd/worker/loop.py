@@ -12,8 +12,9 @@ Design (read this before changing anything here):
   decision and every other SQS call (visibility, dead-letter send) but one: the deletes, which
   one *settler* thread makes, a batch at a time, handing each answer back to the loop (at
   20 ms of round trip the loop spent half its time waiting on deletes while received messages
-  waited for it). Threads talk only through one inbox queue, so leases and counters have a
-  single owner and need no locks.
+  waited for it). Threads talk only through one inbox queue of typed events (``inbox``), so
+  leases and counters have a single owner and need no locks; the one exception is
+  ``lease.Capacity``, under its own condition.
 - **Why the long poll has its own thread.** A 20 s long poll cannot be interrupted. If the loop
   made it, a SIGTERM would wait up to 20 s and watchdog pings would stall. With the poll apart,
   the loop wakes at least once a second: an idle daemon stops within a second or two, and the
@@ -25,7 +26,9 @@ Design (read this before changing anything here):
   message is never received long before a thread can work on it. A message whose work is over
   gives its capacity back at once; only its (batched) delete is left. Every lease, started or
   still queued, is renewed (ChangeMessageVisibility back to ``visibility_timeout_seconds``) once
-  half of it has run out, within SQS's 12 h cap counted from the receive.
+  half of it has run out, within SQS's 12 h cap counted from the receive (``renewal``). A lease
+  moves through the stages listed in ``lease.Stage`` by named moves only; a move the table does
+  not allow is a bug and raises.
 - **Settling.** Success: DeleteMessageBatch, partial failures checked and retried. Deletes
   wait to fill a batch of 10, for ``DELETE_LINGER_SECONDS`` at most (the AWS SDK for Java's
   buffered SQS client holds a batch open 200 ms by default the same way): under a backlog every
@@ -56,7 +59,7 @@ import queue as queue_module
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 
@@ -77,7 +80,7 @@ from s3sqsd.worker.inbox import (
     ReceiveFailed,
 )
 from s3sqsd.worker.job import Downloads
-from s3sqsd.worker.lease import Capacity, Lease, Outcome, Stage
+from s3sqsd.worker.lease import Capacity, Lease, Leases, Outcome, Stage
 from s3sqsd.worker.plan import FetcherLike, Place, Placement
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.receiver import Receivers
@@ -139,11 +142,11 @@ class Worker:
         self._reload_hook = reload
         self._clock = clock
         self._inbox: Inbox = queue_module.SimpleQueue()
-        self._leases: dict[str, Lease] = {}
         self._reload_requested = threading.Event()
         self._sweep_at = 0.0  # next walk of the leases for local retries
         self.metrics = metrics or Metrics()
         self._capacity = Capacity(limit=settings.capacity)
+        self._leases = Leases(capacity=self._capacity)
         self._downloads = Downloads(workers=settings.workers, metrics=self.metrics, parts=parts)
         self._receiving = Receivers(
             queue=receive_queue,
@@ -163,14 +166,9 @@ class Worker:
             clock=clock,
             stopped=self._receiving.stopped,
             give_back=self._capacity.give_back,
-            forget=self._forget,
+            forget=self._leases.forget,
         )
-        self._renewer = Renewer(
-            queue=control_queue,
-            metrics=self.metrics,
-            timeout_seconds=settings.visibility_timeout_seconds,
-            clock=clock,
-        )
+        self._renewer = Renewer(queue=control_queue, metrics=self.metrics, settings=settings)
         self._failures = FailurePolicy(
             settings=settings,
             metrics=self.metrics,
@@ -200,13 +198,7 @@ class Worker:
     def run(self, *, stop: threading.Event) -> None:
         """Receive and work until ``stop`` is set; then drain and return."""
         self._receiving.start()
-        self._notifier.ready(self._heartbeat.status_text())
-        logger.info(
-            "s3sqsd is running: queue %s, %d download threads",
-            self._queue.url,
-            self._settings.workers,
-            extra={"event": "daemon.ready", "queue_url": self._queue.url},
-        )
+        self._heartbeat.ready(workers=self._settings.workers)
         deadline: float | None = None
         while True:
             self._wait_and_dispatch(deadline)
@@ -219,8 +211,10 @@ class Worker:
                 # A tenth of a second is far inside any renewal or retry delay, and under load
                 # the loop passes hundreds of times a second.
                 self._sweep_at = now + SWEEP_INTERVAL_SECONDS
-                for lease in self._renewer.renew(now):
-                    self._receipt_gone(lease)
+                # SQS no longer knows these receipts (the messages went back to the queue): a
+                # kept one is let go now, with its capacity; work in progress finishes, and its
+                # delete then fails the same way.
+                self._leases.forget(self._leases.kept(self._renewer.renew(now)))
                 if deadline is None:
                     self._retry_local(now)
             self._heartbeat.beat(now)
@@ -239,10 +233,7 @@ class Worker:
     def busy_threads(self) -> int:
         """Download threads still running a task (stuck in a socket read, say), and the
         settler thread if its delete has not answered."""
-        downloads = sum(
-            1 for lease in self._leases.values() if lease.future and lease.future.running()
-        )
-        return downloads + (1 if self._settler.busy() else 0)
+        return self._leases.running() + (1 if self._settler.busy() else 0)
 
     # ---- dispatch (loop thread) --------------------------------------------------------------
 
@@ -280,7 +271,7 @@ class Worker:
         settings = self._settings
         granted = settings.visibility_timeout_seconds
         lease = Lease(message=message, received_at=received_at, visible_until=received_at + granted)
-        self._leases[message.receipt_handle] = lease
+        self._leases.add(lease)
         self._renewer.track(lease, granted=granted)
         self.metrics.inc("messages_received")
         logger.debug(
@@ -311,16 +302,9 @@ class Worker:
 
     def _retry_local(self, now: float) -> None:
         """Try again the messages kept in hand after a local failure, once their delay is up."""
-        for lease in list(self._leases.values()):
-            if lease.stage is Stage.KEPT and now >= lease.retry_at:
+        for lease in self._leases.in_stage(Stage.KEPT):
+            if now >= lease.retry_at:
                 self._submit(lease)
-
-    def _receipt_gone(self, lease: Lease) -> None:
-        """SQS no longer knows this receipt (the message went back to the queue). A kept
-        message is let go now, with its capacity: the next delivery brings it back. Work in
-        progress finishes; its delete then fails the same way and is let go too."""
-        if lease.stage is Stage.KEPT:
-            self._forget([lease])
 
     def _post_done(self, lease: Lease, future: Future[Outcome]) -> None:
         """Runs in the download thread (or here, if already done): hand the lease back.
@@ -336,7 +320,7 @@ class Worker:
     # ---- outcomes (loop thread) --------------------------------------------------------------
 
     def _finished(self, lease: Lease) -> None:
-        if self._leases.get(lease.message.receipt_handle) is not lease:
+        if not self._leases.holds(lease):
             return  # released or abandoned already
         future = lease.future
         if future is None or future.cancelled() or lease.stage is not Stage.WORKING:
@@ -366,12 +350,6 @@ class Worker:
         else:
             self._settler.dead_letter(lease, verdict.error)
 
-    def _forget(self, leases: Sequence[Lease]) -> None:
-        for lease in leases:
-            if self._leases.pop(lease.message.receipt_handle, None) is not None:
-                lease.settle()
-                self._capacity.give_back(lease)
-
     # ---- reload and shutdown (loop thread) ---------------------------------------------------
 
     def _reload(self) -> None:
@@ -381,19 +359,15 @@ class Worker:
         if new is None:
             return
         self._settings = new
-        self._downloads.resize(new.workers)
-        self._receiving.update(new)
-        self._settler.update(new)
-        self._renewer.update(timeout_seconds=new.visibility_timeout_seconds)
+        for part in (self._downloads, self._receiving, self._settler, self._renewer):
+            part.update(new)
         self._failures.update(new)
 
     def _begin_drain(self) -> None:
         self._receiving.stop()
-        unstarted = [
-            lease
-            for lease in self._leases.values()
-            if lease.stage is Stage.KEPT
-            or (lease.stage is Stage.WORKING and lease.future is not None and lease.future.cancel())
+        working = self._leases.in_stage(Stage.WORKING)
+        unstarted = self._leases.in_stage(Stage.KEPT) + [
+            lease for lease in working if lease.future is not None and lease.future.cancel()
         ]
         self._settler.release(unstarted, why="stopping before its download started")
         in_progress = len(self._leases) - len(unstarted)
@@ -406,13 +380,12 @@ class Worker:
     def _abandon(self) -> None:
         """The drain deadline passed: cancel downloads, release their messages."""
         self._downloads.cancel.set()
-        started = {id(lease) for lease in self._leases.values() if lease.future is not None}
-        running = [lease.future for lease in self._leases.values() if lease.future is not None]
-        wait_futures(running, timeout=ABANDON_GRACE_SECONDS)
+        running = {id(lease): lease.future for lease in self._leases if lease.future is not None}
+        wait_futures(running.values(), timeout=ABANDON_GRACE_SECONDS)
         self._wait_and_dispatch(deadline=0.0)  # a cancelled download releases its message
-        returned = sum(1 for lease in self._settler.returning() if id(lease) in started)
+        returned = sum(1 for lease in self._settler.returning() if id(lease) in running)
         settling = {id(lease) for lease in self._settler.settling()}
-        leftover = [lease for lease in self._leases.values() if id(lease) not in settling]
+        leftover = [lease for lease in self._leases if id(lease) not in settling]
         self._settler.release(leftover, why="shutdown timeout reached")
         cancelled = returned + len(leftover)
         self._settler.settle()

@@ -11,13 +11,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Callable
 
 from s3sqsd.backoff import visibility_seconds
 from s3sqsd.metrics import Metrics
 from s3sqsd.worker.lease import Lease, Stage
 from s3sqsd.worker.ports import QueueLike
-from s3sqsd.worker.settings import RECEIPT_GONE, SWEEP_INTERVAL_SECONDS
+from s3sqsd.worker.settings import RECEIPT_GONE, SWEEP_INTERVAL_SECONDS, WorkerSettings
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
 logger = logging.getLogger("s3sqsd.worker")
@@ -34,19 +33,17 @@ class Renewer:
         *,
         queue: QueueLike,
         metrics: Metrics,
-        timeout_seconds: int,
-        clock: Callable[[], float],
+        settings: WorkerSettings,
     ) -> None:
         self._queue = queue
         self._metrics = metrics
-        self._timeout = timeout_seconds
-        self._clock = clock
+        self._timeout = settings.visibility_timeout_seconds
         self._due: list[tuple[float, int, Lease]] = []
         self._order = itertools.count()  # ties never compare leases
 
-    def update(self, *, timeout_seconds: int) -> None:
+    def update(self, settings: WorkerSettings) -> None:
         """A reload: renewals from now on grant the new visibility timeout."""
-        self._timeout = timeout_seconds
+        self._timeout = settings.visibility_timeout_seconds
 
     def track(self, lease: Lease, *, granted: float) -> None:
         """Renew ``lease`` when half of the ``granted`` seconds it is visible until are left."""
@@ -54,9 +51,6 @@ class Renewer:
 
     def _push(self, lease: Lease, *, due: float) -> None:
         heapq.heappush(self._due, (due, next(self._order), lease))
-
-    def next_due(self) -> float | None:
-        return self._due[0][0] if self._due else None
 
     def renew(self, now: float) -> list[Lease]:
         """Extend every lease that is due; return those whose receipt SQS no longer knows."""

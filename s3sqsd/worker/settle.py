@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from s3sqsd.backoff import visibility_seconds
@@ -53,7 +53,7 @@ class Settler:
         clock: Callable[[], float],
         stopped: Callable[[], bool],
         give_back: Callable[[Lease], None],
-        forget: Callable[[Sequence[Lease]], None],
+        forget: Callable[[Iterable[Lease]], None],
     ) -> None:
         self._queue = queue
         self._dlq = dead_letter_queue
