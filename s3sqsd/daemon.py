@@ -30,9 +30,9 @@ from s3sqsd.fetcher import Fetcher
 from s3sqsd.logs import add_secrets, set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
-from s3sqsd.routing import download_folders, route
+from s3sqsd.routing import Placement, download_folders, route
 from s3sqsd.sqs import Queue
-from s3sqsd.worker import Placement, Worker, WorkerSettings, parts_executor
+from s3sqsd.worker import FetcherLike, Worker, WorkerSettings, parts_executor
 
 logger = logging.getLogger(__name__)
 
@@ -190,15 +190,14 @@ class Daemon:
             _flush_and_exit(EXIT_OK)
         return EXIT_OK
 
-    def _place(self, bucket: str, key: str) -> Placement | None:
+    def _place(self, bucket: str, key: str) -> Placement[FetcherLike] | None:
         """Route one object (loop thread): the start-up routes, the current on_download."""
         target = route(bucket, key, config=self._routing_config)
         if target is None:
             return None
-        key_path = None if target.key_path == key else target.key_path
         return Placement(
-            fetcher=self._fetchers[target.root],
-            key_path=key_path,
+            folder=self._fetchers[target.folder],
+            key_path=target.key_path,
             on_download=target.on_download,
             route_index=target.route_index,
         )

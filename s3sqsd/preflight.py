@@ -18,7 +18,6 @@ import enum
 import errno
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from s3sqsd.aws import client, session_and_endpoints
 from s3sqsd.checksums import ALGORITHMS, HostChecksums
 from s3sqsd.config import Config
 from s3sqsd.paths import TEMP_DIR_NAME
+from s3sqsd.redact import hide_access_key_ids
 from s3sqsd.routing import download_folders
 from s3sqsd.sqs import error_code
 
@@ -71,8 +71,6 @@ _REFUSED_CREDENTIAL_CODES = frozenset(
         "InvalidSecurity",
     }
 )
-# An access key id that an error message might echo: never shown.
-_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
 
 
 class Verdict(enum.Enum):
@@ -812,14 +810,10 @@ def _is_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, BotoConnectionError | HTTPClientError)
 
 
-def redact(text: str) -> str:
-    """Remove anything shaped like an access key id from an error text."""
-    return _ACCESS_KEY_ID.sub("<access key id>", text)
-
-
 def _error_text(exc: BaseException) -> str:
+    """``exc`` as one line for the report, without access key ids (``hide_access_key_ids``)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return redact(text)
+    return hide_access_key_ids(text)
 
 
 def _os_error_text(exc: OSError) -> str:

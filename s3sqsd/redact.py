@@ -1,10 +1,17 @@
-"""Scrub credential material out of text before it is logged or sent anywhere.
+"""Scrub credential material out of text before it is logged, reported or sent anywhere.
 
-AWS error messages can carry what a signature was computed over: SignatureDoesNotMatch from
-query-protocol services quotes the whole canonical request, headers included, so the session
-token (``x-amz-security-token``) and the access key id come back in the error *message*. Any
-text that came from AWS passes through ``redact`` before it reaches a log line or a
-dead-letter attribute. Pure: patterns only, so it works without knowing the credentials.
+The one home of s3sqsd's redaction: pure functions, patterns only, so they work without knowing
+the credentials. Three, because three kinds of text leave the daemon, each with its own shape:
+
+- ``redact``: any text that came from AWS, on its way into a log line or a dead-letter
+  attribute. AWS error messages can carry what a signature was computed over:
+  SignatureDoesNotMatch from query-protocol services quotes the whole canonical request,
+  headers included, so the session token (``x-amz-security-token``) and the access key id
+  come back in the error *message*. It keeps the text readable and cuts only the secrets.
+- ``hide_url_queries``: an S3 GET's error text, which can quote a presigned URL; every
+  parameter of its query may be a credential, so the whole query goes.
+- ``hide_access_key_ids``: the preflight report an operator reads, where a refused key id is
+  replaced by words that say what was there.
 """
 
 from __future__ import annotations
@@ -49,10 +56,44 @@ def might_need_redaction(text: str) -> bool:
 
 
 def redact(text: str) -> str:
-    """``text`` without signatures, tokens or access key ids (see the module docstring)."""
+    """``text`` without signatures, session tokens, secret keys or access key ids.
+
+    For anything AWS said that reaches a log line or a dead-letter attribute: a canonical
+    request or string-to-sign quoted after a SignatureDoesNotMatch is cut off whole, and each
+    value below is replaced by ``***``, keeping its name so the line still says what failed.
+    """
     if not _TRIGGER.search(text):
         return text
     text = _CANONICAL_TAIL.sub(r"\1 [request redacted]", text)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+# A URL's query, up to the first character that cannot be in a URL quoted in prose.
+_URL_QUERY = re.compile(r"\?[^\s\"'<>]*")
+
+
+def hide_url_queries(text: str) -> str:
+    """``text`` with every URL query replaced by ``?...``.
+
+    For an S3 GET's error text (``verify.remote_error``): a presigned URL carries its
+    credential, signature and session token in the query, and any other parameter there may be
+    one too, so the whole query goes and the bucket, host and key stay readable.
+    """
+    return _URL_QUERY.sub("?...", text)
+
+
+# Key ids of access keys (AKIA long-term, ASIA temporary) and of IAM users (AIDA) and roles
+# (AROA): an error message might echo one.
+_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}\b")
+
+
+def hide_access_key_ids(text: str) -> str:
+    """``text`` with anything shaped like an access key id replaced by ``<access key id>``.
+
+    For the preflight report (``s3sqsd check``), which an operator reads and may paste into a
+    ticket: an access key id is half of a credential and names the account's user, so it is
+    never shown; the words in its place say that one was there.
+    """
+    return _ACCESS_KEY_ID.sub("<access key id>", text)

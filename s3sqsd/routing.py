@@ -14,7 +14,10 @@ part of the key that becomes the path; that remainder goes through ``paths.local
 any key, so every path rule (no ``..``, no temp folder, length limits) still applies below the
 route's folder. A key equal to the prefix (``reports/`` for prefix ``reports/``) leaves an
 empty remainder: it is the folder marker of the route's folder itself, and, like every folder
-marker, needs no download (``Target.local_path`` returns None).
+marker, needs no download (``Placement.local_path`` returns None).
+
+``route`` answers with a ``Placement`` whose ``folder`` is the download folder's Path; the
+daemon hands the worker the same type with that folder's ``Fetcher`` in its place.
 """
 
 from __future__ import annotations
@@ -22,28 +25,42 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from s3sqsd.config import CommandConfig, Config, RouteConfig
 from s3sqsd.paths import local_path
 
+# The folder's handle: a Path here, where routing decides; the folder's Fetcher in the worker.
+Folder = TypeVar("Folder")
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where one object goes: ``root`` (a download folder) and the key part below it."""
 
-    root: Path
-    key_path: str  # the key, or the key without the route's prefix; "" is a folder marker
-    on_download: CommandConfig | None  # already resolved: the route's, else the top-level one
-    route_index: int | None  # index into config.routes; None without routes
+# Not slots=True: with slots, Python 3.11 breaks ``Placement[X](...)`` on a frozen generic
+# dataclass (TypeError from __setattr__); one object per file, so slots would save nothing.
+@dataclass(frozen=True, kw_only=True)
+class Placement(Generic[Folder]):
+    """Where one object goes (a download folder, the key part below it) and what runs after.
 
-    def local_path(self, *, bucket: str, key: str) -> Path | None:
-        """The file's path under ``root``; None for a folder marker (nothing to download).
+    One type for the routing decision and for what the worker acts on, so that a field added to
+    routes (a new per-route setting) has one place to go and cannot be dropped on the way from
+    ``route`` to the download thread: routing fills ``folder`` with the folder's Path (pure, no
+    I/O), the daemon swaps in that folder's ``Fetcher`` (which owns its temp folder and path
+    locks) and keeps every other field. Without routes there is one placement for everything.
+    """
+
+    folder: Folder
+    key_path: str | None = None  # None: the key itself; else the key without the route's
+    # prefix, "" being the route folder's own marker
+    on_download: CommandConfig | None = None  # resolved: the route's, else the top-level one
+    route_index: int | None = None  # index into config.routes; None without routes
+
+    def local_path(self: Placement[Path], *, bucket: str, key: str) -> Path | None:
+        """The file's path under ``folder``; None for a folder marker (nothing to download).
 
         ``key`` is the object's full key, named in errors. Raise UnsafeKeyError, like
         ``paths.local_path``, for a key part that cannot be stored safely.
         """
         return local_path(
-            self.root,
+            self.folder,
             key,
             bucket=bucket,
             key_path=self.key_path,
@@ -51,17 +68,22 @@ class Target:
         )
 
 
-def route(obj_bucket: str, obj_key: str, *, config: Config) -> Target | None:
-    """The target of the object ``obj_bucket``/``obj_key`` (decoded), or None: no route."""
+def route(obj_bucket: str, obj_key: str, *, config: Config) -> Placement[Path] | None:
+    """The placement of the object ``obj_bucket``/``obj_key`` (decoded), or None: no route."""
     if not config.routes:
-        return Target(config.download_folder, obj_key, config.on_download, None)
+        return Placement(folder=config.download_folder, on_download=config.on_download)
     for index, rule in enumerate(config.routes):
         if matches(rule, obj_bucket, obj_key):
-            key_path = obj_key
+            key_path = None
             if rule.strip_prefix and rule.prefix is not None:
                 key_path = obj_key[len(rule.prefix) :]
             on_download = rule.on_download if rule.on_download is not None else config.on_download
-            return Target(rule.download_folder, key_path, on_download, index)
+            return Placement(
+                folder=rule.download_folder,
+                key_path=key_path,
+                on_download=on_download,
+                route_index=index,
+            )
     return None
 
 

@@ -51,6 +51,7 @@ from s3sqsd.errors import (
     PartsMismatchError,
 )
 from s3sqsd.events import ObjectCreated, object_url
+from s3sqsd.redact import hide_url_queries
 
 # S3 error codes that no retry can fix for this object. Everything else (NoSuchKey right after
 # the notification, throttling, 5xx, expired credentials, unknown codes) is retried by the
@@ -60,7 +61,6 @@ _PERMANENT_CODES = frozenset(
 )
 _PERMANENT_PREFIXES = ("KMS",)  # "KMS.DisabledException", "KMSAccessDenied", ...
 _TRANSIENT_WORDS = ("Throttl", "Internal", "Timeout", "Unavailable")  # KMS having a bad minute
-_URL_QUERY = re.compile(r"\?[^\s\"'<>]*")
 _MD5_ETAG = re.compile(r"[0-9a-fA-F]{32}(?:-[1-9][0-9]{0,4})?")
 _MULTIPART_ETAG = re.compile(r"[^-]+-([1-9][0-9]{0,4})")  # S3 allows 10,000 parts
 # Raw digest sizes: a value of another size is not that algorithm's (a garbled header).
@@ -78,11 +78,6 @@ _DIGEST_SIZES = {
 def s3_url(obj: ObjectCreated) -> str:
     """``s3://bucket/key`` as error texts show it (long keys cut, unprintables escaped)."""
     return object_url(obj.bucket, obj.key)
-
-
-def _redact(text: str) -> str:
-    """Drop URL query strings (a presigned URL carries its signature there)."""
-    return _URL_QUERY.sub("?...", text)
 
 
 # ---- what to check (pure: no file system, no network) -------------------------------------------
@@ -417,7 +412,7 @@ def remote_error(exc: BaseException, obj: ObjectCreated) -> MessageError:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        message = _redact(str(error.get("Message", "")))
+        message = hide_url_queries(str(error.get("Message", "")))
         detail = f"{code} (HTTP {status})" if status else code
         text = f"GET {url} failed: {detail}" + (f": {message}" if message else "")
         if code in _PERMANENT_CODES or (
@@ -426,7 +421,7 @@ def remote_error(exc: BaseException, obj: ObjectCreated) -> MessageError:
         ):
             return ObjectAccessError(text)
         return FetchError(text)
-    return FetchError(f"GET {url} failed: {type(exc).__name__}: {_redact(str(exc))}")
+    return FetchError(f"GET {url} failed: {type(exc).__name__}: {hide_url_queries(str(exc))}")
 
 
 # What a body read can raise when the network fails (OSError: a reset socket).

@@ -6,7 +6,7 @@ names the rest of s3sqsd and the tests import from ``s3sqsd.worker``, so none of
 
 from s3sqsd.worker.lease import Outcome
 from s3sqsd.worker.loop import Worker, parts_executor
-from s3sqsd.worker.plan import FetcherLike, MessagePlan, Place, Placement, plan_message
+from s3sqsd.worker.plan import FetcherLike, MessagePlan, Place, plan_message
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.receiver import _failure_state
 from s3sqsd.worker.settings import WorkerSettings, least_batch
@@ -16,7 +16,6 @@ __all__ = [
     "MessagePlan",
     "Outcome",
     "Place",
-    "Placement",
     "QueueLike",
     "Worker",
     "WorkerSettings",

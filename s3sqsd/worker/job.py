@@ -21,10 +21,11 @@ from s3sqsd.events import ObjectCreated, object_url
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
+from s3sqsd.routing import Placement
 from s3sqsd.sqs import Message
 from s3sqsd.verify import CheckKind
 from s3sqsd.worker.lease import Outcome
-from s3sqsd.worker.plan import Item, Placement, RemoveItem
+from s3sqsd.worker.plan import FetcherLike, Item, RemoveItem
 from s3sqsd.worker.settings import WorkerSettings
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
@@ -64,7 +65,7 @@ class DownloadJob:
                 continue
             obj, placement = item.obj, item.placement
             try:
-                result = placement.fetcher.fetch(
+                result = placement.folder.fetch(
                     obj, cancel=self.cancel, key_path=placement.key_path
                 )
                 self._log_result(obj, result, message)
@@ -74,9 +75,8 @@ class DownloadJob:
                 return Outcome(error=exc, downloaded=downloaded)
             except Exception as exc:  # a bug must not kill the thread or lose the message
                 logger.exception(
-                    "unexpected error while fetching s3://%s/%s",
-                    obj.bucket,
-                    obj.key,
+                    "unexpected error while fetching %s",
+                    object_url(obj.bucket, obj.key),
                     extra={
                         "event": "object.unexpected_error",
                         "bucket": obj.bucket,
@@ -85,7 +85,9 @@ class DownloadJob:
                     },
                 )
                 return Outcome(
-                    error=FetchError(f"s3://{obj.bucket}/{obj.key}: unexpected error: {exc!r}"),
+                    error=FetchError(
+                        f"{object_url(obj.bucket, obj.key)}: unexpected error: {exc!r}"
+                    ),
                     downloaded=downloaded,
                 )
             if result.outcome is FetchOutcome.DOWNLOADED:
@@ -93,7 +95,7 @@ class DownloadJob:
         return Outcome(downloaded=downloaded)
 
     def _after_download(
-        self, obj: ObjectCreated, result: FetchResult, placement: Placement
+        self, obj: ObjectCreated, result: FetchResult, placement: Placement[FetcherLike]
     ) -> None:
         """Run ``on_download`` for a file in place; its failure fails the message (transient).
 
@@ -140,7 +142,7 @@ class DownloadJob:
     def _remove(self, item: RemoveItem) -> None:
         message = self.message
         record = item.record
-        outcome = item.placement.fetcher.remove(record, key_path=item.placement.key_path)
+        outcome = item.placement.folder.remove(record, key_path=item.placement.key_path)
         fields = {"bucket": record.bucket, "key": record.key, "message_id": message.message_id}
         if outcome is RemoveOutcome.REMOVED:
             self.metrics.inc("objects_removed")
@@ -187,9 +189,8 @@ class DownloadJob:
             weak = result.verified_by == CheckKind.LENGTH.value
             logger.log(
                 logging.WARNING if weak else logging.INFO,
-                "downloaded s3://%s/%s to %s (%d bytes, verified by %s%s)",
-                obj.bucket,
-                obj.key,
+                "downloaded %s to %s (%d bytes, verified by %s%s)",
+                object_url(obj.bucket, obj.key),
                 result.path,
                 result.size,
                 result.verified_by,
@@ -209,24 +210,21 @@ class DownloadJob:
             )
         elif result.outcome is FetchOutcome.STALE:
             logger.info(
-                "s3://%s/%s: event older than the file on disk (sequencer %s); kept the newer file",
-                obj.bucket,
-                obj.key,
+                "%s: event older than the file on disk (sequencer %s); kept the newer file",
+                object_url(obj.bucket, obj.key),
                 obj.sequencer,
                 extra={"event": "object.stale", "sequencer": obj.sequencer, **fields},
             )
         elif result.outcome is FetchOutcome.DUPLICATE:
             logger.info(
-                "s3://%s/%s: already on disk (duplicate event)",
-                obj.bucket,
-                obj.key,
+                "%s: already on disk (duplicate event)",
+                object_url(obj.bucket, obj.key),
                 extra={"event": "object.duplicate", **fields},
             )
         else:
             logger.info(
-                "s3://%s/%s is a folder marker; nothing written",
-                obj.bucket,
-                obj.key,
+                "%s is a folder marker; nothing written",
+                object_url(obj.bucket, obj.key),
                 extra={"event": "object.folder_marker", **fields},
             )
 

@@ -66,6 +66,7 @@ from concurrent.futures import wait as wait_futures
 from s3sqsd.errors import DownloadCancelledError, FetchError, MessageError
 from s3sqsd.metrics import Metrics
 from s3sqsd.notify import Notifier
+from s3sqsd.routing import Placement
 from s3sqsd.sqs import Message
 from s3sqsd.worker.admission import admit
 from s3sqsd.worker.failures import Action, FailurePolicy
@@ -81,7 +82,7 @@ from s3sqsd.worker.inbox import (
 )
 from s3sqsd.worker.job import Downloads
 from s3sqsd.worker.lease import Capacity, Lease, Leases, Outcome, Stage
-from s3sqsd.worker.plan import FetcherLike, Place, Placement
+from s3sqsd.worker.plan import FetcherLike, Place
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.receiver import Receivers
 from s3sqsd.worker.renewal import Renewer
@@ -135,7 +136,7 @@ class Worker:
         rng: random.Random | None = None,
     ) -> None:
         self._queue = control_queue
-        default = Placement(fetcher=fetcher)
+        default = Placement(folder=fetcher)
         self._place: Place = place or (lambda _bucket, _key: default)
         self._settings = settings
         self._notifier = notifier

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from s3sqsd.config import CommandConfig
 from s3sqsd.errors import BucketNotAllowedError, MessageError, PermanentError, UnroutedError
 from s3sqsd.events import ObjectCreated, OtherRecord, TestEvent, object_url, parse_message
 from s3sqsd.fetcher import FetchResult, RemoveOutcome, is_removal
+from s3sqsd.routing import Placement
 from s3sqsd.worker.settings import WorkerSettings
 
 
@@ -29,21 +29,8 @@ class FetcherLike(Protocol):
     def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where one object goes (a fetcher for its folder, the path below it) and what runs after.
-
-    Without routes there is one placement for everything; with routes the daemon's ``place``
-    function picks one per object (``routing.route``), or None for an object no route takes.
-    """
-
-    fetcher: FetcherLike
-    key_path: str | None = None  # None: the key itself; "" the route folder's own marker
-    on_download: CommandConfig | None = None
-    route_index: int | None = None
-
-
-Place = Callable[[str, str], Placement | None]
+# The daemon's routing (``routing.route``, the folder's Fetcher swapped in); None: no route.
+Place = Callable[[str, str], Placement[FetcherLike] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +38,7 @@ class FetchItem:
     """An object to download, and where."""
 
     obj: ObjectCreated
-    placement: Placement
+    placement: Placement[FetcherLike]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +46,7 @@ class RemoveItem:
     """A removal event to act on (``on_remove: delete``): the local file it names goes."""
 
     record: OtherRecord
-    placement: Placement
+    placement: Placement[FetcherLike]
 
 
 Item = FetchItem | RemoveItem

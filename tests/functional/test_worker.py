@@ -19,11 +19,23 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3sqsd.config import CommandConfig
-from s3sqsd.errors import DownloadCancelledError, FetchError, LocalError, QueueError, UnsafeKeyError
-from s3sqsd.events import ObjectCreated, OtherRecord
+from s3sqsd.errors import (
+    DownloadCancelledError,
+    FetchError,
+    LocalError,
+    MessageError,
+    QueueError,
+    UnsafeKeyError,
+)
+from s3sqsd.events import ObjectCreated, OtherRecord, object_url
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
+from s3sqsd.metrics import Metrics
 from s3sqsd.notify import Notifier
-from s3sqsd.worker import Place, Placement, Worker, WorkerSettings, least_batch
+from s3sqsd.routing import Placement
+from s3sqsd.sqs import Message
+from s3sqsd.worker import FetcherLike, Place, Worker, WorkerSettings, least_batch
+from s3sqsd.worker.job import DownloadJob
+from s3sqsd.worker.plan import FetchItem
 from tests.support.emulator import wait_until
 from tests.support.events import notification, s3_body, s3_record
 from tests.support.stub_queue import StubQueue
@@ -615,8 +627,8 @@ class TestRoutingAndRemoval:
     def test_unrouted_objects_are_acknowledged_or_dead_lettered(self) -> None:
         fetcher = ScriptedFetcher()
 
-        def place(bucket: str, key: str) -> Placement | None:
-            return Placement(fetcher=fetcher) if key.startswith("keep/") else None
+        def place(bucket: str, key: str) -> Placement[FetcherLike] | None:
+            return Placement(folder=fetcher) if key.startswith("keep/") else None
 
         for unrouted, expect_dlq in (("acknowledge", False), ("dead_letter", True)):
             settings = WorkerSettings(workers=1, wait_time_seconds=1, unrouted=unrouted)
@@ -649,7 +661,7 @@ class TestRoutingAndRemoval:
             queue,
             fetcher,
             settings=WorkerSettings(workers=1, wait_time_seconds=1),
-            place=lambda b, k: Placement(fetcher=fetcher, key_path=k.removeprefix("reports/")),
+            place=lambda b, k: Placement(folder=fetcher, key_path=k.removeprefix("reports/")),
         ):
             wait_until(lambda: queue.remaining() == [], what="deleted")
         assert seen == ["2026/a.csv"]
@@ -691,7 +703,7 @@ class TestOnDownload:
             queue,
             fetcher,
             settings=WorkerSettings(workers=1, wait_time_seconds=1, base_delay_seconds=30),
-            place=lambda b, k: Placement(fetcher=fetcher, on_download=command),
+            place=lambda b, k: Placement(folder=fetcher, on_download=command),
         ):
             wait_until(lambda: queue.deleted or queue.visibility_calls, timeout=15, what="settled")
         return fetcher
@@ -757,3 +769,51 @@ def test_least_batch_is_half_the_prefetch_within_a_pollers_share(
     settings = replace(SETTINGS, workers=workers)
     share = max(1, settings.capacity // pollers)
     assert least_batch(settings, share=share) == least
+
+
+# A key a log line must not carry raw: a newline would split the line, and 300 characters
+# would flood it. The ``key`` field keeps it whole; the message shows ``events.object_url``.
+HOSTILE_KEY = "evil\nline/" + "k" * 300
+
+
+def run_job(fetcher: ScriptedFetcher) -> MessageError | None:
+    """One download thread's job for HOSTILE_KEY, run here; its error, if any."""
+    obj = ObjectCreated(bucket="inbox", key=HOSTILE_KEY, event_name="ObjectCreated:Put")
+    job = DownloadJob(
+        message=Message(message_id="m", receipt_handle="r", body="{}", receive_count=1),
+        items=(FetchItem(obj, Placement(folder=fetcher)),),
+        metrics=Metrics(),
+        cancel=threading.Event(),
+    )
+    return job.run().error
+
+
+@pytest.mark.parametrize("outcome", list(FetchOutcome))
+def test_download_threads_name_objects_as_object_url_does(
+    outcome: FetchOutcome, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="s3sqsd")
+    # The path is a plain one: paths.local_path refuses control characters in a real one.
+    fetcher = ScriptedFetcher(
+        lambda o, _cancel: replace(ok(o), outcome=outcome, path=Path("/srv/evil"))
+    )
+    assert run_job(fetcher) is None
+    (record,) = [r for r in caplog.records if getattr(r, "key", None) == HOSTILE_KEY]
+    assert object_url("inbox", HOSTILE_KEY) in record.getMessage()
+    assert "\n" not in record.getMessage()
+
+
+def test_an_unexpected_fetch_error_names_the_object_as_object_url_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def bug(_obj: ObjectCreated, _cancel: threading.Event) -> FetchResult:
+        raise ZeroDivisionError("a bug")
+
+    caplog.set_level(logging.INFO, logger="s3sqsd")
+    error = run_job(ScriptedFetcher(bug))
+    assert error is not None
+    assert str(error).startswith(f"{object_url('inbox', HOSTILE_KEY)}: unexpected error: ")
+    (record,) = [
+        r for r in caplog.records if getattr(r, "event", None) == "object.unexpected_error"
+    ]
+    assert "\n" not in record.getMessage()

@@ -30,7 +30,8 @@ from s3sqsd.errors import (
 from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchResult, RemoveOutcome
 from s3sqsd.paths import local_path
-from s3sqsd.worker import Placement, WorkerSettings, plan_message
+from s3sqsd.routing import Placement
+from s3sqsd.worker import WorkerSettings, plan_message
 from s3sqsd.worker.plan import FetchItem
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "data" / "hostile"
@@ -104,7 +105,7 @@ class _NoFetcher:
         raise AssertionError("removed while deciding")
 
 
-_PLACEMENT = Placement(fetcher=_NoFetcher())
+_PLACEMENT = Placement(folder=_NoFetcher())
 _SETTINGS = WorkerSettings(allowed_buckets=frozenset({CORPUS_BUCKET}))
 
 

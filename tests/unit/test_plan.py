@@ -16,7 +16,8 @@ from s3sqsd.errors import (
 )
 from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchResult, RemoveOutcome
-from s3sqsd.worker import MessagePlan, Placement, WorkerSettings, plan_message
+from s3sqsd.routing import Placement
+from s3sqsd.worker import FetcherLike, MessagePlan, WorkerSettings, plan_message
 from s3sqsd.worker.plan import FetchItem, RemoveItem
 from tests.support.events import notification, s3_record
 
@@ -33,15 +34,15 @@ class NoFetcher:
         raise AssertionError("plan_message removed")
 
 
-PLACEMENT = Placement(fetcher=NoFetcher())
-ROUTED = Placement(fetcher=NoFetcher(), key_path="routed", route_index=0)
+PLACEMENT = Placement(folder=NoFetcher())
+ROUTED = Placement(folder=NoFetcher(), key_path="routed", route_index=0)
 
 
-def everywhere(_bucket: str, _key: str) -> Placement | None:
+def everywhere(_bucket: str, _key: str) -> Placement[FetcherLike] | None:
     return PLACEMENT
 
 
-def only_under_routed(_bucket: str, key: str) -> Placement | None:
+def only_under_routed(_bucket: str, key: str) -> Placement[FetcherLike] | None:
     return ROUTED if key.startswith("routed/") else None
 
 

@@ -1,4 +1,8 @@
-"""Credential material never survives redaction, whatever shape AWS quotes it in."""
+"""Credential material never survives redaction, whatever shape AWS quotes it in.
+
+One section per function of ``s3sqsd/redact.py``; the exact replacements are pinned because
+log readers, dead-letter attributes and the preflight report show them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import logging
 import pytest
 
 from s3sqsd.logs import add_secrets, configure_logging
-from s3sqsd.redact import redact
+from s3sqsd.redact import hide_access_key_ids, hide_url_queries, redact
 
 TOKEN = "IQoJb3JpZ2luX2VjEDcaCXVzLWVhc3QtMSJHMEUCIQDcanaryTokenTail"
 KEY_ID = "ASIAQCANARY1234567890"
@@ -85,3 +89,33 @@ def test_known_secret_values_are_removed_wherever_they_appear() -> None:
         root.setLevel(saved[1])
     assert "s3cr3t" not in out.getvalue()
     assert "oops ***" in out.getvalue()
+
+
+# ---- hide_url_queries: S3 GET error texts ------------------------------------------------------
+
+
+def test_a_presigned_url_keeps_its_address_and_loses_its_query() -> None:
+    text = (
+        f"see https://b.s3.example/k?X-Amz-Security-Token={TOKEN}&X-Amz-Credential={KEY_ID}"
+        "&X-Amz-Signature=0123456789abcdef0123 and 'http://h/p?a=1'"
+    )
+    assert hide_url_queries(text) == "see https://b.s3.example/k?... and 'http://h/p?...'"
+
+
+def test_text_without_a_query_is_untouched_by_hide_url_queries() -> None:
+    text = "GET s3://inbox/a b.csv failed: NoSuchKey (HTTP 404)"
+    assert hide_url_queries(text) == text
+
+
+# ---- hide_access_key_ids: the preflight report ---------------------------------------------------
+
+
+def test_access_key_ids_are_named_not_shown() -> None:
+    text = (
+        "The key AKIAIOSFODNN7EXAMPLE (or ASIAXXXXXXXXXXXXXXXX) is not valid; AKIA alone is fine;"
+        " user AIDAJQABLZS4A3QDU576Q, role AROAJQABLZS4A3QDU576Q"
+    )
+    assert hide_access_key_ids(text) == (
+        "The key <access key id> (or <access key id>) is not valid; AKIA alone is fine;"
+        " user <access key id>, role <access key id>"
+    )

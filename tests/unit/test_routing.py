@@ -9,7 +9,7 @@ import pytest
 
 from s3sqsd.config import CommandConfig, Config, parse_config
 from s3sqsd.errors import UnsafeKeyError
-from s3sqsd.routing import Target, download_folders, matches, route
+from s3sqsd.routing import Placement, download_folders, matches, route
 
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/s3sqsd-events"
 TOP = CommandConfig(("/usr/local/bin/top",))
@@ -38,51 +38,59 @@ ROUTED = config(
     ],
 )
 
-# (bucket, key, expected target or None)
-TABLE: list[tuple[str, str, Target | None]] = [
+
+def placed(
+    folder: str, key_path: str | None, command: CommandConfig | None, index: int | None
+) -> Placement[Path]:
+    """A routing answer, short enough for a table row; key_path None: the key, not stripped."""
+    return Placement(folder=Path(folder), key_path=key_path, on_download=command, route_index=index)
+
+
+# (bucket, key, expected placement or None)
+TABLE: list[tuple[str, str, Placement[Path] | None]] = [
     # route 0: bucket + prefix, stripped, its own command
-    ("inbox", "reports/2024/q1.pdf", Target(Path("/srv/reports"), "2024/q1.pdf", REPORTS, 0)),
-    ("inbox", "reports/a.jpg", Target(Path("/srv/reports"), "a.jpg", REPORTS, 0)),
-    ("inbox", "reports/", Target(Path("/srv/reports"), "", REPORTS, 0)),  # the folder marker
-    ("inbox", "reports/sub/", Target(Path("/srv/reports"), "sub/", REPORTS, 0)),
+    ("inbox", "reports/2024/q1.pdf", placed("/srv/reports", "2024/q1.pdf", REPORTS, 0)),
+    ("inbox", "reports/a.jpg", placed("/srv/reports", "a.jpg", REPORTS, 0)),
+    ("inbox", "reports/", placed("/srv/reports", "", REPORTS, 0)),  # the folder marker
+    ("inbox", "reports/sub/", placed("/srv/reports", "sub/", REPORTS, 0)),
     # route 1: not stripped, the top-level command
-    ("inbox", "raw/x.bin", Target(Path("/srv/raw"), "raw/x.bin", TOP, 1)),
+    ("inbox", "raw/x.bin", placed("/srv/raw", None, TOP, 1)),
     # prefixes are case-sensitive and compared on the decoded key
     ("inbox", "Reports/x.pdf", None),
     ("inbox", "reports", None),
     ("other", "reports/x.pdf", None),
     # route 2: a glob on the whole key; '*' crosses '/'
-    ("inbox", "pics/2024/a.jpg", Target(Path("/srv/images"), "pics/2024/a.jpg", TOP, 2)),
-    ("any", "a.jpg", Target(Path("/srv/images"), "a.jpg", TOP, 2)),
+    ("inbox", "pics/2024/a.jpg", placed("/srv/images", None, TOP, 2)),
+    ("any", "a.jpg", placed("/srv/images", None, TOP, 2)),
     ("any", "a.JPG", None),  # case-sensitive
     ("any", "a.jpg.txt", None),  # the whole key must match
     # route 3: bucket + glob with '?' and a character class
-    ("media", "video/2024/07.mp4", Target(Path("/srv/video"), "video/2024/07.mp4", TOP, 3)),
+    ("media", "video/2024/07.mp4", placed("/srv/video", None, TOP, 3)),
     ("media", "video/2024/x7.mp4", None),
-    ("media", "video/a/b/12.mp4", Target(Path("/srv/video"), "video/a/b/12.mp4", TOP, 3)),
+    ("media", "video/a/b/12.mp4", placed("/srv/video", None, TOP, 3)),
     # route 4: a whole bucket, sharing route 1's folder
-    ("archive", "2020/old.tar", Target(Path("/srv/raw"), "2020/old.tar", TOP, 4)),
+    ("archive", "2020/old.tar", placed("/srv/raw", None, TOP, 4)),
     # nothing matches
     ("unknown", "x.txt", None),
 ]
 
 
 @pytest.mark.parametrize(("bucket", "key", "expected"), TABLE)
-def test_route_table(bucket: str, key: str, expected: Target | None) -> None:
+def test_route_table(bucket: str, key: str, expected: Placement[Path] | None) -> None:
     assert route(bucket, key, config=ROUTED) == expected
 
 
 def test_without_routes_everything_goes_to_download_folder() -> None:
     plain = config(download_folder="/srv/in", on_download={"command": ["/bin/true"]})
     for bucket, key in [("a", "x"), ("b", "deep/er/y.txt"), ("c", "dir/")]:
-        assert route(bucket, key, config=plain) == Target(
-            Path("/srv/in"), key, CommandConfig(("/bin/true",)), None
+        assert route(bucket, key, config=plain) == placed(
+            "/srv/in", None, CommandConfig(("/bin/true",)), None
         )
 
 
 def test_without_anything_it_is_todays_behaviour() -> None:
     target = route("b", "k", config=config())
-    assert target == Target(Path("/var/lib/s3sqsd/downloads"), "k", None, None)
+    assert target == placed("/var/lib/s3sqsd/downloads", None, None, None)
 
 
 def test_first_matching_route_wins() -> None:
@@ -94,14 +102,14 @@ def test_first_matching_route_wins() -> None:
         ]
     )
     assert [
-        (t.route_index, t.root) if (t := route("b", key, config=cfg)) else None
+        (t.route_index, t.folder) if (t := route("b", key, config=cfg)) else None
         for key in ("a/b/c", "a/c", "c")
     ] == [(0, Path("/srv/one")), (1, Path("/srv/two")), (2, Path("/srv/rest"))]
 
 
 def test_route_without_command_and_no_top_level_command() -> None:
     cfg = config(routes=[{"download_folder": "/srv/a"}])
-    assert route("b", "k", config=cfg) == Target(Path("/srv/a"), "k", None, 0)
+    assert route("b", "k", config=cfg) == placed("/srv/a", None, None, 0)
 
 
 @pytest.mark.parametrize(
