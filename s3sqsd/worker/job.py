@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from s3sqsd.errors import FetchError, MessageError
@@ -24,6 +26,7 @@ from s3sqsd.sqs import Message
 from s3sqsd.verify import CheckKind
 from s3sqsd.worker.lease import Outcome
 from s3sqsd.worker.plan import FetcherLike, Item, RemoveItem
+from s3sqsd.worker.settings import WorkerSettings
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
 logger = logging.getLogger("s3sqsd.worker")
@@ -224,3 +227,55 @@ class DownloadJob:
                 object_url(obj.bucket, obj.key),
                 extra={"event": "object.folder_marker", **fields},
             )
+
+
+class Downloads:
+    """The download threads: a bounded pool, resized on a reload, and the drain's cancel event.
+
+    Owned by the worker, which submits each message's job here and reads the outcome from the
+    future. A resize swaps in a new pool and lets the old one finish what it runs (its threads
+    end with their tasks); ``shutdown`` ends them all, with the pool of part threads
+    (``parts``) that ranged downloads use, so every executor has one owner.
+    """
+
+    def __init__(
+        self, *, workers: int, metrics: Metrics, parts: ThreadPoolExecutor | None = None
+    ) -> None:
+        self._metrics = metrics
+        self._parts = parts
+        self._pool = self._new_pool(workers)
+        self._workers = workers
+        self._old_pools: list[ThreadPoolExecutor] = []
+        self.cancel = threading.Event()
+
+    @staticmethod
+    def _new_pool(workers: int) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3sqsd-download")
+
+    def submit(
+        self,
+        message: Message,
+        items: tuple[Item, ...],
+        *,
+        when_done: Callable[[Future[Outcome]], None],
+    ) -> Future[Outcome]:
+        job = DownloadJob(message=message, items=items, metrics=self._metrics, cancel=self.cancel)
+        future = self._pool.submit(job.run)
+        future.add_done_callback(when_done)
+        return future
+
+    def update(self, settings: WorkerSettings) -> None:
+        """A reload: a new pool if ``workers`` changed."""
+        workers = settings.workers
+        if workers == self._workers:
+            return
+        self._old_pools.append(self._pool)
+        self._pool.shutdown(wait=False)
+        self._pool = self._new_pool(workers)
+        self._workers = workers
+
+    def shutdown(self) -> None:
+        for pool in [*self._old_pools, self._pool]:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self._parts is not None:
+            self._parts.shutdown(wait=False, cancel_futures=True)

@@ -12,8 +12,9 @@ Design (read this before changing anything here):
   decision and every other SQS call (visibility, dead-letter send) but one: the deletes, which
   one *settler* thread makes, a batch at a time, handing each answer back to the loop (at
   20 ms of round trip the loop spent half its time waiting on deletes while received messages
-  waited for it). Threads talk only through one inbox queue, so leases and counters have a
-  single owner and need no locks.
+  waited for it). Threads talk only through one inbox queue of typed events (``inbox``), so
+  leases and counters have a single owner and need no locks; the one exception is
+  ``lease.Capacity``, under its own condition.
 - **Why the long poll has its own thread.** A 20 s long poll cannot be interrupted. If the loop
   made it, a SIGTERM would wait up to 20 s and watchdog pings would stall. With the poll apart,
   the loop wakes at least once a second: an idle daemon stops within a second or two, and the
@@ -25,7 +26,9 @@ Design (read this before changing anything here):
   message is never received long before a thread can work on it. A message whose work is over
   gives its capacity back at once; only its (batched) delete is left. Every lease, started or
   still queued, is renewed (ChangeMessageVisibility back to ``visibility_timeout_seconds``) once
-  half of it has run out, within SQS's 12 h cap counted from the receive.
+  half of it has run out, within SQS's 12 h cap counted from the receive (``renewal``). A lease
+  moves through the stages listed in ``lease.Stage`` by named moves only; a move the table does
+  not allow is a bug and raises.
 - **Settling.** Success: DeleteMessageBatch, partial failures checked and retried. Deletes
   wait to fill a batch of 10, for ``DELETE_LINGER_SECONDS`` at most (the AWS SDK for Java's
   buffered SQS client holds a batch open 200 ms by default the same way): under a backlog every
@@ -52,44 +55,40 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import queue as queue_module
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import cast
 
-from s3sqsd.backoff import retry_delay, visibility_seconds
-from s3sqsd.errors import (
-    AttemptsExhaustedError,
-    DownloadCancelledError,
-    FetchError,
-    LocalError,
-    MessageError,
-    QueueError,
-    TransientError,
-)
-from s3sqsd.events import object_url
+from s3sqsd.errors import DownloadCancelledError, FetchError, MessageError
 from s3sqsd.metrics import Metrics
 from s3sqsd.notify import Notifier
 from s3sqsd.routing import Placement
-from s3sqsd.sqs import BatchResult, Message
-from s3sqsd.worker.job import DownloadJob
-from s3sqsd.worker.lease import Lease, Outcome
-from s3sqsd.worker.plan import (
-    FetcherLike,
-    Place,
-    plan_message,
+from s3sqsd.sqs import Message
+from s3sqsd.worker.admission import admit
+from s3sqsd.worker.failures import Action, FailurePolicy
+from s3sqsd.worker.heartbeat import Heartbeat
+from s3sqsd.worker.inbox import (
+    WAKE,
+    Deleted,
+    Finished,
+    Inbox,
+    InboxEvent,
+    Received,
+    ReceiveFailed,
 )
+from s3sqsd.worker.job import Downloads
+from s3sqsd.worker.lease import Capacity, Lease, Leases, Outcome, Stage
+from s3sqsd.worker.plan import FetcherLike, Place
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.receiver import Receivers
+from s3sqsd.worker.renewal import Renewer
 from s3sqsd.worker.settings import (
     ABANDON_GRACE_SECONDS,
     MAX_LOOP_SLEEP_SECONDS,
-    RECEIPT_GONE,
     SWEEP_INTERVAL_SECONDS,
     WorkerSettings,
 )
@@ -110,7 +109,13 @@ def parts_executor(concurrency: int) -> ThreadPoolExecutor:
 
 
 class Worker:
-    """Runs the loop until ``stop`` is set and the drain is over."""
+    """Runs the loop until ``stop`` is set and the drain is over.
+
+    The loop thread's own state is the leases in hand (``_leases``, by receipt handle); every
+    other thread kind is a collaborator it owns and starts and stops: ``Receivers``,
+    ``Downloads``, the ``Settler``; and loop-thread helpers with one job each: ``Renewer``
+    (visibility), ``FailurePolicy`` (what a failure becomes), ``Heartbeat`` (watchdog, STATUS).
+    """
 
     def __init__(
         self,
@@ -131,40 +136,28 @@ class Worker:
         rng: random.Random | None = None,
     ) -> None:
         self._queue = control_queue
-        self._dlq = dead_letter_queue
-        self._fetcher = fetcher
         default = Placement(folder=fetcher)
         self._place: Place = place or (lambda _bucket, _key: default)
         self._settings = settings
         self._notifier = notifier
         self._reload_hook = reload
         self._clock = clock
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._inbox: queue_module.SimpleQueue[tuple[object, ...]] = queue_module.SimpleQueue()
-        self._leases: dict[str, Lease] = {}
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.workers, thread_name_prefix="s3sqsd-download"
-        )
-        self._old_pools: list[ThreadPoolExecutor] = []
-        self._parts = parts
-        self._cancel = threading.Event()
+        self._inbox: Inbox = queue_module.SimpleQueue()
         self._reload_requested = threading.Event()
+        self._sweep_at = 0.0  # next walk of the leases for local retries
+        self.metrics = metrics or Metrics()
+        self._capacity = Capacity(limit=settings.capacity)
+        self._leases = Leases(capacity=self._capacity)
+        self._downloads = Downloads(workers=settings.workers, metrics=self.metrics, parts=parts)
         self._receiving = Receivers(
             queue=receive_queue,
             dead_letter_queue=dead_letter_queue,
             settings=settings,
             inbox=self._inbox,
+            capacity=self._capacity,
             pollers=pollers,
             clock=clock,
         )
-        self._local_failures = 0
-        self._last_ping = 0.0
-        self._last_status_at = 0.0
-        self._sweep_at = 0.0  # next walk of the leases for renewals and local retries
-        self.metrics = metrics or Metrics()
-        # Queue depth costs an API call: read it only when metrics are served, at most this often.
-        self._queue_depth_every = queue_depth_every_seconds
-        self._queue_depth_at = -math.inf
         self._settler = Settler(
             queue=control_queue,
             dead_letter_queue=dead_letter_queue,
@@ -173,15 +166,29 @@ class Worker:
             inbox=self._inbox,
             clock=clock,
             stopped=self._receiving.stopped,
-            give_back=self._receiving.give_back,
-            forget=self._forget,
+            give_back=self._capacity.give_back,
+            forget=self._leases.forget,
+        )
+        self._renewer = Renewer(queue=control_queue, metrics=self.metrics, settings=settings)
+        self._failures = FailurePolicy(
+            settings=settings,
+            metrics=self.metrics,
+            rng=rng or random.Random(),  # noqa: S311 - jitter, not cryptography
+        )
+        self._heartbeat = Heartbeat(
+            queue=control_queue,
+            notifier=notifier,
+            metrics=self.metrics,
+            in_hand=lambda: len(self._leases),
+            receivers_healthy=self._receiving.healthy,
+            queue_depth_every_seconds=queue_depth_every_seconds,
         )
 
     # ---- called from signal handlers (must stay trivial) ------------------------------------
 
     def wake(self) -> None:
         """Wake the loop now (SimpleQueue.put is safe to call from a signal handler)."""
-        self._inbox.put(("wake",))
+        self._inbox.put(WAKE)
 
     def request_reload(self) -> None:
         self._reload_requested.set()
@@ -192,13 +199,7 @@ class Worker:
     def run(self, *, stop: threading.Event) -> None:
         """Receive and work until ``stop`` is set; then drain and return."""
         self._receiving.start()
-        self._notifier.ready(self._status_text())
-        logger.info(
-            "s3sqsd is running: queue %s, %d download threads",
-            self._queue.url,
-            self._settings.workers,
-            extra={"event": "daemon.ready", "queue_url": self._queue.url},
-        )
+        self._heartbeat.ready(workers=self._settings.workers)
         deadline: float | None = None
         while True:
             self._wait_and_dispatch(deadline)
@@ -208,13 +209,16 @@ class Worker:
             self._settler.settle()
             now = self._clock()
             if now >= self._sweep_at:
-                # Both walk every lease: under load the loop passes hundreds of times a
-                # second, and a tenth of a second is far inside any renewal or retry delay.
+                # A tenth of a second is far inside any renewal or retry delay, and under load
+                # the loop passes hundreds of times a second.
                 self._sweep_at = now + SWEEP_INTERVAL_SECONDS
-                self._renew(now)
+                # SQS no longer knows these receipts (the messages went back to the queue): a
+                # kept one is let go now, with its capacity; work in progress finishes, and its
+                # delete then fails the same way.
+                self._leases.forget(self._leases.kept(self._renewer.renew(now)))
                 if deadline is None:
                     self._retry_local(now)
-            self._heartbeat(now)
+            self._heartbeat.beat(now)
             if stop.is_set() and deadline is None:
                 deadline = now + self._settings.shutdown_timeout_seconds
                 self._begin_drain()
@@ -225,15 +229,12 @@ class Worker:
                 if now >= deadline:
                     self._abandon()
                     break
-        self._shutdown_pools()
+        self._shutdown()
 
     def busy_threads(self) -> int:
         """Download threads still running a task (stuck in a socket read, say), and the
         settler thread if its delete has not answered."""
-        downloads = sum(
-            1 for lease in self._leases.values() if lease.future and lease.future.running()
-        )
-        return downloads + (1 if self._settler.busy() else 0)
+        return self._leases.running() + (1 if self._settler.busy() else 0)
 
     # ---- dispatch (loop thread) --------------------------------------------------------------
 
@@ -244,39 +245,35 @@ class Worker:
         if not self._settler.busy():  # wake when a lingering delete is due
             timeout = max(0.0, min(timeout, self._settler.delete_due_in()))
         try:
-            item = self._inbox.get(timeout=timeout)
+            event = self._inbox.get(timeout=timeout)
         except queue_module.Empty:
             return
         while True:
-            self._dispatch(item, draining=deadline is not None)
+            self._dispatch(event, draining=deadline is not None)
             try:
-                item = self._inbox.get_nowait()
+                event = self._inbox.get_nowait()
             except queue_module.Empty:
                 return
 
-    def _dispatch(self, item: tuple[object, ...], *, draining: bool) -> None:
-        kind = item[0]
-        if kind == "received":
-            messages = cast(list[Message], item[1])
-            received_at = cast(float, item[2])
-            for message in messages:
-                self._accept(message, received_at=received_at, draining=draining)
-        elif kind == "done":
-            self._finished(cast(Lease, item[1]))
-        elif kind == "deleted":
-            self._settler.deleted(cast(Future[BatchResult], item[1]))
-        elif kind == "receive_error":
-            self.metrics.inc("receive_errors")
-            self.metrics.last_error = str(item[1])[:200]
+    def _dispatch(self, event: InboxEvent, *, draining: bool) -> None:
+        match event:
+            case Received(messages=messages, received_at=received_at):
+                for message in messages:
+                    self._accept(message, received_at=received_at, draining=draining)
+            case Finished(lease=lease):
+                self._finished(lease)
+            case Deleted(answer=answer):
+                self._settler.deleted(answer)
+            case ReceiveFailed(error=error):
+                self.metrics.inc("receive_errors")
+                self.metrics.last_error = error[:200]
 
     def _accept(self, message: Message, *, received_at: float, draining: bool) -> None:
         settings = self._settings
-        lease = Lease(
-            message=message,
-            received_at=received_at,
-            visible_until=received_at + settings.visibility_timeout_seconds,
-        )
-        self._leases[message.receipt_handle] = lease
+        granted = settings.visibility_timeout_seconds
+        lease = Lease(message=message, received_at=received_at, visible_until=received_at + granted)
+        self._leases.add(lease)
+        self._renewer.track(lease, granted=granted)
         self.metrics.inc("messages_received")
         logger.debug(
             "received message %s (receive count %d)",
@@ -291,74 +288,23 @@ class Worker:
         if draining:
             self._settler.release([lease], why="received while stopping")
             return
-        plan = plan_message(body=message.body, settings=settings, place=self._place)
-        if plan.test_event is not None:
-            logger.info(
-                "s3:TestEvent for bucket %s acknowledged",
-                plan.test_event.bucket,
-                extra={
-                    "event": "message.test_event",
-                    "bucket": plan.test_event.bucket,
-                    "message_id": message.message_id,
-                },
-            )
-            self._settler.done(lease)
-            return
-        for record in plan.ignored:
-            self.metrics.inc("records_ignored")
-            logger.info(
-                "%s for %s acknowledged; nothing to download, local files kept",
-                record.event_name,
-                object_url(record.bucket, record.key),
-                extra={
-                    "event": "record.ignored",
-                    "bucket": record.bucket,
-                    "key": record.key,
-                    "event_name": record.event_name,
-                    "message_id": message.message_id,
-                },
-            )
-        for obj in plan.unrouted:
-            self.metrics.inc("objects_skipped", outcome="unrouted")
-            logger.info(
-                "%s: no route takes it; acknowledged (unrouted: acknowledge)",
-                object_url(obj.bucket, obj.key),
-                extra={
-                    "event": "object.unrouted",
-                    "bucket": obj.bucket,
-                    "key": obj.key,
-                    "message_id": message.message_id,
-                },
-            )
+        plan = admit(message, settings=settings, place=self._place, metrics=self.metrics)
         if plan.error is not None:
             self._fail(lease, plan.error)
-            return
-        if not plan.items:
+        elif plan.test_event is not None or not plan.items:
             self._settler.done(lease)
-            return
-        lease.items = plan.items
-        self._submit(lease)
+        else:
+            lease.items = plan.items
+            self._submit(lease)
 
     def _submit(self, lease: Lease) -> None:
-        job = DownloadJob(
-            message=lease.message, items=lease.items, metrics=self.metrics, cancel=self._cancel
-        )
-        future = self._pool.submit(job.run)
-        lease.future = future
-        future.add_done_callback(functools.partial(self._post_done, lease))
+        when_done = functools.partial(self._post_done, lease)
+        lease.start(self._downloads.submit(lease.message, lease.items, when_done=when_done))
 
     def _retry_local(self, now: float) -> None:
         """Try again the messages kept in hand after a local failure, once their delay is up."""
-        for lease in list(self._leases.values()):
-            if lease.retry_at is None:
-                continue
-            if lease.lost:
-                # SQS no longer knows this receipt (the message went back to the queue): let go
-                # of it, and of the capacity it held; the next delivery brings it back.
-                lease.retry_at = None
-                self._forget([lease])
-            elif now >= lease.retry_at:
-                lease.retry_at = None
+        for lease in self._leases.in_stage(Stage.KEPT):
+            if now >= lease.retry_at:
                 self._submit(lease)
 
     def _post_done(self, lease: Lease, future: Future[Outcome]) -> None:
@@ -369,23 +315,23 @@ class Worker:
         at once. A failure keeps it until the loop decides (a local failure keeps the message).
         """
         if not future.cancelled() and future.exception() is None and future.result().error is None:
-            self._receiving.give_back(lease)
-        self._inbox.put(("done", lease))
+            self._capacity.give_back(lease)
+        self._inbox.put(Finished(lease=lease))
 
     # ---- outcomes (loop thread) --------------------------------------------------------------
 
     def _finished(self, lease: Lease) -> None:
-        if self._leases.get(lease.message.receipt_handle) is not lease:
+        if not self._leases.holds(lease):
             return  # released or abandoned already
         future = lease.future
-        if future is None or future.cancelled():
+        if future is None or future.cancelled() or lease.stage is not Stage.WORKING:
             return
         try:
             outcome = future.result()
         except Exception as exc:  # noqa: BLE001 - DownloadJob.run catches everything; a last defence
             outcome = Outcome(error=FetchError(f"download task failed: {exc!r}"))
         if outcome.error is None:
-            self._local_failures = 0
+            self._failures.succeeded()
             self._settler.done(lease)
         elif isinstance(outcome.error, DownloadCancelledError):
             # The daemon's own stop cut the work short (the drain deadline): not the message's
@@ -395,169 +341,15 @@ class Worker:
             self._fail(lease, outcome.error)
 
     def _fail(self, lease: Lease, exc: MessageError) -> None:
-        settings = self._settings
-        message = lease.message
-        self.metrics.inc("messages_failed", reason=exc.reason)
-        self.metrics.last_error = str(exc)[:200]
-        if isinstance(exc, LocalError):
-            self._local_failures += 1
-            delay = retry_delay(
-                self._local_failures,
-                base_seconds=settings.base_delay_seconds,
-                max_seconds=settings.max_delay_seconds,
-                rng=self._rng,
-            )
-            now = self._clock()
-            self._receiving.pause_until(now + delay)
-            logger.error(
-                "%s; the message stays in hand and is tried again in %.0f s, receiving paused "
-                "meanwhile (not counted as an attempt)",
-                exc,
-                delay,
-                extra={
-                    "event": "local.storage_error",
-                    "message_id": message.message_id,
-                    "error": str(exc),
-                    "reason": exc.reason,
-                    "delay_seconds": round(delay, 1),
-                },
-            )
-            # Kept in hand (its visibility renewed) rather than returned: every new receive
-            # would raise SQS's ApproximateReceiveCount, and a queue redrive policy would then
-            # dead-letter messages for a full disk, which is not their fault.
-            lease.future = None
-            lease.retry_at = now + delay
-        elif isinstance(exc, TransientError):
-            if message.receive_count >= settings.max_attempts:
-                self._settler.dead_letter(
-                    lease,
-                    AttemptsExhaustedError(
-                        f"{exc} (attempt {message.receive_count} of {settings.max_attempts})"
-                    ),
-                )
-                return
-            delay = retry_delay(
-                message.receive_count,
-                base_seconds=settings.base_delay_seconds,
-                max_seconds=settings.max_delay_seconds,
-                rng=self._rng,
-            )
-            logger.warning(
-                "%s; retrying in %.0f s (attempt %d of %d)",
-                exc,
-                delay,
-                message.receive_count,
-                settings.max_attempts,
-                extra={
-                    "event": "message.retry",
-                    "message_id": message.message_id,
-                    "error": str(exc),
-                    "reason": exc.reason,
-                    "attempt": message.receive_count,
-                    "receive_count": message.receive_count,
-                    "delay_seconds": round(delay, 1),
-                },
-            )
-            self._settler.return_later(lease, delay, reason="retry")
+        verdict = self._failures.decide(lease.message, exc)
+        if verdict.action is Action.KEEP:
+            until = self._clock() + verdict.delay
+            self._receiving.pause_until(until)
+            lease.keep(until=until)
+        elif verdict.action is Action.RETRY:
+            self._settler.return_later(lease, verdict.delay, reason="retry")
         else:
-            self._settler.dead_letter(lease, exc)
-
-    def _forget(self, leases: Sequence[Lease]) -> None:
-        for lease in leases:
-            if self._leases.pop(lease.message.receipt_handle, None) is not None:
-                self._receiving.give_back(lease)
-
-    # ---- renewal and health (loop thread) ----------------------------------------------------
-
-    def _renew(self, now: float) -> None:
-        timeout = self._settings.visibility_timeout_seconds
-        due: list[tuple[Lease, int]] = []
-        for lease in self._leases.values():
-            if lease.lost or lease.deleting or lease.visible_until - now > timeout / 2:
-                continue
-            seconds = visibility_seconds(timeout, held_for_seconds=now - lease.received_at)
-            if seconds <= max(0.0, lease.visible_until - now):
-                if not lease.cap_warned:
-                    lease.cap_warned = True
-                    logger.warning(
-                        "message %s reaches SQS's 12 h visibility cap; it will be delivered "
-                        "again if its download does not finish first",
-                        lease.message.message_id,
-                        extra={
-                            "event": "lease.cap_reached",
-                            "message_id": lease.message.message_id,
-                        },
-                    )
-                continue
-            due.append((lease, seconds))
-        if not due:
-            return
-        result = self._queue.change_visibility([(lease.message, s) for lease, s in due])
-        ok = set(result.succeeded)
-        for lease, seconds in due:
-            if lease.message.message_id in ok:
-                lease.visible_until = now + seconds
-        self.metrics.inc("visibility_extensions", len(ok))
-        for failure in result.failed:
-            logger.warning(
-                "could not extend visibility of message %s (%s: %s)",
-                failure.message_id,
-                failure.code,
-                failure.text,
-                extra={
-                    "event": "sqs.visibility.extend_failed",
-                    "message_id": failure.message_id,
-                    "code": failure.code,
-                },
-            )
-            if failure.code in RECEIPT_GONE:
-                for lease, _ in due:
-                    if lease.message.message_id == failure.message_id:
-                        lease.lost = True
-
-    def _heartbeat(self, now: float) -> None:
-        interval = self._notifier.watchdog_interval
-        if interval and now - self._last_ping >= interval / 4 and self._receiving.healthy(now):
-            self._notifier.watchdog()
-            self._last_ping = now
-        if now - self._last_status_at >= 1.0:
-            self._last_status_at = now
-            self.metrics.set("messages_in_hand", len(self._leases))
-            self._notifier.status(self._status_text())
-        if self._queue_depth_every and now - self._queue_depth_at >= self._queue_depth_every:
-            self._queue_depth_at = now
-            self._read_queue_depth()
-
-    def _read_queue_depth(self) -> None:
-        try:
-            attributes = self._queue.attributes(
-                ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-            )
-        except QueueError as exc:
-            logger.debug(
-                "cannot read the queue depth: %s",
-                exc,
-                extra={"event": "sqs.depth.failed", "error": str(exc)},
-            )
-            return
-        for state, name in (
-            ("visible", "ApproximateNumberOfMessages"),
-            ("in_flight", "ApproximateNumberOfMessagesNotVisible"),
-        ):
-            value = attributes.get(name, "")
-            if value.isdigit():
-                self.metrics.set("queue_messages", float(value), state=state)
-
-    def _status_text(self) -> str:
-        m = self.metrics
-        text = (
-            f"in flight {len(self._leases)}, downloaded {m.get('objects_downloaded'):.0f}, "
-            f"failed {m.get('messages_failed'):.0f}, "
-            f"dead-lettered {m.get('messages_dead_lettered'):.0f}"
-        )
-        if m.last_error:
-            text += f"; last error: {m.last_error[:120]}"
-        return text
+            self._settler.dead_letter(lease, verdict.error)
 
     # ---- reload and shutdown (loop thread) ---------------------------------------------------
 
@@ -567,63 +359,39 @@ class Worker:
         new = self._reload_hook()
         if new is None:
             return
-        old = self._settings
         self._settings = new
-        if new.workers != old.workers:
-            self._old_pools.append(self._pool)
-            self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(
-                max_workers=new.workers, thread_name_prefix="s3sqsd-download"
-            )
-        self._receiving.update(new)
-        self._settler.update(new)
+        for part in (self._downloads, self._receiving, self._settler, self._renewer):
+            part.update(new)
+        self._failures.update(new)
 
     def _begin_drain(self) -> None:
         self._receiving.stop()
-        unstarted = [
-            lease
-            for lease in self._leases.values()
-            if lease.retry_at is not None or (lease.future is not None and lease.future.cancel())
+        working = self._leases.in_stage(Stage.WORKING)
+        unstarted = self._leases.in_stage(Stage.KEPT) + [
+            lease for lease in working if lease.future is not None and lease.future.cancel()
         ]
-        for lease in unstarted:
-            lease.retry_at = None
         self._settler.release(unstarted, why="stopping before its download started")
         in_progress = len(self._leases) - len(unstarted)
-        text = f"stopping: {in_progress} downloads finishing"
-        self._notifier.stopping(text)
-        # The configured drain may be longer than the unit's TimeoutStopSec (an operator raised
-        # shutdown_timeout_seconds): ask systemd for the time the config grants, plus a margin.
-        self._notifier.extend_timeout(self._settings.shutdown_timeout_seconds + 15)
-        logger.info(
-            "stopping: %d downloads in progress may finish within %.0f s; %d queued messages "
-            "released",
-            in_progress,
-            self._settings.shutdown_timeout_seconds,
-            len(unstarted),
-            extra={"event": "daemon.stopping"},
+        self._heartbeat.stopping(
+            in_progress=in_progress,
+            released=len(unstarted),
+            timeout_seconds=self._settings.shutdown_timeout_seconds,
         )
 
     def _abandon(self) -> None:
         """The drain deadline passed: cancel downloads, release their messages."""
-        self._cancel.set()
-        started = {id(lease) for lease in self._leases.values() if lease.future is not None}
-        running = [lease.future for lease in self._leases.values() if lease.future is not None]
-        wait_futures(running, timeout=ABANDON_GRACE_SECONDS)
+        self._downloads.cancel.set()
+        running = {id(lease): lease.future for lease in self._leases if lease.future is not None}
+        wait_futures(running.values(), timeout=ABANDON_GRACE_SECONDS)
         self._wait_and_dispatch(deadline=0.0)  # a cancelled download releases its message
-        returned = sum(1 for lease in self._settler.returning() if id(lease) in started)
+        returned = sum(1 for lease in self._settler.returning() if id(lease) in running)
         settling = {id(lease) for lease in self._settler.settling()}
-        leftover = [lease for lease in self._leases.values() if id(lease) not in settling]
+        leftover = [lease for lease in self._leases if id(lease) not in settling]
         self._settler.release(leftover, why="shutdown timeout reached")
         cancelled = returned + len(leftover)
         self._settler.settle()
         self._finish_deletes(timeout=ABANDON_GRACE_SECONDS)
-        if cancelled > 0:
-            logger.warning(
-                "shutdown_timeout_seconds reached: %d downloads cancelled and their messages "
-                "released",
-                cancelled,
-                extra={"event": "daemon.drain_timeout"},
-            )
+        self._heartbeat.drain_timed_out(cancelled=cancelled)
 
     def _finish_deletes(self, *, timeout: float) -> None:
         """Let the delete in flight answer and send the ones still pending, for up to
@@ -633,10 +401,7 @@ class Worker:
             self._wait_and_dispatch(deadline=0.0)
             self._settler.settle()
 
-    def _shutdown_pools(self) -> None:
+    def _shutdown(self) -> None:
         self._receiving.stop()
-        for pool in [*self._old_pools, self._pool]:
-            pool.shutdown(wait=False, cancel_futures=True)
-        if self._parts is not None:
-            self._parts.shutdown(wait=False, cancel_futures=True)
+        self._downloads.shutdown()
         self._settler.shutdown()  # idle by now, or given its grace by _abandon

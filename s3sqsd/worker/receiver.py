@@ -8,7 +8,6 @@ holds more messages than its download threads plus a small prefetch.
 from __future__ import annotations
 
 import logging
-import queue as queue_module
 import random
 import threading
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3sqsd.backoff import ReceiveBackoff
 from s3sqsd.errors import QueueError
 from s3sqsd.sqs import error_code
-from s3sqsd.worker.lease import Lease
+from s3sqsd.worker.inbox import Inbox, Received, ReceiveFailed
+from s3sqsd.worker.lease import Capacity
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.settings import MAX_LOOP_SLEEP_SECONDS, WorkerSettings, least_batch
 
@@ -75,12 +75,11 @@ class _ReceiveState:
 
 
 class Receivers:
-    """The receiver threads (``pollers`` of them) and the capacity they reserve before a poll.
+    """The receiver threads (``pollers`` of them), which reserve ``Capacity`` before a poll.
 
-    Owns the only state two kinds of thread write: the count of reserved places (receivers
-    reserve, download threads and the loop give back, all under one condition) and the pause a
-    local failure asks for. The loop starts and stops them, swaps their settings on a reload,
-    and asks whether they are healthy before it feeds the watchdog.
+    Owns the receive failure state and the pause a local failure asks for. The loop starts and
+    stops them, swaps their settings on a reload, and asks whether they are healthy before it
+    feeds the watchdog.
     """
 
     def __init__(
@@ -89,7 +88,8 @@ class Receivers:
         queue: QueueLike,
         dead_letter_queue: QueueLike | None,
         settings: WorkerSettings,
-        inbox: queue_module.SimpleQueue[tuple[object, ...]],
+        inbox: Inbox,
+        capacity: Capacity,
         pollers: int,
         clock: Callable[[], float],
     ) -> None:
@@ -101,9 +101,7 @@ class Receivers:
         self._inbox = inbox
         self._clock = clock
         self._stop = threading.Event()
-        # Capacity shared with the loop and the download threads.
-        self._capacity = threading.Condition()
-        self._reserved = 0
+        self._capacity = capacity
         self._paused_until = 0.0
         self._receive_state = _ReceiveState(clock)
         self._alive = [clock()] * pollers  # each receiver's last sign of progress
@@ -129,10 +127,9 @@ class Receivers:
         return self._stop.is_set()
 
     def update(self, settings: WorkerSettings) -> None:
-        """A reload: the next reservation uses the new capacity; waiting pollers look again."""
+        """A reload: the next poll uses the new settings and capacity."""
         self._settings = settings
-        with self._capacity:
-            self._capacity.notify_all()
+        self._capacity.resize(settings.capacity)
 
     def pause_until(self, when: float) -> None:
         """No receive before ``when`` (a local failure: the disk is full, say)."""
@@ -164,7 +161,7 @@ class Receivers:
             except Exception as exc:  # the receiver must outlive any failure
                 # QueueError is the expected case; anything else is a bug, logged with its
                 # traceback, and handled the same way so the daemon keeps receiving.
-                self._unreserve(wanted)
+                self._capacity.unreserve(wanted)
                 code = error_code(exc.__cause__ or exc)
                 if self._receive_state.failed(_failure_state(exc)):
                     logger.error(
@@ -175,7 +172,7 @@ class Receivers:
                         exc_info=not isinstance(exc, QueueError),
                         extra={"event": "sqs.receive.failed", "error": str(exc), "code": code},
                     )
-                self._inbox.put(("receive_error", str(exc)))
+                self._inbox.put(ReceiveFailed(error=str(exc)))
                 self._stop.wait(backoff.next_delay())
                 continue
             self._alive[index] = self._clock()
@@ -193,9 +190,9 @@ class Receivers:
                     },
                 )
             backoff.reset()
-            self._unreserve(wanted - len(messages))
+            self._capacity.unreserve(wanted - len(messages))
             if messages:
-                self._inbox.put(("received", messages, self._clock()))
+                self._inbox.put(Received(messages=tuple(messages), received_at=self._clock()))
 
     def _check_redrive(self) -> bool:
         """Warn once when permanent failures would have nowhere to go; True once settled.
@@ -237,38 +234,10 @@ class Receivers:
         (SQS bills per request) for one message each. Waiting costs no throughput: it only
         happens while all workers are busy and at least half the prefetch is still queued.
         """
-        with self._capacity:
-            settings = self._settings
-            share = max(1, settings.capacity // len(self._threads))
-            least = least_batch(settings, share=share)
-            free = settings.capacity - self._reserved
-            if free < least:
-                self._capacity.wait_for(
-                    lambda: self._settings.capacity - self._reserved >= least, timeout
-                )
-                free = self._settings.capacity - self._reserved
-                if free < least:
-                    return 0
-            wanted = min(10, free, share)
-            self._reserved += wanted
-            return wanted
-
-    def _unreserve(self, count: int) -> None:
-        if count <= 0:
-            return
-        with self._capacity:
-            self._reserved -= count
-            self._capacity.notify_all()
-
-    def give_back(self, lease: Lease) -> None:
-        """Return the lease's capacity, once: the download thread (a success) and the loop
-        thread (done, forgotten) may both try, so the flag is tested and cleared under the
-        capacity lock."""
-        with self._capacity:
-            if lease.holds_capacity:
-                lease.holds_capacity = False
-                self._reserved -= 1
-                self._capacity.notify_all()
+        settings = self._settings
+        share = max(1, settings.capacity // len(self._threads))
+        least = least_batch(settings, share=share)
+        return self._capacity.reserve(least=least, most=min(10, share), timeout=timeout)
 
     def healthy(self, now: float) -> bool:
         """Every receiver thread made progress recently (a poll is at most wait + timeouts)."""

@@ -3,7 +3,7 @@ dead-letter), and the calls that do it.
 
 Every method runs on the loop thread except the DeleteMessageBatch call itself, which the one
 *settler* thread makes, a batch at a time (at 20 ms of round trip the loop spent half its time
-waiting on deletes); its answer comes back through the loop's inbox (``deleted``). Deletes wait
+waiting on deletes); its answer comes back through the loop's inbox (``Deleted``). Deletes wait
 up to ``delete_linger_seconds`` to fill a batch of ten (see the design notes in ``loop``).
 """
 
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-import queue as queue_module
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from s3sqsd.backoff import visibility_seconds
@@ -20,6 +19,7 @@ from s3sqsd.errors import MessageError, QueueError
 from s3sqsd.metrics import Metrics
 from s3sqsd.redact import redact
 from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult
+from s3sqsd.worker.inbox import Deleted, Inbox
 from s3sqsd.worker.lease import Lease
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.settings import (
@@ -49,11 +49,11 @@ class Settler:
         dead_letter_queue: QueueLike | None,
         settings: WorkerSettings,
         metrics: Metrics,
-        inbox: queue_module.SimpleQueue[tuple[object, ...]],
+        inbox: Inbox,
         clock: Callable[[], float],
         stopped: Callable[[], bool],
         give_back: Callable[[Lease], None],
-        forget: Callable[[Sequence[Lease]], None],
+        forget: Callable[[Iterable[Lease]], None],
     ) -> None:
         self._queue = queue
         self._dlq = dead_letter_queue
@@ -100,6 +100,7 @@ class Settler:
         """A message that cannot succeed: to the dead-letter queue (sent on the next
         ``settle``), or, without one, back to the queue late for its own redrive policy."""
         if self._dlq is not None:
+            lease.dead_letter()
             self._pending_dlq.append((lease, exc))
             return
         logger.error(
@@ -120,6 +121,7 @@ class Settler:
     def return_later(self, lease: Lease, delay: float, *, reason: str) -> None:
         """Make the message visible again after ``delay`` (a visibility change, never a sleep),
         within SQS's 12 h cap counted from its receive."""
+        lease.return_to_queue()
         self._metrics.inc("messages_returned", reason=reason)
         held = self._clock() - lease.received_at
         self._pending_visibility.append((lease, visibility_seconds(delay, held_for_seconds=held)))
@@ -133,6 +135,7 @@ class Settler:
                 why,
                 extra={"event": "message.released", "message_id": lease.message.message_id},
             )
+            lease.return_to_queue()
             self._metrics.inc("messages_returned", reason="released")
             self._pending_visibility.append((lease, 0))
 
@@ -146,10 +149,10 @@ class Settler:
             self._deleting = self._pending_deletes[:sending]
             del self._pending_deletes[:sending]
             for lease in self._deleting:
-                lease.deleting = True
+                lease.send_delete()
             messages = [lease.message for lease in self._deleting]
             future = self._pool.submit(self._queue.delete, messages)
-            future.add_done_callback(lambda done: self._inbox.put(("deleted", done)))
+            future.add_done_callback(lambda done: self._inbox.put(Deleted(answer=done)))
         if self._pending_visibility:
             changes, self._pending_visibility = self._pending_visibility, []
             result = self._queue.change_visibility([(lease.message, s) for lease, s in changes])
@@ -187,7 +190,7 @@ class Settler:
         return oldest + self._settings.delete_linger_seconds - self._clock()
 
     def _queue_delete(self, lease: Lease) -> None:
-        lease.delete_queued_at = self._clock()
+        lease.queue_delete(now=self._clock())
         self._pending_deletes.append(lease)
 
     def _send_to_dlq(self, lease: Lease, exc: MessageError) -> None:
@@ -237,8 +240,6 @@ class Settler:
         """The settler thread's answer for ``self._deleting`` (loop thread): forget what is deleted,
         queue the retries; the next batch goes out when ``_deletes_to_send`` says so."""
         leases, self._deleting = self._deleting, []
-        for lease in leases:
-            lease.deleting = False
         try:
             result = future.result()
         except Exception as exc:  # noqa: BLE001 - Queue.delete reports failures; a last defence
