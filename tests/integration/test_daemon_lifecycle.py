@@ -350,7 +350,10 @@ def test_kill9_mid_burst_then_restart_loses_nothing(
     wait_queue_empty(emulator, pipeline.queue_url, timeout=30)
     assert temp_files(download_folder) == []
     done_after = {e["key"] for e in second.events("object.downloaded")}
-    assert done_before | done_after == set(objects)
+    # A file renamed into place just before the kill, its log line not yet written, comes back
+    # with its message and is found already there: a duplicate, not a second download.
+    in_place = {e["key"] for e in second.events("object.duplicate")}
+    assert done_before | done_after | in_place == set(objects)
     assert second.stop() == 0
     assert second.problems() == []
 
