@@ -30,9 +30,10 @@ from s3sqsd.fetcher import Fetcher
 from s3sqsd.logs import add_secrets, set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
+from s3sqsd.ranged import parts_executor
 from s3sqsd.routing import download_folders, route
 from s3sqsd.sqs import Queue
-from s3sqsd.worker import Placement, Worker, WorkerSettings, parts_executor
+from s3sqsd.worker import Placement, Worker, WorkerSettings
 
 logger = logging.getLogger(__name__)
 

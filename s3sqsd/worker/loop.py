@@ -100,15 +100,6 @@ from s3sqsd.worker.settle import Settler
 logger = logging.getLogger("s3sqsd.worker")
 
 
-def parts_executor(concurrency: int) -> ThreadPoolExecutor:
-    """The pool ranged GETs of large objects run on (handed to every Fetcher; see ranged.py).
-
-    Created with the fetchers, before the Worker, and passed to it as ``parts`` so that its
-    shutdown happens with the other pools.
-    """
-    return ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3sqsd-part")
-
-
 class Worker:
     """Runs the loop until ``stop`` is set and the drain is over."""
 
