@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from s3sqsd.errors import FetchError, MessageError
 from s3sqsd.events import ObjectCreated, object_url
-from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
+from s3sqsd.outcomes import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.sqs import Message
 from s3sqsd.verify import CheckKind
 from s3sqsd.worker.lease import Outcome
