@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 EDITS: dict[str, list[tuple[str, str, str]]] = {
     "fsync": [
         (
-            "s3sqsd/fetcher.py",
-            "            try:\n                os.fsync(fd)\n",
-            "            try:\n                pass  # ablated: os.fsync(fd)\n",
+            "s3sqsd/staging.py",
+            "        try:\n            os.fsync(self.fd)\n",
+            "        try:\n            pass  # ablated: os.fsync(self.fd)\n",
         ),
         (
             "s3sqsd/dirsync.py",
@@ -60,7 +60,8 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
             "key_path=key_path)\n",
             "        started = time.monotonic()\n"
             "        if True:  # ablated: the floor's local work\n"
-            "            body = self._s3.get_object(Bucket=obj.bucket, Key=obj.key)['Body']\n"
+            "            s3 = self._download._s3\n"
+            "            body = s3.get_object(Bucket=obj.bucket, Key=obj.key)['Body']\n"
             "            final = self._root / obj.key\n"
             "            with open(final, 'wb') as handle:\n"
             "                while chunk := body.read(1 << 20):\n"
@@ -88,7 +89,7 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
             "        response_checksum_validation='when_required',  # ablated\n",
         ),
         (
-            "s3sqsd/fetcher.py",
+            "s3sqsd/download.py",
             '"Key": obj.key, "ChecksumMode": "ENABLED"}',
             '"Key": obj.key}  # ablated: no ChecksumMode',
         ),

@@ -108,7 +108,7 @@ class LargeObjectsConfig:
 
     One GET stream is bound to one CPU core (read, checksum, write in one thread); ranges of
     ``part_size_bytes`` on up to ``concurrency`` threads shared by every download are what
-    boto3's ``download_file`` does, here with the whole-object checks kept (see fetcher.py).
+    boto3's ``download_file`` does, here with the whole-object checks kept (see ranged.py).
     """
 
     threshold_bytes: int = 64 * MiB

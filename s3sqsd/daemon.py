@@ -30,9 +30,10 @@ from s3sqsd.fetcher import Fetcher
 from s3sqsd.logs import add_secrets, set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
+from s3sqsd.ranged import parts_executor
 from s3sqsd.routing import Placement, download_folders, route
 from s3sqsd.sqs import Queue
-from s3sqsd.worker import FetcherLike, Worker, WorkerSettings, parts_executor
+from s3sqsd.worker import FetcherLike, Worker, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +170,15 @@ class Daemon:
             reload=self._reload,
             metrics=metrics,
             queue_depth_every_seconds=QUEUE_DEPTH_EVERY_SECONDS if serving else None,
-            parts=parts,
             pollers=config.pollers,
         )
         self._worker = worker
-        worker.run(stop=self._stop)
+        try:
+            worker.run(stop=self._stop)
+        finally:
+            # The part threads are the daemon's (every fetcher shares them): shut down here,
+            # once the worker that drives the fetchers has stopped.
+            parts.shutdown(wait=False, cancel_futures=True)
         busy = worker.busy_threads()
         metrics = worker.metrics
         logger.info(

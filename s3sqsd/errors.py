@@ -1,19 +1,28 @@
 """One exception tree for s3sqsd.
 
-The worker maps each branch to one action, so the classification *is* the failure policy:
+The worker maps each branch to one action (``Worker._finished`` and ``_fail`` in
+worker/loop.py), so the classification *is* the failure policy:
 
 - ``PermanentError``: retrying cannot help (bad body, unsafe key, bucket not allowed, access
-  denied, an object this host cannot verify under ``integrity: strict``). The message goes to
-  the dead-letter path at once.
+  denied, an object this host cannot verify under ``integrity: strict``). The message is
+  dead-lettered at once: with ``dead_letter_queue_url``, sent there (its reason in message
+  attributes) and deleted; without, made visible again after ``retry.max_delay_seconds`` and
+  left for the queue's own redrive policy.
 - ``TransientError``: the remote side may recover (network, throttling, 5xx, object not readable
-  yet, a corrupted transfer). The message is made visible again after a backoff that grows with
-  its SQS ``ApproximateReceiveCount``; after ``retry.max_attempts`` it is dead-lettered. One
-  exception: ``DownloadCancelledError`` (the daemon's own stop cut the work short) releases the
-  message at once, with no retry counted.
+  yet, a corrupted transfer, a failed ``on_download`` command). The message is made visible
+  again after a jittered backoff that grows with its SQS ``ApproximateReceiveCount`` (the
+  attempt number, so it survives restarts); a failure on attempt ``retry.max_attempts`` is
+  dead-lettered instead, as ``AttemptsExhaustedError``. One exception:
+  ``DownloadCancelledError`` (the daemon's own stop cut the work short) releases the message at
+  once (visible again with no delay), with no retry logged and no failure counted.
 - ``LocalError``: this host cannot store the file right now (disk full, read-only filesystem,
-  permissions). It is not the message's fault, so it never counts towards dead-lettering: the
-  message is returned with a backoff and receiving pauses while the condition lasts.
-- ``ConfigError``: the daemon refuses to start (exit status 78).
+  permissions). It is not the message's fault, so s3sqsd never dead-letters a message for it:
+  the message stays in hand (its visibility renewed, so its receive count does not grow), is
+  tried again after a backoff that grows with the local failures in a row, and receiving
+  pauses meanwhile. At start (``Fetcher.prepare``) it stops the daemon with exit status 78.
+- ``ConfigError``: at start the daemon refuses to start (exit status 78); on a reload the new
+  configuration is refused and the running one kept.
+- Any other ``MessageError`` is dead-lettered at once, like a permanent one.
 
 Every error that concerns an object names it as ``s3://bucket/key`` in its text.
 """
@@ -36,13 +45,18 @@ class ConfigError(S3sqsdError):
 
 
 class MessageError(S3sqsdError):
-    """A failure tied to one SQS message; ``reason`` is a stable, machine-readable code."""
+    """A failure tied to one SQS message; ``reason`` is a stable, machine-readable code (the
+    ``reason`` label of the failure metrics, and the ``s3sqsd.reason`` attribute of a dead
+    letter). The worker acts on the subclass; one that is none of the kinds below is
+    dead-lettered at once."""
 
     reason = "error"
 
 
 class PermanentError(MessageError):
-    """Retrying the message cannot succeed: dead-letter it."""
+    """Retrying the message cannot succeed: the worker dead-letters it at once, on its first
+    failure (to ``dead_letter_queue_url``, else back to the queue after
+    ``retry.max_delay_seconds`` for the queue's redrive policy)."""
 
     reason = "permanent"
 
@@ -99,25 +113,32 @@ class UnverifiableError(PermanentError):
 
 
 class AttemptsExhaustedError(PermanentError):
-    """A transient failure repeated ``retry.max_attempts`` times."""
+    """A transient failure repeated ``retry.max_attempts`` times. Raised by no fetch: the
+    worker wraps the last transient error in it and dead-letters the message with it."""
 
     reason = "too_many_attempts"
 
 
 class TransientError(MessageError):
-    """The remote side may recover: return the message with a backoff."""
+    """The remote side may recover: the worker returns the message (a visibility change) with
+    a jittered backoff that grows with its receive count, and dead-letters it as
+    ``AttemptsExhaustedError`` when it fails on attempt ``retry.max_attempts``."""
 
     reason = "transient"
 
 
 class FetchError(TransientError):
-    """The GET failed in a way worth retrying (network, throttling, 5xx, object not found yet)."""
+    """The GET failed in a way worth retrying (network, throttling, 5xx, object not found yet);
+    also an unexpected exception in a download thread. Retried with backoff, then
+    dead-lettered after ``retry.max_attempts``."""
 
     reason = "fetch_failed"
 
 
 class IntegrityError(TransientError):
-    """The bytes received do not match the length, ETag or checksum S3 announced."""
+    """The bytes received do not match the length, ETag or checksum S3 announced. The temp file
+    is removed and nothing is renamed; retried with backoff (the next attempt downloads
+    again), then dead-lettered after ``retry.max_attempts``."""
 
     reason = "integrity_mismatch"
 
@@ -125,14 +146,16 @@ class IntegrityError(TransientError):
 class PartsMismatchError(IntegrityError):
     """A per-part check (composite checksum, multipart ETag) did not match. When the part
     sizes were assumed equal, the fetcher asks S3 for each part's size and checks the file
-    again before it decides: only a mismatch with S3's own sizes is an IntegrityError."""
+    again before it decides (parts.check_again): only a mismatch with S3's own sizes reaches
+    the worker, which retries it like any IntegrityError."""
 
 
 class DownloadCancelledError(TransientError):
     """The download was stopped because the daemon is stopping (the drain deadline passed).
 
-    Not the message's failure: the worker releases the message at once, without counting an
-    attempt or logging a retry.
+    Not the message's failure: the worker releases the message at once (visible again with no
+    delay, so another consumer can take it), logs no retry and counts no failure. SQS still
+    counts its next receive, which is the attempt number the retry policy reads.
     """
 
     reason = "cancelled"
@@ -149,7 +172,12 @@ class CommandError(TransientError):
 
 
 class QueueError(TransientError):
-    """An SQS call failed (endpoint down, throttling, credentials)."""
+    """An SQS call failed (endpoint down, throttling, credentials). Raised by the calls that
+    answer as a whole, not by one message's download: a failed ReceiveMessage is retried by
+    the receiver with its own backoff; a failed send to the dead-letter queue makes the
+    message visible again after ``retry.base_delay_seconds`` (its next delivery is handled
+    from the start); a failed queue-depth read skips that metric. (Deletes and visibility
+    changes report per-message failures in their batch results instead.)"""
 
     reason = "queue_error"
 
@@ -157,7 +185,11 @@ class QueueError(TransientError):
 class LocalError(MessageError):
     """This host cannot store the file now (disk full, read-only, permissions, file in the way).
 
-    Never the message's fault, so it never dead-letters a message.
+    Never the message's fault, so s3sqsd never dead-letters a message for it: the worker keeps
+    the message in hand (renewing its visibility, so SQS's receive count does not grow), tries
+    it again after a backoff that grows with the local failures in a row (reset by any
+    success), and pauses receiving until then. From ``Fetcher.prepare`` at start, it stops
+    the daemon with exit status 78.
     """
 
     reason = "local_storage"

@@ -112,6 +112,12 @@ def event_time_earlier(a: str | None, b: str | None) -> bool:
         return False
 
 
+def is_removal(event_name: str) -> bool:
+    """S3 notifications name removals ObjectRemoved:Delete / :DeleteMarkerCreated; EventBridge
+    names them "Object Deleted". Lifecycle expirations (LifecycleExpiration:*) are not."""
+    return event_name.startswith("ObjectRemoved:") or event_name == "Object Deleted"
+
+
 def _parse_time(value: str) -> datetime.datetime:
     parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:

@@ -4,7 +4,7 @@ A key is mapped one to one, ``root / key``, and refused when that mapping could 
 collide with another key or the daemon's own temp folder, or hit a kernel limit. Refusing is
 preferred to rewriting: a rewritten name (``..`` -> ``_``) could silently merge two different
 keys into one file, while a refusal is visible and counted. Symlinks are not looked at here;
-the fetcher, which does the I/O, checks them when it opens the directories.
+the download folder (folder.py), which does the I/O, checks them when it opens the directories.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,16 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # the default 8 MiB ranges, parts of up to 64 MiB, which covers what the AWS CLI, the SDKs'
 # transfer managers and rclone cut below 78 GiB objects.
 ALIGN_MAX_PARTS = 8
+
+
+def parts_executor(concurrency: int) -> ThreadPoolExecutor:
+    """The pool ranged GETs of large objects run on (handed to every Fetcher).
+
+    Shared by the fetchers of every folder, so that ``large_objects.concurrency`` bounds the
+    part threads of the whole daemon. The daemon owns it: it creates it before the fetchers and
+    shuts it down once the worker has stopped.
+    """
+    return ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3sqsd-part")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ A package so that each kind of thread's work can be read on its own; this module
 names the rest of s3sqsd and the tests import from ``s3sqsd.worker``, so none of them changes.
 """
 
+from s3sqsd.ranged import parts_executor
 from s3sqsd.worker.lease import Outcome
-from s3sqsd.worker.loop import Worker, parts_executor
+from s3sqsd.worker.loop import Worker
 from s3sqsd.worker.plan import FetcherLike, MessagePlan, Place, plan_message
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.receiver import _failure_state

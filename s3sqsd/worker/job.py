@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from s3sqsd.errors import FetchError, MessageError
 from s3sqsd.events import ObjectCreated, object_url
-from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.metrics import Metrics, wall_clock
+from s3sqsd.outcomes import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.routing import Placement
 from s3sqsd.sqs import Message
 from s3sqsd.verify import CheckKind
@@ -234,15 +234,12 @@ class Downloads:
 
     Owned by the worker, which submits each message's job here and reads the outcome from the
     future. A resize swaps in a new pool and lets the old one finish what it runs (its threads
-    end with their tasks); ``shutdown`` ends them all, with the pool of part threads
-    (``parts``) that ranged downloads use, so every executor has one owner.
+    end with their tasks); ``shutdown`` ends them all. (The part threads of ranged downloads
+    are the daemon's: it creates them for the fetchers and shuts them down after the worker.)
     """
 
-    def __init__(
-        self, *, workers: int, metrics: Metrics, parts: ThreadPoolExecutor | None = None
-    ) -> None:
+    def __init__(self, *, workers: int, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._parts = parts
         self._pool = self._new_pool(workers)
         self._workers = workers
         self._old_pools: list[ThreadPoolExecutor] = []
@@ -277,5 +274,3 @@ class Downloads:
     def shutdown(self) -> None:
         for pool in [*self._old_pools, self._pool]:
             pool.shutdown(wait=False, cancel_futures=True)
-        if self._parts is not None:
-            self._parts.shutdown(wait=False, cancel_futures=True)

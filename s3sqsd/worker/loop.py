@@ -60,7 +60,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 
 from s3sqsd.errors import DownloadCancelledError, FetchError, MessageError
@@ -99,15 +99,6 @@ from s3sqsd.worker.settle import Settler
 logger = logging.getLogger("s3sqsd.worker")
 
 
-def parts_executor(concurrency: int) -> ThreadPoolExecutor:
-    """The pool ranged GETs of large objects run on (handed to every Fetcher; see ranged.py).
-
-    Created with the fetchers, before the Worker, and passed to it as ``parts`` so that its
-    shutdown happens with the other pools.
-    """
-    return ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3sqsd-part")
-
-
 class Worker:
     """Runs the loop until ``stop`` is set and the drain is over.
 
@@ -130,7 +121,6 @@ class Worker:
         place: Place | None = None,
         metrics: Metrics | None = None,
         queue_depth_every_seconds: float | None = None,
-        parts: ThreadPoolExecutor | None = None,
         pollers: int = 1,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -148,7 +138,7 @@ class Worker:
         self.metrics = metrics or Metrics()
         self._capacity = Capacity(limit=settings.capacity)
         self._leases = Leases(capacity=self._capacity)
-        self._downloads = Downloads(workers=settings.workers, metrics=self.metrics, parts=parts)
+        self._downloads = Downloads(workers=settings.workers, metrics=self.metrics)
         self._receiving = Receivers(
             queue=receive_queue,
             dead_letter_queue=dead_letter_queue,

@@ -15,8 +15,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from s3sqsd.errors import BucketNotAllowedError, MessageError, PermanentError, UnroutedError
-from s3sqsd.events import ObjectCreated, OtherRecord, TestEvent, object_url, parse_message
-from s3sqsd.fetcher import FetchResult, RemoveOutcome, is_removal
+from s3sqsd.events import (
+    ObjectCreated,
+    OtherRecord,
+    TestEvent,
+    is_removal,
+    object_url,
+    parse_message,
+)
+from s3sqsd.outcomes import FetchResult, RemoveOutcome
 from s3sqsd.routing import Placement
 from s3sqsd.worker.settings import WorkerSettings
 
