@@ -53,9 +53,13 @@ class Reconciler:
         run_pass: RunPass,
         interval_seconds: float | None,
         metrics: Metrics,
+        idle: Callable[[], bool] = lambda: True,
+        idle_poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_pass = run_pass
+        self._idle = idle
+        self._idle_poll = idle_poll_seconds
         self._interval = interval_seconds
         self._metrics = metrics
         self._clock = clock
@@ -89,7 +93,20 @@ class Reconciler:
             if self._stop.is_set():
                 return
             self._wanted.clear()
-            self._one_pass()
+            if self._wait_for_idle():
+                self._one_pass()
+
+    def _wait_for_idle(self) -> bool:
+        """Wait until the event path has nothing in hand; False if stopped meanwhile.
+
+        A pass run while a backlog drains would fetch the backlog's objects before their
+        events and call each one missing: noise that hides a real gap. Waiting costs nothing:
+        while events flow, they are what keeps the folder current.
+        """
+        while not self._idle():
+            if self._stop.wait(self._idle_poll):
+                return False
+        return True
 
     def _one_pass(self) -> None:
         started = self._clock()

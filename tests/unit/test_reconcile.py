@@ -136,3 +136,22 @@ class TestConfig:
         assert any(problem.startswith(named) for problem in caught.value.problems), (
             caught.value.problems
         )
+
+
+def test_a_pass_waits_until_the_event_path_is_idle() -> None:
+    passes, busy = Passes(), threading.Event()
+    busy.set()
+    reconciler = Reconciler(
+        run_pass=passes,
+        interval_seconds=None,
+        metrics=Metrics(),
+        idle=lambda: not busy.is_set(),
+        idle_poll_seconds=0.01,
+    )
+    reconciler.start()
+    reconciler.trigger()
+    assert not passes.ran.acquire(timeout=0.2)
+    busy.clear()
+    assert passes.ran.acquire(timeout=5)
+    reconciler.stop()
+    assert reconciler.join(5)
