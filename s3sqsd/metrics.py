@@ -82,7 +82,7 @@ DEFINITIONS = (
     Definition(
         "reconcile_passes",
         COUNTER,
-        "Reconcile passes, by result (complete, incomplete: stopped or failed objects, failed).",
+        "Reconcile passes, by result: complete, failed (objects or listings failed), stopped.",
         ("result",),
     ),
     Definition(

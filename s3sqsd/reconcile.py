@@ -120,7 +120,12 @@ class Reconciler:
                 extra={"event": "reconcile.failed", "error": str(exc)},
             )
             return
-        result = "complete" if report.complete and not report.failed else "incomplete"
+        if report.failed:
+            result = "failed"
+        elif report.complete:
+            result = "complete"
+        else:  # cut short: stopped, or its listing failed part way
+            result = "stopped" if self._stop.is_set() else "failed"
         self._metrics.inc("reconcile_passes", result=result)
         self._metrics.inc("reconcile_missing", report.missing)
         if report.complete:

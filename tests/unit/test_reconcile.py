@@ -80,6 +80,16 @@ def test_missing_objects_are_counted_and_said_as_a_warning(
     assert (finished.listed, finished.missing) == (10, 3)  # type: ignore[attr-defined]
 
 
+def test_a_pass_with_failures_counts_as_failed() -> None:
+    passes, metrics = Passes(PassReport(listed=2, failed=1)), Metrics()
+    reconciler = started(passes, interval=None, metrics=metrics)
+    reconciler.trigger()
+    assert passes.ran.acquire(timeout=5)
+    reconciler.stop()
+    assert reconciler.join(5)
+    assert metrics.get("reconcile_passes", result="failed") == 1
+
+
 def test_a_pass_that_raises_is_logged_and_the_next_one_runs() -> None:
     passes, metrics = Passes(RuntimeError("listing exploded"), PassReport(listed=1)), Metrics()
     reconciler = started(passes, interval=None, metrics=metrics)
@@ -109,7 +119,7 @@ def test_stop_reaches_a_pass_under_way() -> None:
     reconciler.stop()
     assert reconciler.join(5)
     assert seen.is_set()
-    assert metrics.get("reconcile_passes", result="incomplete") == 1
+    assert metrics.get("reconcile_passes", result="stopped") == 1
     assert metrics.get("reconcile_last_complete_timestamp_seconds") == 0
 
 
