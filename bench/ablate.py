@@ -73,12 +73,12 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "log": [
         (
-            "s3sqsd/worker/job.py",
-            "    def _log_result(obj: ObjectCreated, result: FetchResult, "
-            "message: Message) -> None:\n",
-            "    def _log_result(obj: ObjectCreated, result: FetchResult, "
-            "message: Message) -> None:\n"
-            "        return  # ablated\n",
+            "s3sqsd/delivery.py",
+            "    \"\"\"The one log line of a fetch: downloaded (a warning when only its length was\n"
+            "    verified), stale, duplicate or folder marker.\"\"\"\n",
+            "    \"\"\"The one log line of a fetch: downloaded (a warning when only its length was\n"
+            "    verified), stale, duplicate or folder marker.\"\"\"\n"
+            "    return  # ablated\n",
         ),
     ],
     "checksum": [
