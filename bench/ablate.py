@@ -74,11 +74,8 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
     "log": [
         (
             "s3sqsd/delivery.py",
-            "    \"\"\"The one log line of a fetch: downloaded (a warning when only its length was\n"
-            "    verified), stale, duplicate or folder marker.\"\"\"\n",
-            "    \"\"\"The one log line of a fetch: downloaded (a warning when only its length was\n"
-            "    verified), stale, duplicate or folder marker.\"\"\"\n"
-            "    return  # ablated\n",
+            '    verified), stale, duplicate or folder marker."""\n',
+            '    verified), stale, duplicate or folder marker."""\n    return  # ablated\n',
         ),
     ],
     "checksum": [
