@@ -112,14 +112,23 @@ def _run_watched(engine: Sync) -> Tally:
     ``stop`` (the module docstring says why)."""
     progress = _reporter()
     done: list[Tally] = []
-    thread = threading.Thread(
-        target=lambda: done.append(engine.run()), name="s3sqsd-sync", daemon=True
-    )
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            done.append(engine.run())
+        finally:
+            finished.set()
+
+    thread = threading.Thread(target=work, name="s3sqsd-sync", daemon=True)
     started = time.monotonic()
     thread.start()
-    while thread.is_alive():
+    # The wait is a sleep, not ``thread.join(timeout)``: a KeyboardInterrupt that lands inside
+    # ``join`` left the thread looking finished (``is_alive()`` False) while it still ran
+    # (seen on CPython 3.11 by the Ctrl-C test in tests/integration/test_sync.py).
+    while not finished.is_set():
         try:
-            thread.join(_WAIT_SECONDS)
+            time.sleep(_WAIT_SECONDS)
             progress.update(engine.progress(), elapsed=time.monotonic() - started)
         except KeyboardInterrupt:
             if engine.stopping:
@@ -134,7 +143,7 @@ def _run_watched(engine: Sync) -> Tally:
             )
             engine.stop()
     progress.finish()
-    if not done:  # the engine's thread died: its exception was printed by threading
+    if not done:  # the engine raised: threading printed its traceback
         raise RuntimeError("the sync engine ended without a result")
     return done[0]
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +26,7 @@ from s3sqsd.outcomes import FetchResult
 from s3sqsd.paths import TEMP_DIR_NAME
 from s3sqsd.provenance import read_provenance
 from s3sqsd.sync import Planned, Sync, Tally, sync_fetchers
-from tests.support.daemon import run_cli, write_config
+from tests.support.daemon import REPO_ROOT, daemon_env, run_cli, write_config
 from tests.support.emulator import REGION, Emulator
 from tests.support.fetching import put
 
@@ -397,3 +400,63 @@ def test_config_targets_cover_routes(emulator: Emulator, bucket: str, base: dict
         }
     )
     assert [(t.bucket, t.prefix) for t in targets(config)] == [(bucket, "a/")]
+
+
+def test_on_download_runs_for_each_download_and_not_for_a_skip(
+    tmp_path: Path,
+    s3: Any,
+    bucket: str,
+    folder: Path,
+    base: dict[str, Any],
+    run_engine: Any,
+    xattrs: None,
+) -> None:
+    """The daemon's on_download, with the file's facts (no message id: there is none)."""
+    seen = tmp_path / "seen"
+    script = 'printf "%s|%s|%s\\n" "$S3SQSD_KEY" "$S3SQSD_PATH" "$S3SQSD_MESSAGE_ID" >> "$1"'
+    config = {**base, "on_download": {"command": ["/bin/sh", "-c", script, "sh", str(seen)]}}
+    put(s3, bucket, "a", b"1")
+    put(s3, bucket, "b/c", b"2")
+    tally, _ = run_engine(config)
+    assert tally.downloaded == 2
+    assert sorted(seen.read_text().splitlines()) == [f"a|{folder / 'a'}|", f"b/c|{folder / 'b/c'}|"]
+    run_engine(config)
+    assert len(seen.read_text().splitlines()) == 2
+
+
+def test_cli_ctrl_c_stops_cleanly_with_130_and_a_rerun_finishes(
+    tmp_path: Path, s3: Any, bucket: str, folder: Path, base: dict[str, Any], xattrs: None
+) -> None:
+    """SIGINT (Ctrl-C) once the first file is in: exit 130, a sync.stopping line, no temp
+    file left; the next run completes the folder."""
+    wanted = {f"k{n:03d}": n.to_bytes(2, "big") * 50 for n in range(300)}
+    for key, data in wanted.items():
+        put(s3, bucket, key, data)
+    path = write_config(tmp_path / "sync.yaml", {**base, "workers": 1})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "s3sqsd", "sync", "--config", str(path)],
+        env=daemon_env(),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if '"object.downloaded"' in line:
+            process.send_signal(signal.SIGINT)
+            break
+    _, rest = process.communicate(timeout=60)
+    lines.append(rest)
+    if process.returncode == EXIT_OK:
+        pytest.skip("the run finished before the signal arrived")
+    assert process.returncode == 130, "".join(lines)
+    assert '"sync.stopping"' in "".join(lines)
+    assert summary("".join(lines))["interrupted"] is True
+    assert os.listdir(folder / TEMP_DIR_NAME) == []
+    assert len(files(folder)) < len(wanted)
+    again = sync_cli(tmp_path, base)
+    assert again.returncode == EXIT_OK, again.stderr
+    assert files(folder) == wanted
