@@ -73,12 +73,9 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "log": [
         (
-            "s3sqsd/worker/job.py",
-            "    def _log_result(obj: ObjectCreated, result: FetchResult, "
-            "message: Message) -> None:\n",
-            "    def _log_result(obj: ObjectCreated, result: FetchResult, "
-            "message: Message) -> None:\n"
-            "        return  # ablated\n",
+            "s3sqsd/delivery.py",
+            '    verified), stale, duplicate or folder marker."""\n',
+            '    verified), stale, duplicate or folder marker."""\n    return  # ablated\n',
         ),
     ],
     "checksum": [

@@ -1,5 +1,5 @@
 """Command line: ``s3sqsd [--config PATH]``, ``s3sqsd check-config``, ``s3sqsd check``,
-``s3sqsd --version``.
+``s3sqsd sync``, ``s3sqsd --version``.
 
 Wires everything together and maps failures to exit statuses; no other module reads argv or
 the process environment for configuration.
@@ -20,6 +20,7 @@ from s3sqsd.daemon import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Daemon
 from s3sqsd.errors import ConfigError
 from s3sqsd.logs import configure_logging, set_level
 from s3sqsd.preflight import EXIT_CHECK_FAILED, make_check_clients, run_checks
+from s3sqsd.sync_command import run_sync
 
 logger = logging.getLogger("s3sqsd")
 
@@ -43,6 +44,26 @@ def _parser() -> argparse.ArgumentParser:
         "changing nothing; exit 1 on any FAIL",
     )
     preflight.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    sync = commands.add_parser(
+        "sync",
+        help="download every object of the configured buckets that is not in the folder yet, "
+        "once, and exit (0: nothing failed)",
+    )
+    sync.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be done, one line per action, and change nothing",
+    )
+    sync.add_argument(
+        "--delete",
+        action="store_true",
+        help="also remove local files whose recorded object is no longer in the bucket",
+    )
+    sync.add_argument(
+        "--bucket", help="the bucket to list when the configuration names none (or one of them)"
+    )
+    sync.add_argument("--prefix", default="", help="list only keys that start with this")
     return parser
 
 
@@ -60,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(path)
     if args.command == "check":
         return _check(path)
+    if args.command == "sync":
+        return run_sync(
+            path, dry_run=args.dry_run, delete=args.delete, bucket=args.bucket, prefix=args.prefix
+        )
     return _run(path)
 
 

@@ -27,6 +27,7 @@ from s3sqsd.checksums import HostChecksums
 from s3sqsd.config import Config, load_config
 from s3sqsd.errors import ConfigError, LocalError
 from s3sqsd.fetcher import Fetcher
+from s3sqsd.fetchers import fetcher_for
 from s3sqsd.logs import add_secrets, set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
@@ -117,18 +118,7 @@ class Daemon:
             },
         )
         for folder in download_folders(config):
-            fetcher = Fetcher(
-                s3=clients.s3,
-                root=folder,
-                file_mode=config.file_mode,
-                directory_mode=config.directory_mode,
-                parts=parts,
-                ranged_threshold=large.threshold_bytes,
-                part_size=large.part_size_bytes,
-                parts_window=2 * large.concurrency,
-                checksums=checksums,
-                integrity_strict=config.integrity == "strict",
-            )
+            fetcher = fetcher_for(config, folder, s3=clients.s3, parts=parts, checksums=checksums)
             try:
                 swept = fetcher.prepare()
             except LocalError as exc:

@@ -193,3 +193,12 @@ class LocalError(MessageError):
     """
 
     reason = "local_storage"
+
+
+class ListingError(S3sqsdError):
+    """A bucket listing of ``s3sqsd sync`` failed (denied, no such bucket, network).
+
+    Not a MessageError: no message is involved. The sync reports it, counts it as a failure
+    (non-zero exit status) and deletes nothing under that listing's prefix (``--delete``
+    trusts only a listing that was read to its end).
+    """

@@ -6,9 +6,10 @@ detail); the pure ones take attributes and numbers, the others take the clients 
 credentials: no AWS call; the SQS endpoint unreachable: S3 on the same endpoint is not tried,
 so a dead endpoint is one FAIL line).
 
-Nothing is changed anywhere: SQS and S3 see only GetQueueAttributes, GetQueueUrl and
-HeadBucket; no message is received, so none becomes in flight or counts a receive; the download
-folder is inspected with ``stat``, ``access`` and ``statvfs`` only, never created or written.
+Nothing is changed anywhere: SQS and S3 see only GetQueueAttributes, GetQueueUrl,
+HeadBucket and ListObjectsV2 (one key, for what ``s3sqsd sync`` needs); no message is received,
+so none becomes in flight or counts a receive; the download folder is inspected with ``stat``,
+``access`` and ``statvfs`` only, never created or written.
 Credentials are looked up, never printed (only the name of the source they came from).
 """
 
@@ -35,6 +36,8 @@ from botocore.exceptions import (
 from s3sqsd.aws import client, session_and_endpoints
 from s3sqsd.checksums import ALGORITHMS, HostChecksums
 from s3sqsd.config import Config
+from s3sqsd.errors import ConfigError
+from s3sqsd.listing import Target, targets
 from s3sqsd.paths import TEMP_DIR_NAME
 from s3sqsd.redact import hide_access_key_ids
 from s3sqsd.routing import download_folders
@@ -213,6 +216,7 @@ def run_checks(
     if credentials.verdict is Verdict.FAIL:
         add(_skip("queue", "not checked without credentials"))
         add(_skip("buckets", "not checked without credentials"))
+        add(_skip("sync-list", "not checked without credentials"))
     else:
         queue = read_queue(clients.sqs, config.sqs_queue_url, what="queue")
         add(queue.result)
@@ -229,6 +233,7 @@ def run_checks(
         if queue.unreachable and same_endpoint:
             skip_reason = f"not checked: the endpoint {s3_endpoint} is unreachable"
         add(*check_buckets(clients.s3, config.s3_bucket_name, skip_reason=skip_reason))
+        add(*check_listings(clients.s3, config, skip_reason=skip_reason))
     for folder in download_folders(config):  # one folder, or each route's
         add(check_folder(folder))
         add(check_free_space(folder))
@@ -622,6 +627,59 @@ def check_bucket(s3: Any, name: str) -> CheckResult:
             return CheckResult("bucket", Verdict.FAIL, f"{name}: the credentials were refused")
         return CheckResult("bucket", Verdict.FAIL, f"{name}: HeadBucket failed: {_error_text(exc)}")
     return CheckResult("bucket", Verdict.OK, f"{name}: reachable")
+
+
+def check_listings(
+    s3: Any, config: Config, *, skip_reason: str | None = None
+) -> tuple[CheckResult, ...]:
+    """What ``s3sqsd sync`` needs beyond the daemon: ``s3:ListBucket`` on each bucket/prefix it
+    lists (listing.targets), tried with one ListObjectsV2 of MaxKeys=1 each. Only sync needs
+    it, so a denial is a warning: the daemon works without it."""
+    try:
+        wanted = targets(config)
+    except ConfigError:
+        return (
+            _skip(
+                "sync-list",
+                "the configuration names no bucket: s3sqsd sync needs --bucket, and "
+                "s3:ListBucket on that bucket",
+            ),
+        )
+    if skip_reason is not None:
+        return tuple(_skip("sync-list", f"{t.url}: {skip_reason}") for t in wanted)
+    checked = frozenset(config.s3_bucket_name)
+    return tuple(check_listing(s3, target, head_checked=checked) for target in wanted)
+
+
+def check_listing(
+    s3: Any, target: Target, *, head_checked: frozenset[str] = frozenset()
+) -> CheckResult:
+    """One listing; a missing bucket that has a ``bucket`` line of its own is not failed twice."""
+    params: dict[str, Any] = {"Bucket": target.bucket, "MaxKeys": 1}
+    if target.prefix:
+        params["Prefix"] = target.prefix
+    try:
+        s3.list_objects_v2(**params)
+    except (ClientError, BotoCoreError) as exc:
+        code = error_code(exc)
+        if _is_unreachable(exc):
+            detail = f"{target.url}: the S3 endpoint cannot be reached: {_error_text(exc)}"
+            return CheckResult("sync-list", Verdict.FAIL, detail)
+        if code in _DENIED_CODES:
+            return CheckResult(
+                "sync-list",
+                Verdict.WARN,
+                f"{target.url}: ListObjectsV2 denied ({code}); s3sqsd sync needs s3:ListBucket "
+                "here (the daemon does not)",
+            )
+        if code in _NO_BUCKET_CODES:
+            if target.bucket in head_checked:
+                return _skip("sync-list", f"{target.url}: no such bucket (its bucket line FAILs)")
+            return CheckResult("sync-list", Verdict.FAIL, f"{target.url}: no such bucket")
+        return CheckResult(
+            "sync-list", Verdict.FAIL, f"{target.url}: ListObjectsV2 failed: {_error_text(exc)}"
+        )
+    return CheckResult("sync-list", Verdict.OK, f"{target.url}: s3sqsd sync can list it")
 
 
 # ---- the download folder -----------------------------------------------------------------------

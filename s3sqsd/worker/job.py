@@ -16,16 +16,14 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from s3sqsd.delivery import deliver
 from s3sqsd.errors import FetchError, MessageError
-from s3sqsd.events import ObjectCreated, object_url
-from s3sqsd.hooks import object_facts, run_on_download
+from s3sqsd.events import object_url
 from s3sqsd.metrics import Metrics, wall_clock
 from s3sqsd.outcomes import FetchOutcome, FetchResult, RemoveOutcome
-from s3sqsd.routing import Placement
 from s3sqsd.sqs import Message
-from s3sqsd.verify import CheckKind
 from s3sqsd.worker.lease import Outcome
-from s3sqsd.worker.plan import FetcherLike, Item, RemoveItem
+from s3sqsd.worker.plan import Item, RemoveItem
 from s3sqsd.worker.settings import WorkerSettings
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
@@ -65,12 +63,16 @@ class DownloadJob:
                 continue
             obj, placement = item.obj, item.placement
             try:
-                result = placement.folder.fetch(
-                    obj, cancel=self.cancel, key_path=placement.key_path
+                result = deliver(
+                    placement.folder,
+                    obj,
+                    key_path=placement.key_path,
+                    on_download=placement.on_download,
+                    cancel=self.cancel,
+                    logger=logger,
+                    message_id=message.message_id,
+                    measure=self._measure,
                 )
-                self._log_result(obj, result, message)
-                self._measure(result)
-                self._after_download(obj, result, placement)
             except MessageError as exc:
                 return Outcome(error=exc, downloaded=downloaded)
             except Exception as exc:  # a bug must not kill the thread or lose the message
@@ -93,51 +95,6 @@ class DownloadJob:
             if result.outcome is FetchOutcome.DOWNLOADED:
                 downloaded += 1
         return Outcome(downloaded=downloaded)
-
-    def _after_download(
-        self, obj: ObjectCreated, result: FetchResult, placement: Placement[FetcherLike]
-    ) -> None:
-        """Run ``on_download`` for a file in place; its failure fails the message (transient).
-
-        A DUPLICATE runs it too: a retry after a failed command finds the file already there,
-        and the command must still succeed once before the message may go.
-        """
-        command = placement.on_download
-        if command is None or result.path is None:
-            return
-        if result.outcome not in (FetchOutcome.DOWNLOADED, FetchOutcome.DUPLICATE):
-            return
-        message = self.message
-        fields = {
-            "bucket": obj.bucket,
-            "key": obj.key,
-            "path": str(result.path),
-            "message_id": message.message_id,
-        }
-        hook = run_on_download(
-            command,
-            facts=object_facts(
-                path=result.path,
-                bucket=obj.bucket,
-                key=obj.key,
-                version_id=result.version_id,
-                size=result.size,
-                etag=result.etag,
-                message_id=message.message_id,
-            ),
-            cancel=self.cancel,
-        )
-        for line in hook.output:
-            logger.info("%s", line, extra={"event": "command.output", **fields})
-        if hook.output_truncated:
-            logger.info("(command output truncated)", extra={"event": "command.output", **fields})
-        if not hook.ok:
-            raise hook.as_error(object_url(obj.bucket, obj.key))
-        logger.info(
-            "on_download command for %s succeeded",
-            object_url(obj.bucket, obj.key),
-            extra={"event": "command.succeeded", "duration_ms": hook.duration_ms, **fields},
-        )
 
     def _remove(self, item: RemoveItem) -> None:
         message = self.message
@@ -174,59 +131,6 @@ class DownloadJob:
         metrics.observe("download_duration_seconds", result.duration_ms / 1000)
         if message.sent_timestamp_ms:
             metrics.observe("lag_seconds", max(0.0, now - message.sent_timestamp_ms / 1000))
-
-    @staticmethod
-    def _log_result(obj: ObjectCreated, result: FetchResult, message: Message) -> None:
-        fields = {
-            "bucket": obj.bucket,
-            "key": obj.key,
-            "path": str(result.path) if result.path else None,
-            "message_id": message.message_id,
-        }
-        if result.outcome is FetchOutcome.DOWNLOADED:
-            # Never silently weaker: a download that only its length verified is a warning
-            # naming what S3 had that this host could not check (integrity: best_effort).
-            weak = result.verified_by == CheckKind.LENGTH.value
-            logger.log(
-                logging.WARNING if weak else logging.INFO,
-                "downloaded %s to %s (%d bytes, verified by %s%s)",
-                object_url(obj.bucket, obj.key),
-                result.path,
-                result.size,
-                result.verified_by,
-                f"; not verifiable here: {'; '.join(result.unverifiable)}"
-                if result.unverifiable
-                else "",
-                extra={
-                    "event": "object.downloaded",
-                    "size": result.size,
-                    "duration_ms": result.duration_ms,
-                    "version_id": result.version_id,
-                    "etag": result.etag,
-                    "verified_by": result.verified_by,
-                    "unverifiable": list(result.unverifiable),
-                    **fields,
-                },
-            )
-        elif result.outcome is FetchOutcome.STALE:
-            logger.info(
-                "%s: event older than the file on disk (sequencer %s); kept the newer file",
-                object_url(obj.bucket, obj.key),
-                obj.sequencer,
-                extra={"event": "object.stale", "sequencer": obj.sequencer, **fields},
-            )
-        elif result.outcome is FetchOutcome.DUPLICATE:
-            logger.info(
-                "%s: already on disk (duplicate event)",
-                object_url(obj.bucket, obj.key),
-                extra={"event": "object.duplicate", **fields},
-            )
-        else:
-            logger.info(
-                "%s is a folder marker; nothing written",
-                object_url(obj.bucket, obj.key),
-                extra={"event": "object.folder_marker", **fields},
-            )
 
 
 class Downloads:

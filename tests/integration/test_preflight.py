@@ -200,8 +200,9 @@ def test_good_setup_every_line_ok_and_nothing_changed(
     expected += ["timeouts"]
     expected += ["redrive", "max-receives", "dlq-retention"]
     expected += ["dlq-url"] if dlq_url else []
-    expected += ["bucket", "folder", "free-space"]
+    expected += ["bucket", "sync-list", "folder", "free-space"]
     assert names == expected
+    assert run.one("sync-list").detail == f"s3://{pipeline.bucket}/: s3sqsd sync can list it"
     assert run.one("credentials").detail == "found (source: env)"
     assert run.one("queue").detail.startswith(f"{pipeline.queue_url}: exists; 1 visible")
     assert run.one("bucket").detail == f"{pipeline.bucket}: reachable"
@@ -320,6 +321,7 @@ def test_bucket_that_does_not_exist(
         f"{pipeline.bucket}: reachable",
         f"{missing}: no such bucket",
     ]
+    assert [line.verdict for line in run.named("sync-list")] == ["ok", "skip"]
 
 
 @pytest.mark.parametrize("layout", ["folder", "parent"])
@@ -398,6 +400,7 @@ def test_no_credentials(
         ["FAIL", "credentials"],
         ["skip", "queue"],
         ["skip", "buckets"],
+        ["skip", "sync-list"],
     ]
     assert "Traceback" not in result.stderr
 
@@ -497,6 +500,7 @@ def test_no_allow_list_skips_the_bucket_check(
     assert run.one("buckets").verdict == "skip"
     assert "no s3_bucket_name allow-list" in run.one("buckets").detail
     assert run.named("bucket") == []
+    assert "s3sqsd sync needs --bucket" in run.one("sync-list").detail
     assert run.summary == ALL_PASSED
 
 

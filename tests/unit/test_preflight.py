@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from s3sqsd.checksums import HostChecksums
-from s3sqsd.config import Config, RetryConfig
+from s3sqsd.config import Config, RetryConfig, RouteConfig
 from s3sqsd.paths import TEMP_DIR_NAME
 from s3sqsd.preflight import (
     CheckClients,
@@ -28,6 +28,7 @@ from s3sqsd.preflight import (
     check_dead_letters,
     check_dlq_retention,
     check_folder,
+    check_listings,
     check_max_receives,
     check_queue_type,
     check_retention,
@@ -102,6 +103,13 @@ class StubS3:
     def head_bucket(self, Bucket: str) -> dict[str, Any]:
         self.calls.append(f"HeadBucket {Bucket}")
         error = self.buckets.get(Bucket, client_error("404", "HeadBucket"))
+        if error is not None:
+            raise error
+        return {}
+
+    def list_objects_v2(self, **params: Any) -> dict[str, Any]:
+        self.calls.append(f"ListObjectsV2 {params}")
+        error = self.buckets.get(params["Bucket"], client_error("NoSuchBucket", "List"))
         if error is not None:
             raise error
         return {}
@@ -627,6 +635,7 @@ def test_run_without_credentials_makes_no_aws_call(tmp_path: Path) -> None:
         ("credentials", FAIL),
         ("queue", SKIP),
         ("buckets", SKIP),
+        ("sync-list", SKIP),
         ("folder", OK),
         ("free-space", report.results[-1].verdict),  # depends on the machine
     ]
@@ -680,8 +689,45 @@ def test_good_run_only_reads(tmp_path: Path) -> None:
         "dlq-retention",
         "dlq-url",
         "bucket",
+        "sync-list",
         "folder",
     ]
     assert all(r.verdict is OK for r in report.results[:-1]), report.lines()
     assert all(call.startswith(("GetQueueAttributes", "GetQueueUrl")) for call in sqs.calls)
-    assert s3.calls == ["HeadBucket inbox"]
+    assert s3.calls == ["HeadBucket inbox", "ListObjectsV2 {'Bucket': 'inbox', 'MaxKeys': 1}"]
+
+
+# ---- what s3sqsd sync needs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "verdict", "words"),
+    [
+        (None, OK, "s3://inbox/in/: s3sqsd sync can list it"),
+        (client_error("AccessDenied", "ListObjectsV2"), WARN, "needs s3:ListBucket"),
+        (client_error("NoSuchBucket", "ListObjectsV2"), FAIL, "no such bucket"),
+        (client_error("500", "ListObjectsV2"), FAIL, "ListObjectsV2 failed"),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), FAIL, "cannot be reached"),
+    ],
+)
+def test_sync_listing(outcome: BaseException | None, verdict: Verdict, words: str) -> None:
+    s3 = StubS3({"inbox": outcome})
+    routed = config(
+        download_folder=Path("/srv/in"),
+        routes=(RouteConfig(download_folder=Path("/srv/in"), bucket="inbox", prefix="in/"),),
+    )
+    (result,) = check_listings(s3, routed)
+    assert (result.name, result.verdict) == ("sync-list", verdict)
+    assert words in result.detail
+    assert s3.calls == ["ListObjectsV2 {'Bucket': 'inbox', 'MaxKeys': 1, 'Prefix': 'in/'}"]
+
+
+def test_sync_listing_skips_without_a_bucket_or_when_told() -> None:
+    s3 = StubS3({})
+    (none,) = check_listings(s3, config())
+    assert none.verdict is SKIP
+    assert "--bucket" in none.detail
+    allowed = config(s3_bucket_name=("a",))
+    assert [r.verdict for r in check_listings(s3, allowed, skip_reason="down")] == [SKIP]
+    assert [r.verdict for r in check_listings(s3, allowed)] == [SKIP]  # its bucket line FAILs
+    assert len(s3.calls) == 1

@@ -1,0 +1,32 @@
+"""The ``Fetcher`` of one download folder, built from the configuration the same way for the
+daemon and for ``s3sqsd sync``: the same modes, large-object settings and integrity rule, so a
+file a sync writes cannot differ from one an event writes."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+from s3sqsd.checksums import HostChecksums
+from s3sqsd.config import Config
+from s3sqsd.fetcher import Fetcher
+
+
+def fetcher_for(
+    config: Config, folder: Path, *, s3: Any, parts: Executor, checksums: HostChecksums
+) -> Fetcher:
+    """A Fetcher into ``folder`` (not prepared yet); ``parts``: the caller's ranged-GET pool."""
+    large = config.large_objects
+    return Fetcher(
+        s3=s3,
+        root=folder,
+        file_mode=config.file_mode,
+        directory_mode=config.directory_mode,
+        parts=parts,
+        ranged_threshold=large.threshold_bytes,
+        part_size=large.part_size_bytes,
+        parts_window=2 * large.concurrency,
+        checksums=checksums,
+        integrity_strict=config.integrity == "strict",
+    )
