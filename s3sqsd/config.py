@@ -126,6 +126,9 @@ class ReconcileConfig:
 
     interval_seconds: int = 3600
     workers: int = 2
+    # Objects younger than this are left to their events, still on their way (S3 delivers
+    # them within seconds): fetching them first would call every fresh upload "missing".
+    min_age_seconds: int = 300
 
 
 UNROUTED_CHOICES = ("acknowledge", "dead_letter")
@@ -450,6 +453,14 @@ def _parse_config(data: object, *, source: str) -> Config:
         )
 
     _route_problems(problems, data, values)
+    if values.get("reconcile") is not None and not values.get("s3_bucket_name"):
+        routes = values.get("routes") or ()
+        if not routes or any(route.bucket is None for route in routes):
+            problems.add(
+                "reconcile",
+                "needs s3_bucket_name (or a bucket on every route): a pass lists buckets, "
+                "where events name their own",
+            )
 
     _unknown_keys(problems, data, "", _TOP_KEYS)
 
@@ -479,11 +490,14 @@ def _suggest_key(key: object, prefix: str, valid: tuple[str, ...]) -> str:
     elsewhere: dict[str, str] = {}  # name -> how to refer to it
     if prefix:
         elsewhere.update((name, f"the top-level key {name!r}") for name in _TOP_KEYS)
+    # A name at several levels (workers: top level and reconcile.workers) suggests the first.
     for section, keys in _SECTION_KEYS.items():
         if f"{section}." != prefix:
-            elsewhere.update((name, repr(f"{section}.{name}")) for name in keys)
+            for name in keys:
+                elsewhere.setdefault(name, repr(f"{section}.{name}"))
     if not prefix.startswith("routes["):
-        elsewhere.update((name, f"{name!r} in a routes entry") for name in _ROUTE_KEYS)
+        for name in _ROUTE_KEYS:
+            elsewhere.setdefault(name, f"{name!r} in a routes entry")
     close = _closest(wanted, tuple(elsewhere), cutoff=0.8)
     if close:
         return f" (did you mean {elsewhere[close]}? check the indentation)"
@@ -1103,6 +1117,7 @@ def _reconcile(problems: _Problems, path: str, value: object) -> ReconcileConfig
         # loop (S3 bills per LIST), and a week is the longest an operator should wait.
         "interval_seconds": _int_range(60, 7 * 24 * 3600, note="a minute to a week"),
         "workers": _int_range(1, 64),
+        "min_age_seconds": _int_range(0, 7 * 24 * 3600),
     }
     values = _int_section(problems, path, section, checks, "reconcile")
     return None if values is None else ReconcileConfig(**values)

@@ -126,9 +126,9 @@ def test_stop_reaches_a_pass_under_way() -> None:
 class TestConfig:
     def test_off_by_default_and_an_empty_section_means_hourly(self) -> None:
         assert parse_config({"sqs_queue_url": QUEUE}).reconcile is None
-        assert parse_config({"sqs_queue_url": QUEUE, "reconcile": {}}).reconcile == (
-            ReconcileConfig(interval_seconds=3600, workers=2)
-        )
+        assert parse_config(
+            {"sqs_queue_url": QUEUE, "s3_bucket_name": "inbox", "reconcile": {}}
+        ).reconcile == (ReconcileConfig(interval_seconds=3600, workers=2, min_age_seconds=300))
 
     @pytest.mark.parametrize(
         ("section", "named"),
@@ -142,7 +142,7 @@ class TestConfig:
     )
     def test_bad_values_name_the_key(self, section: object, named: str) -> None:
         with pytest.raises(ConfigError) as caught:
-            parse_config({"sqs_queue_url": QUEUE, "reconcile": section})
+            parse_config({"sqs_queue_url": QUEUE, "s3_bucket_name": "inbox", "reconcile": section})
         assert any(problem.startswith(named) for problem in caught.value.problems), (
             caught.value.problems
         )
@@ -165,3 +165,15 @@ def test_a_pass_waits_until_the_event_path_is_idle() -> None:
     assert passes.ran.acquire(timeout=5)
     reconciler.stop()
     assert reconciler.join(5)
+
+
+def test_a_pass_needs_buckets_to_list() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"sqs_queue_url": QUEUE, "reconcile": {}})
+    assert caught.value.problems[0].startswith("reconcile: needs s3_bucket_name")
+    routed = {
+        "sqs_queue_url": QUEUE,
+        "reconcile": {},
+        "routes": [{"bucket": "inbox", "download_folder": "/srv/inbox"}],
+    }
+    assert parse_config(routed).reconcile is not None
