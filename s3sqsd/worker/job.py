@@ -124,6 +124,7 @@ class DownloadJob:
                 size=result.size,
                 etag=result.etag,
                 message_id=message.message_id,
+                meta=result.meta,
             ),
             cancel=self.cancel,
         )
