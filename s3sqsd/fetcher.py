@@ -20,9 +20,11 @@ the message.
 
 Provenance orders overwrites (``provenance.skip_verdict``): an old event is ``STALE``, the same
 event or object again is ``DUPLICATE``; neither replaces the file. The check runs before the
-GET (no GET for an old event) and again under the per-path lock right before the rename (two
-workers racing on one key) when something may have changed since: a file was there at the
-first look, or another thread renamed into or removed the path meanwhile. On a filesystem
+GET (no GET for an old event) and again under the per-path locks right before the rename,
+whenever a file is there then: another thread, or another process (``s3sqsd sync``: the locks
+are across processes too, pathlocks.py), may have changed the path meanwhile. That second look
+judges the downloaded object itself (``provenance.newer_verdict``: the sequencer, else
+LastModified, else a HEAD asking S3 which is current). On a filesystem
 without user xattrs there is no provenance and every event downloads and replaces
 (``Fetcher.xattrs_supported`` is False).
 """
