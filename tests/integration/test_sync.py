@@ -24,7 +24,7 @@ from s3sqsd.fetcher import XATTR_NAME, Fetcher
 from s3sqsd.listing import targets
 from s3sqsd.outcomes import FetchResult
 from s3sqsd.paths import TEMP_DIR_NAME
-from s3sqsd.provenance import read_provenance
+from s3sqsd.provenance import Origin, read_provenance
 from s3sqsd.sync import Planned, Sync, Tally, sync_fetchers
 from tests.support.daemon import REPO_ROOT, daemon_env, run_cli, write_config
 from tests.support.emulator import REGION, Emulator
@@ -108,7 +108,12 @@ class _Hooked:
         self.engine: Sync | None = None
 
     def fetch(
-        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+        self,
+        obj: ObjectCreated,
+        *,
+        cancel: threading.Event,
+        key_path: str | None = None,
+        origin: Origin | None = None,
     ) -> FetchResult:
         with self.lock:
             self.calls += 1
