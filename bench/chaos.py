@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.support.daemon import TEMP_DIR_NAME, DaemonProcess
+from tests.support.daemon import PATH_LOCK_NAME, TEMP_DIR_NAME, DaemonProcess
 from tests.support.emulator import REGION
 from tests.support.emulator_server import EmulatorProcess
 from tests.support.faultproxy import HARD_FAULTS, LATENCY, FaultProxy
@@ -408,6 +408,8 @@ def audit(run: Run, pipeline: Any, elapsed: float, settled: bool, drained: bool)
         for path in slot.folder.rglob("*"):
             relative = path.relative_to(slot.folder)
             if relative.parts[0] == TEMP_DIR_NAME:
+                if relative.parts[1:] == (PATH_LOCK_NAME,):
+                    continue  # the per-path lock file: there for good, not a leftover
                 if path.is_file() or path.is_symlink():
                     temp_left.append(f"daemon {slot.index}: {relative}")
                 continue

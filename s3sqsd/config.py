@@ -136,6 +136,10 @@ ON_REMOVE_CHOICES = ("keep", "delete")
 # What to do with an object of which this host can verify nothing but the length (verify.py):
 # accept it with a warning, or refuse it (dead-lettered). docs/configuration.md argues the default.
 INTEGRITY_CHOICES = ("best_effort", "strict")
+# Each file's mtime: its object's LastModified (so tools that compare times, rsync, make, see
+# S3's time), or the time of the download (what s3sqsd did before it kept LastModified).
+FILE_MTIME_LAST_MODIFIED = "last_modified"
+FILE_MTIME_CHOICES = (FILE_MTIME_LAST_MODIFIED, "download_time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,7 @@ class Config:
     key_decoding: KeyDecodingPolicy = field(default_factory=KeyDecodingPolicy)
     file_mode: int = 0o640
     directory_mode: int = 0o750
+    file_mtime: str = FILE_MTIME_LAST_MODIFIED  # FILE_MTIME_CHOICES
     log_level: str = "info"
     on_download: CommandConfig | None = None  # run after each download; None: nothing runs
     routes: tuple[RouteConfig, ...] = ()  # empty: every object goes to download_folder
@@ -430,6 +435,7 @@ def _parse_config(data: object, *, source: str) -> Config:
         "key_decoding": _key_decoding,
         "file_mode": _mode(0o600, "read and write"),
         "directory_mode": _mode(0o700, "read, write and search (rwx)"),
+        "file_mtime": _choice(FILE_MTIME_CHOICES),
         "log_level": _log_level,
         "on_download": _command,
         "routes": _routes,

@@ -69,6 +69,7 @@ RESTART_ONLY = frozenset(
         "dead_letter_queue_url",
         "file_mode",
         "directory_mode",
+        "file_mtime",
         "metrics",
         "routes",
         "large_objects",

@@ -20,12 +20,18 @@ from s3sqsd.config import CommandConfig
 from s3sqsd.events import ObjectCreated, object_url
 from s3sqsd.hooks import object_facts, run_on_download
 from s3sqsd.outcomes import FetchOutcome, FetchResult
+from s3sqsd.provenance import Origin
 from s3sqsd.verify import CheckKind
 
 
 class Fetches(Protocol):
     def fetch(
-        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+        self,
+        obj: ObjectCreated,
+        *,
+        cancel: threading.Event,
+        key_path: str | None = None,
+        origin: Origin | None = None,
     ) -> FetchResult: ...
 
 
@@ -40,13 +46,15 @@ def deliver(
     message_id: str | None = None,
     measure: Callable[[FetchResult], None] | None = None,
     command_on_duplicate: bool = True,
+    origin: Origin | None = None,
 ) -> FetchResult:
     """Fetch ``obj``, log and ``measure`` the result, run ``on_download`` for a file in place.
 
     Raises the fetch's MessageError, or the command's (CommandError, DownloadCancelledError)
-    once the file is in place and logged.
+    once the file is in place and logged. ``origin``: an event's object or a listing's (the
+    fetcher's default otherwise); a listing never replaces a file s3sqsd did not write.
     """
-    result = fetcher.fetch(obj, cancel=cancel, key_path=key_path)
+    result = fetcher.fetch(obj, cancel=cancel, key_path=key_path, origin=origin)
     log_result(obj, result, logger=logger, message_id=message_id)
     if measure is not None:
         measure(result)
@@ -86,6 +94,7 @@ def after_download(
             size=result.size,
             etag=result.etag,
             message_id=message_id or "",
+            meta=result.meta,
         ),
         cancel=cancel,
     )
@@ -144,6 +153,13 @@ def log_result(
             object_url(obj.bucket, obj.key),
             obj.sequencer,
             extra={"event": "object.stale", "sequencer": obj.sequencer, **fields},
+        )
+    elif result.outcome is FetchOutcome.CONFLICT:
+        logger.warning(
+            "%s: %s is not a file s3sqsd wrote; left as it is (a listing never replaces one)",
+            object_url(obj.bucket, obj.key),
+            result.path,
+            extra={"event": "object.conflict", **fields},
         )
     elif result.outcome is FetchOutcome.DUPLICATE:
         logger.info(

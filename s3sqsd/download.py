@@ -28,6 +28,7 @@ from s3sqsd.errors import (
     UnverifiableError,
 )
 from s3sqsd.events import ObjectCreated
+from s3sqsd.objectmeta import NO_META, ObjectMeta
 from s3sqsd.parts import Layout, check_again, layout, pin
 from s3sqsd.ranged import fetch_ranged
 from s3sqsd.verify import (
@@ -59,6 +60,7 @@ class Got:
     etag: str | None
     version_id: str | None
     check: Check
+    meta: ObjectMeta = NO_META  # LastModified, content type, user metadata
 
 
 class Downloader:
@@ -140,7 +142,13 @@ class Downloader:
                 size = digests.length
         finally:
             _close_quietly(body)
-        return Got(size=size, etag=etag, version_id=version_id, check=expected.check)
+        return Got(
+            size=size,
+            etag=etag,
+            version_id=version_id,
+            check=expected.check,
+            meta=ObjectMeta.from_response(response),
+        )
 
     def expect(self, response: Mapping[str, Any], obj: ObjectCreated) -> Expected:
         """What the bytes must match, refused here under ``integrity: strict`` when that is
@@ -195,7 +203,11 @@ class Downloader:
             host=self._checksums,
         )
         return Got(
-            size=result.size, etag=result.etag, version_id=result.version_id, check=result.check
+            size=result.size,
+            etag=result.etag,
+            version_id=result.version_id,
+            check=result.check,
+            meta=result.meta,
         )
 
     def _write_failed(self, exc: OSError, obj: ObjectCreated, path: Path) -> LocalError:

@@ -10,19 +10,28 @@ from typing import Any
 
 from s3sqsd.checksums import HostChecksums
 from s3sqsd.config import Config
-from s3sqsd.fetcher import Fetcher
+from s3sqsd.fetcher import Fetcher, FolderRole
 
 
 def fetcher_for(
-    config: Config, folder: Path, *, s3: Any, parts: Executor, checksums: HostChecksums
+    config: Config,
+    folder: Path,
+    *,
+    s3: Any,
+    parts: Executor,
+    checksums: HostChecksums,
+    role: FolderRole = FolderRole.DAEMON,
 ) -> Fetcher:
-    """A Fetcher into ``folder`` (not prepared yet); ``parts``: the caller's ranged-GET pool."""
+    """A Fetcher into ``folder`` (not prepared yet); ``parts``: the caller's ranged-GET pool;
+    ``role``: the daemon's (the folder taken for this process) or a sync's (beside a daemon)."""
     large = config.large_objects
     return Fetcher(
         s3=s3,
         root=folder,
+        role=role,
         file_mode=config.file_mode,
         directory_mode=config.directory_mode,
+        file_mtime=config.file_mtime,
         parts=parts,
         ranged_threshold=large.threshold_bytes,
         part_size=large.part_size_bytes,

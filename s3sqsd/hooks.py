@@ -7,7 +7,8 @@ raises nothing for a failing program: the caller turns a result that is not ``ok
 object. It blocks only the calling thread (a download thread), polling at most every
 ``_POLL_SECONDS`` for ``cancel``.
 
-Environment: the file's facts (``S3SQSD_*``, see ``object_facts``) on top of a minimal copy
+Environment: the file's facts (``S3SQSD_*``, see ``object_facts``: where it is, which object,
+and S3's metadata of it: LastModified, content type, ``x-amz-meta-*``) on top of a minimal copy
 of the service's environment: ``PATH`` (a standard one if unset), ``HOME``, ``LANG``,
 ``LC_*``, ``TZ``. Nothing else is inherited, ``AWS_*`` above all: the daemon's credentials
 may delete queue messages and read every object of the bucket, and a program run per file
@@ -27,6 +28,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import re
 import select
 import signal
 import subprocess
@@ -39,6 +41,7 @@ from typing import IO, cast
 
 from s3sqsd.config import CommandConfig
 from s3sqsd.errors import CommandError, DownloadCancelledError
+from s3sqsd.objectmeta import NO_META, ObjectMeta, iso_utc
 
 FACT_PATH = "S3SQSD_PATH"
 FACT_BUCKET = "S3SQSD_BUCKET"
@@ -47,7 +50,12 @@ FACT_VERSION_ID = "S3SQSD_VERSION_ID"
 FACT_SIZE = "S3SQSD_SIZE"
 FACT_ETAG = "S3SQSD_ETAG"
 FACT_MESSAGE_ID = "S3SQSD_MESSAGE_ID"
+FACT_LAST_MODIFIED = "S3SQSD_LAST_MODIFIED"
+FACT_CONTENT_TYPE = "S3SQSD_CONTENT_TYPE"
+FACT_META_PREFIX = "S3SQSD_META_"
 FACT_PREFIX = "S3SQSD_"
+
+_NOT_NAME_CHAR = re.compile(r"[^A-Z0-9_]")
 
 INHERITED_ENV = ("PATH", "HOME", "LANG", "TZ")  # and every LC_* variable
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -73,9 +81,13 @@ def object_facts(
     size: int,
     etag: str | None,
     message_id: str,
+    meta: ObjectMeta = NO_META,
 ) -> dict[str, str]:
-    """The ``S3SQSD_*`` variables for one downloaded file; unknown values are empty strings."""
-    return {
+    """The ``S3SQSD_*`` variables for one downloaded file; unknown values are empty strings.
+
+    From S3's metadata (``meta``): ``S3SQSD_LAST_MODIFIED`` (ISO 8601 UTC), ``S3SQSD_CONTENT_TYPE``
+    and one ``S3SQSD_META_<NAME>`` per user metadata entry (``meta_variable``)."""
+    facts = {
         FACT_PATH: str(path),
         FACT_BUCKET: bucket,
         FACT_KEY: key,
@@ -83,7 +95,25 @@ def object_facts(
         FACT_SIZE: str(size),
         FACT_ETAG: (etag or "").strip('"'),
         FACT_MESSAGE_ID: message_id,
+        FACT_LAST_MODIFIED: "" if meta.last_modified is None else iso_utc(meta.last_modified),
+        FACT_CONTENT_TYPE: meta.content_type or "",
     }
+    for name, value in sorted(meta.metadata):  # the first of a collision wins
+        variable = meta_variable(name)
+        if variable is not None and "\0" not in value:
+            facts.setdefault(variable, value)
+    return facts
+
+
+def meta_variable(name: str) -> str | None:
+    """The variable of a user metadata entry (pure): ``S3SQSD_META_`` and the name (the part
+    after ``x-amz-meta-``) upper-cased, every character but A-Z, 0-9 and _ made ``_``:
+    ``x-amz-meta-Owner-ID`` gives ``S3SQSD_META_OWNER_ID``. Names that differ only there
+    (``a-b``, ``a.b``, ``a_b``) give one variable: the name that sorts first keeps it. None for
+    an empty name."""
+    if not name:
+        return None
+    return FACT_META_PREFIX + _NOT_NAME_CHAR.sub("_", name.upper())
 
 
 def command_environment(

@@ -10,11 +10,16 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from s3sqsd.objectmeta import NO_META, ObjectMeta
+
 
 class FetchOutcome(enum.Enum):
     DOWNLOADED = "downloaded"  # the file at ``path`` now holds the object
     STALE = "stale"  # the file on disk comes from a later event: kept as it is
     DUPLICATE = "duplicate"  # the file on disk comes from this very event (or version)
+    # A listing's candidate (``Origin.LISTING``) met a file s3sqsd did not write, or another
+    # object's: kept as it is (``s3sqsd sync`` reports it). Events never give it.
+    CONFLICT = "conflict"
     FOLDER_MARKER = "folder_marker"  # a key ending in "/": nothing to download
 
 
@@ -44,3 +49,6 @@ class FetchResult:
     duration_ms: int
     verified_by: str | None = None  # verify.Check.verified_by, for DOWNLOADED
     unverifiable: tuple[str, ...] = ()  # stronger checks S3 had that this host could not do
+    # S3's facts of the object in place: the GET's for DOWNLOADED, the record's for DUPLICATE
+    # (empty for a record of an earlier version), for ``on_download``.
+    meta: ObjectMeta = NO_META

@@ -19,6 +19,14 @@ from s3sqsd.events import object_url
 TEMP_DIR_NAME = ".s3sqsd-tmp"
 """The daemon's hidden temp folder directly under ``download_folder``; no key may use it."""
 
+PATH_LOCK_NAME = "paths.lock"
+"""The file in the temp folder whose byte-range locks order changes to one path across
+processes (pathlocks.py); never swept."""
+
+SYNC_DIR_PREFIX = "sync."
+"""The temp sub-folders of ``s3sqsd sync`` processes (``sync.<pid>.<random>``), each locked
+by its process while it lives (folder.py)."""
+
 NAME_MAX = 255
 """Longest file name component in bytes (Linux ``NAME_MAX`` on ext4, xfs, btrfs, tmpfs)."""
 

@@ -23,18 +23,26 @@ harmless, while the reverse could skip new bytes.
 
 from __future__ import annotations
 
+import enum
 import errno
 import json
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from s3sqsd.events import ObjectCreated, OtherRecord, event_time_earlier, sequencer_newer
+from s3sqsd.objectmeta import ObjectMeta, Pairs
 from s3sqsd.outcomes import FetchOutcome, RemoveOutcome
 from s3sqsd.verify import strip_etag
 
 XATTR_NAME = "user.s3sqsd"
+# The bound a record is kept under (``Provenance.encode``). ext4 keeps all of a file's xattrs
+# (names, values, headers, and an SELinux label or ACL beside ours) in one block, 4 KiB at
+# most: 3 KiB for ours leaves room for the others. S3 allows 2 KiB of user metadata, which
+# JSON escaping can make larger, so metadata alone can push a record over: it is dropped first.
+MAX_RECORD_BYTES = 3072
 
 _NO_XATTR_ERRNOS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 
@@ -50,8 +58,31 @@ class Provenance:
     sequencer: str | None
     size: int
     event_time: str | None = None  # the event's; orders events only where sequencers repeat
+    # S3's facts from the GET (objectmeta.py); absent from records of earlier versions.
+    last_modified: int | None = None  # epoch seconds UTC: orders versions without sequencers
+    content_type: str | None = None
+    metadata: Pairs = ()  # user metadata (x-amz-meta-*), sorted pairs
+    metadata_dropped: bool = False  # the metadata did not fit in MAX_RECORD_BYTES
+
+    @property
+    def meta(self) -> ObjectMeta:
+        return ObjectMeta(
+            last_modified=self.last_modified,
+            content_type=self.content_type,
+            metadata=self.metadata,
+        )
 
     def encode(self) -> bytes:
+        """Compact JSON of at most ``MAX_RECORD_BYTES`` when it can be: the user metadata is
+        left out (``metadata_dropped``) when the whole record would be larger, so the facts
+        that order versions (ETag, version, sequencer, LastModified) always fit. Only a record
+        too large even without it (a very long non-ASCII key) exceeds the bound."""
+        raw = self._encode(self.metadata, self.metadata_dropped)
+        if len(raw) > MAX_RECORD_BYTES and self.metadata:
+            raw = self._encode((), True)
+        return raw
+
+    def _encode(self, metadata: Pairs, dropped: bool) -> bytes:
         fields: dict[str, object] = {
             "bucket": self.bucket,
             "key": self.key,
@@ -62,6 +93,14 @@ class Provenance:
         }
         if self.event_time is not None:
             fields["event_time"] = self.event_time
+        if self.last_modified is not None:
+            fields["last_modified"] = self.last_modified
+        if self.content_type is not None:
+            fields["content_type"] = self.content_type
+        if metadata:
+            fields["metadata"] = dict(metadata)
+        if dropped:
+            fields["metadata_dropped"] = True
         return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode("ascii")
 
     @classmethod
@@ -80,7 +119,20 @@ class Provenance:
         if not all(data.get(name) is None or isinstance(data[name], str) for name in optional):
             return None
         size = data.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if not _count(size):
+            return None
+        # The fields added with S3's metadata: a record of an earlier version has none of them.
+        last_modified = data.get("last_modified")
+        content_type = data.get("content_type")
+        metadata = data.get("metadata", {})
+        dropped = data.get("metadata_dropped", False)
+        if last_modified is not None and not _count(last_modified):
+            return None
+        if content_type is not None and not isinstance(content_type, str):
+            return None
+        if not isinstance(metadata, dict) or not isinstance(dropped, bool):
+            return None
+        if not all(isinstance(value, str) for value in metadata.values()):
             return None
         return cls(
             bucket=data["bucket"],
@@ -90,7 +142,16 @@ class Provenance:
             sequencer=data.get("sequencer"),
             size=size,
             event_time=data.get("event_time"),
+            last_modified=last_modified,
+            content_type=content_type,
+            metadata=tuple(sorted(metadata.items())),
+            metadata_dropped=dropped,
         )
+
+
+def _count(value: object) -> TypeGuard[int]:
+    """A JSON integer >= 0 (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def read_provenance(path: Path) -> Provenance | None:
@@ -194,6 +255,90 @@ def skip_verdict(obj: ObjectCreated, *, have: Provenance | None) -> FetchOutcome
     if same_object:
         return FetchOutcome.DUPLICATE
     return None
+
+
+class Origin(enum.Enum):
+    """Where a candidate for a path comes from; the rules differ only for a file s3sqsd did
+    not write (or another object's): an event replaces it, as it always has, a listing never
+    does (``s3sqsd sync`` reports it as a conflict)."""
+
+    EVENT = "event"  # an S3 event notification: the daemon's queue
+    LISTING = "listing"  # a bucket listing: ``s3sqsd sync``, reconcile
+
+
+class Verdict(enum.Enum):
+    """What ``newer_verdict`` says of a downloaded candidate and the file at its path."""
+
+    REPLACE = "replace"  # rename the candidate over the file
+    STALE = "stale"  # the file holds a newer object: the candidate's temp file is discarded
+    DUPLICATE = "duplicate"  # the file already holds the candidate's object
+    CONFLICT = "conflict"  # a file s3sqsd did not write (or another object's): a listing keeps it
+    ASK_S3 = "ask_s3"  # the record cannot order them: ask S3 which is current (``current_verdict``)
+
+
+def newer_verdict(
+    obj: ObjectCreated,
+    candidate: Provenance,
+    *,
+    have: Provenance | None,
+    origin: Origin = Origin.EVENT,
+) -> Verdict:
+    """May ``candidate`` (the record the temp file downloaded for ``obj`` carries: the GET's
+    ETag, version and LastModified) replace the file found at its path, whose record is
+    ``have`` (None: a file with no trustworthy record)? Pure; the fetcher asks it under the
+    per-path locks, right before the rename, in every process.
+
+    - With two sequencers of one bucket/key, the sequencer decides: ``skip_verdict`` on the
+      event, exactly as before the listing existed.
+    - Otherwise (a listing has no sequencer, nor do files a listing wrote, nor moto's events)
+      the same object (ETag, and version when both name one) is a DUPLICATE, and LastModified
+      orders the rest: a strictly older candidate is STALE, a strictly newer one replaces.
+    - An equal second with different ETags, or a side without LastModified (a record written
+      before s3sqsd kept it), cannot be ordered from the records: ASK_S3. The caller then asks
+      S3 which object is current (``current_verdict``): only the current one replaces, so an
+      older object can never go over a newer one, and the file still converges, because the
+      current object always wins whoever asks.
+    """
+    if have is None or (have.bucket, have.key) != (candidate.bucket, candidate.key):
+        return Verdict.REPLACE if origin is Origin.EVENT else Verdict.CONFLICT
+    if obj.sequencer is not None and have.sequencer is not None:
+        return _VERDICTS[skip_verdict(obj, have=have)]
+    same_object = (
+        candidate.etag is not None
+        and candidate.etag == have.etag
+        and (candidate.version_id is None or candidate.version_id == have.version_id)
+    )
+    if same_object:
+        return Verdict.DUPLICATE
+    if candidate.last_modified is None or have.last_modified is None:
+        return Verdict.ASK_S3
+    if candidate.last_modified < have.last_modified:
+        return Verdict.STALE
+    if candidate.last_modified > have.last_modified:
+        return Verdict.REPLACE
+    return Verdict.ASK_S3
+
+
+_VERDICTS = {
+    None: Verdict.REPLACE,
+    FetchOutcome.STALE: Verdict.STALE,
+    FetchOutcome.DUPLICATE: Verdict.DUPLICATE,
+}
+
+
+def current_verdict(
+    candidate: Provenance, *, current_etag: str | None, current_version_id: str | None
+) -> Verdict:
+    """The answer to ASK_S3 (pure): REPLACE when S3's current object of the key (a HEAD
+    without a version: ``current_*``, both None when the key is gone) is the candidate, else
+    STALE. The current object is as new as any, so it may go over whatever the file holds;
+    a candidate that is not current is left out even when it is newer than the file, because
+    the current object's own event or listing brings that one."""
+    if current_version_id is not None and candidate.version_id is not None:
+        current = current_version_id == candidate.version_id
+    else:
+        current = candidate.etag is not None and strip_etag(current_etag) == candidate.etag
+    return Verdict.REPLACE if current else Verdict.STALE
 
 
 def removal_verdict(

@@ -45,6 +45,7 @@ from typing import Any
 from s3sqsd.checksums import Hasher, HostChecksums
 from s3sqsd.errors import DownloadCancelledError, FetchError, IntegrityError, PartsMismatchError
 from s3sqsd.events import ObjectCreated
+from s3sqsd.objectmeta import NO_META, ObjectMeta
 from s3sqsd.parts import check_again, layout, pin
 from s3sqsd.verify import (
     REMOTE_ERRORS,
@@ -79,6 +80,7 @@ class RangedResult:
     etag: str | None
     version_id: str | None
     check: Check
+    meta: ObjectMeta = NO_META  # the HEAD's: every ranged GET is pinned to its object
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +226,13 @@ def fetch_ranged(
             chunk_size=chunk_size,
             cancel=cancel,
         )
-    return RangedResult(size=digests.length, etag=etag, version_id=version_id, check=check)
+    return RangedResult(
+        size=digests.length,
+        etag=etag,
+        version_id=version_id,
+        check=check,
+        meta=ObjectMeta.from_response(head),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from s3sqsd.errors import LocalError
 from s3sqsd.events import ObjectCreated
 from s3sqsd.folder import local_error, unwritable
+from s3sqsd.objectmeta import NO_META, ObjectMeta
 from s3sqsd.provenance import Provenance, ProvenanceLabels
 from s3sqsd.verify import s3_url
 
@@ -32,19 +33,31 @@ TEMP_NAME_ATTEMPTS = 16  # names in a row found taken before a temp file counts 
 class StagedFile:
     """One open temp file: written by the download, then sealed and moved into place."""
 
-    __slots__ = ("_labels", "fd", "path", "renamed")
+    __slots__ = ("_labels", "_mtime_from_s3", "fd", "path", "renamed")
 
-    def __init__(self, *, path: Path, fd: int, labels: ProvenanceLabels) -> None:
+    def __init__(
+        self, *, path: Path, fd: int, labels: ProvenanceLabels, mtime_from_s3: bool = True
+    ) -> None:
         self.path = path
         self.fd = fd
         self.renamed = False  # once True, the name is the final file's: not to be unlinked
         self._labels = labels
+        self._mtime_from_s3 = mtime_from_s3
 
     def seal(
-        self, obj: ObjectCreated, *, etag: str | None, version_id: str | None, size: int
-    ) -> None:
-        """Label the file with its provenance, then fsync it: after the rename, the final
-        path holds durable bytes that say where they came from."""
+        self,
+        obj: ObjectCreated,
+        *,
+        etag: str | None,
+        version_id: str | None,
+        size: int,
+        meta: ObjectMeta = NO_META,
+    ) -> Provenance:
+        """Label the file with its provenance, give it its mtime, then fsync it: after the
+        rename, the final path holds durable bytes that say where they came from, with the
+        object's LastModified as mtime from the first moment it is visible there (unless
+        ``file_mtime: download_time``). Returns the provenance, the candidate the caller
+        judges against the file on disk before the rename."""
         provenance = Provenance(
             bucket=obj.bucket,
             key=obj.key,
@@ -53,15 +66,26 @@ class StagedFile:
             sequencer=obj.sequencer,
             size=size,
             event_time=obj.event_time,
+            last_modified=meta.last_modified,
+            content_type=meta.content_type,
+            metadata=meta.metadata,
         )
         try:
             self._labels.write(self.fd, provenance)
         except OSError as exc:
             raise local_error(exc, self.path, obj, "cannot label") from exc
+        if self._mtime_from_s3 and meta.last_modified is not None:
+            try:
+                # futimens on the open temp file: atime and mtime both LastModified, as
+                # rclone and ``aws s3 sync`` leave them.
+                os.utime(self.fd, (meta.last_modified, meta.last_modified))
+            except OSError as exc:
+                raise local_error(exc, self.path, obj, "cannot set the mtime of") from exc
         try:
             os.fsync(self.fd)
         except OSError as exc:
             raise local_error(exc, self.path, obj, "cannot sync") from exc
+        return provenance
 
     def move_to(self, final: Path, obj: ObjectCreated) -> None:
         """Rename the file over ``final`` (atomic: same filesystem, checked by ``prepare``)."""
@@ -76,12 +100,21 @@ class Staging:
     """Makes the temp files of one download folder; safe to use from many threads at once."""
 
     def __init__(
-        self, *, root: Path, temp_dir: Path, file_mode: int, labels: ProvenanceLabels
+        self,
+        *,
+        root: Path,
+        temp_dir: Path,
+        file_mode: int,
+        labels: ProvenanceLabels,
+        mtime_from_s3: bool = True,
     ) -> None:
+        """``mtime_from_s3``: each file's mtime is its object's LastModified (config
+        ``file_mtime: last_modified``); False leaves it the time of the download."""
         self._root = root
         self._temp_dir = temp_dir
         self._file_mode = file_mode
         self._labels = labels
+        self._mtime_from_s3 = mtime_from_s3
         # Temp names: a random prefix per Fetcher and a counter, not a random name per file
         # (a getrandom call each). They only need to be unique among this process's files:
         # the folder is locked to one process and swept of leftovers at start, and O_EXCL
@@ -121,7 +154,9 @@ class Staging:
         """A new temp file for ``obj``, closed on exit and removed unless it was moved into
         place: the removal is registered here, before the caller writes a byte."""
         temp, fd = self._open_temp(obj)
-        staged = StagedFile(path=temp, fd=fd, labels=self._labels)
+        staged = StagedFile(
+            path=temp, fd=fd, labels=self._labels, mtime_from_s3=self._mtime_from_s3
+        )
         try:
             yield staged
         finally:

@@ -45,12 +45,12 @@ from s3sqsd.delivery import Fetches, deliver
 from s3sqsd.dirsync import fsync_directory
 from s3sqsd.errors import DownloadCancelledError, ListingError, MessageError
 from s3sqsd.events import ObjectCreated, object_url
-from s3sqsd.fetcher import Fetcher
+from s3sqsd.fetcher import Fetcher, FolderRole
 from s3sqsd.fetchers import fetcher_for
 from s3sqsd.listing import PAGE_SIZE, Listed, Target, list_pages
 from s3sqsd.outcomes import FetchOutcome
 from s3sqsd.paths import TEMP_DIR_NAME
-from s3sqsd.provenance import Provenance, read_provenance
+from s3sqsd.provenance import Origin, Provenance, read_provenance
 from s3sqsd.routing import Placement, download_folders, route
 
 logger = logging.getLogger(__name__)
@@ -145,14 +145,18 @@ def sync_fetchers(
     prepare: bool = True,
 ) -> dict[Path, Fetcher]:
     """The fetchers of a sync, one per download folder (routing.download_folders), built as
-    the daemon builds its own (fetchers.py) and prepared unless ``prepare`` is False (a dry
-    run creates nothing). Raises LocalError when a folder cannot be used; while a daemon holds
-    a folder, ``prepare`` refuses it (the folder lock) rather than sweep its temp files.
+    the daemon builds its own (fetchers.py) in the sync role, and prepared unless ``prepare``
+    is False (a dry run creates nothing). The sync role works beside a running daemon: its temp
+    files live in a sub-folder of its own, and the per-path locks and compare-before-rename
+    (fetcher.py) order its renames against the daemon's. Raises LocalError when a folder cannot
+    be used. ``close`` each fetcher when the sync is over.
     """
     host = checksums if checksums is not None else HostChecksums.detect()
     made: dict[Path, Fetcher] = {}
     for folder in download_folders(config):
-        fetcher = fetcher_for(config, folder, s3=s3, parts=parts, checksums=host)
+        fetcher = fetcher_for(
+            config, folder, s3=s3, parts=parts, checksums=host, role=FolderRole.SYNC
+        )
         if prepare:
             fetcher.prepare()
         made[folder] = fetcher
@@ -399,6 +403,7 @@ class Sync:
                 cancel=self._cancel,
                 logger=logger,
                 command_on_duplicate=False,
+                origin=Origin.LISTING,
             )
         except DownloadCancelledError as exc:
             if not self._stop.is_set():
@@ -424,6 +429,8 @@ class Sync:
                 replaced=replaced,
                 downloaded_bytes=result.size,
             )
+        elif result.outcome is FetchOutcome.CONFLICT:  # a file not ours appeared meanwhile
+            self._counts.add(done=1, done_bytes=obj.size, conflicts=1)
         else:  # in place already (it changed since it was looked at), or a folder marker
             self._counts.add(done=1, done_bytes=obj.size, skipped=1)
 

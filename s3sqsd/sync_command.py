@@ -94,7 +94,11 @@ def _sync(path: Path, *, dry_run: bool, delete: bool, bucket: str | None, prefix
             delete=delete,
             on_plan=_print_plan if dry_run else None,
         )
-        tally = _run_watched(engine)
+        try:
+            tally = _run_watched(engine)
+        finally:
+            for fetcher in fetchers.values():
+                fetcher.close()
     finally:
         parts.shutdown(wait=False, cancel_futures=True)
     if tally.interrupted:

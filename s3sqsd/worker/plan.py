@@ -24,13 +24,19 @@ from s3sqsd.events import (
     parse_message,
 )
 from s3sqsd.outcomes import FetchResult, RemoveOutcome
+from s3sqsd.provenance import Origin
 from s3sqsd.routing import Placement
 from s3sqsd.worker.settings import WorkerSettings
 
 
 class FetcherLike(Protocol):
     def fetch(
-        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+        self,
+        obj: ObjectCreated,
+        *,
+        cancel: threading.Event,
+        key_path: str | None = None,
+        origin: Origin | None = None,
     ) -> FetchResult: ...
 
     def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome: ...

@@ -31,6 +31,7 @@ from s3sqsd.events import ObjectCreated, OtherRecord, object_url
 from s3sqsd.fetcher import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.metrics import Metrics
 from s3sqsd.notify import Notifier
+from s3sqsd.provenance import Origin
 from s3sqsd.routing import Placement
 from s3sqsd.sqs import Message
 from s3sqsd.worker import FetcherLike, Place, Worker, WorkerSettings, least_batch
@@ -59,7 +60,12 @@ class ScriptedFetcher:
         return RemoveOutcome.REMOVED
 
     def fetch(
-        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+        self,
+        obj: ObjectCreated,
+        *,
+        cancel: threading.Event,
+        key_path: str | None = None,
+        origin: Origin | None = None,
     ) -> FetchResult:
         with self._lock:
             self.fetched.append(obj.key)
@@ -649,7 +655,12 @@ class TestRoutingAndRemoval:
 
         class Recording(ScriptedFetcher):
             def fetch(
-                self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+                self,
+                obj: ObjectCreated,
+                *,
+                cancel: threading.Event,
+                key_path: str | None = None,
+                origin: Origin | None = None,
             ) -> FetchResult:
                 seen.append(key_path)
                 return ok(obj)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.daemon import (
+    PATH_LOCK_NAME,
     DaemonProcess,
     TcpForwarder,
     attribute,
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.integration
 
 
 def _files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """The files under ``root`` but the per-path lock file of a download folder's temp folder."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != PATH_LOCK_NAME)
 
 
 # ---- messages that can never succeed ------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import urllib.request
 from collections.abc import Callable
@@ -114,6 +115,41 @@ def test_on_download_runs_per_file_and_gates_the_delete(
     [dead] = receive_all(emulator.client("sqs"), pipeline.dlq_url or "", count=1)
     assert attribute(dead, "s3sqsd.reason") == "too_many_attempts"
     assert "exited with status 4" in (attribute(dead, "s3sqsd.error") or "")
+
+
+def test_on_download_sees_s3_metadata_and_the_file_has_last_modified(
+    emulator: Emulator,
+    make_config: Config,
+    spawn_daemon: Spawn,
+    download_folder: Path,
+    tmp_path: Path,
+) -> None:
+    """The command gets LastModified (ISO 8601 UTC), the content type and each x-amz-meta-*
+    entry under a sanitised name; the file's mtime is the object's LastModified."""
+    pipeline = emulator.pipeline(via="direct")
+    facts = tmp_path / "facts"
+    hook = script(
+        tmp_path / "hook.sh",
+        f'echo "$S3SQSD_LAST_MODIFIED|$S3SQSD_CONTENT_TYPE|$S3SQSD_META_OWNER_ID'
+        f'|$S3SQSD_META_BATCH_NO" >> {facts}\n',
+    )
+    config = make_config(pipeline, on_download={"command": [hook], "timeout_seconds": 10})
+    daemon = spawn_daemon(config)
+    daemon.wait_for_event("daemon.ready")
+    s3 = emulator.client("s3")
+    s3.put_object(
+        Bucket=pipeline.bucket,
+        Key="meta.csv",
+        Body=b"a,b\n",
+        ContentType="text/csv",
+        Metadata={"owner-id": "42", "batch.no": "7"},
+    )
+    wait_queue_empty(emulator, pipeline.queue_url, timeout=40)
+    head = s3.head_object(Bucket=pipeline.bucket, Key="meta.csv")
+    seconds = int(head["LastModified"].timestamp())
+    iso = head["LastModified"].astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert facts.read_text().splitlines() == [f"{iso}|text/csv|42|7"]
+    assert (download_folder / "meta.csv").stat().st_mtime == seconds
 
 
 def test_a_hanging_command_is_stopped_at_its_timeout(

@@ -25,7 +25,7 @@ from s3sqsd.errors import (
     UnsafeKeyError,
 )
 from s3sqsd.fetcher import XATTR_NAME, Fetcher, FetchOutcome
-from s3sqsd.paths import TEMP_DIR_NAME
+from s3sqsd.paths import PATH_LOCK_NAME, TEMP_DIR_NAME
 from tests.support.emulator import REGION, TEST_ENV, Emulator
 from tests.support.fetching import created as event
 from tests.support.fetching import put
@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def temp_files(root: Path) -> list[Path]:
-    return sorted((root / TEMP_DIR_NAME).iterdir())
+    """The temp folder's entries but the per-path lock file (there for good)."""
+    return sorted(p for p in (root / TEMP_DIR_NAME).iterdir() if p.name != PATH_LOCK_NAME)
 
 
 def go() -> threading.Event:
@@ -484,9 +485,13 @@ class TestProvenance:
     def test_xattr_records_the_download(
         self, s3: Any, bucket: str, root: Path, fetcher: Fetcher, xattrs: None
     ) -> None:
-        """user.s3sqsd holds compact JSON of what the file was made from."""
+        """user.s3sqsd holds compact JSON of what the file was made from, with S3's
+        metadata of it (LastModified, content type, x-amz-meta-*)."""
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        response = put(s3, bucket, "p", b"prov")
+        response = put(
+            s3, bucket, "p", b"prov", ContentType="text/plain", Metadata={"Owner-Id": "42"}
+        )
+        head = s3.head_object(Bucket=bucket, Key="p")
         obj = event(
             bucket,
             "p",
@@ -505,6 +510,9 @@ class TestProvenance:
             "etag": etag_of(response),
             "sequencer": "0055",
             "size": 4,
+            "last_modified": int(head["LastModified"].timestamp()),
+            "content_type": "text/plain",
+            "metadata": {"owner-id": "42"},
         }
         assert fetcher.xattrs_supported is True
 

@@ -24,9 +24,9 @@ from s3sqsd.fetcher import XATTR_NAME, Fetcher
 from s3sqsd.listing import targets
 from s3sqsd.outcomes import FetchResult
 from s3sqsd.paths import TEMP_DIR_NAME
-from s3sqsd.provenance import read_provenance
+from s3sqsd.provenance import Origin, read_provenance
 from s3sqsd.sync import Planned, Sync, Tally, sync_fetchers
-from tests.support.daemon import REPO_ROOT, daemon_env, run_cli, write_config
+from tests.support.daemon import REPO_ROOT, daemon_env, run_cli, temp_files, write_config
 from tests.support.emulator import REGION, Emulator
 from tests.support.fetching import put
 
@@ -75,7 +75,8 @@ def run_engine(s3: Any, pool: ThreadPoolExecutor) -> Callable[..., tuple[Tally, 
         gc.collect()  # the fetchers of an earlier run (in cycles) let go of the folder lock
         config = parse_config(data)
         dry = bool(options.get("dry_run"))
-        fetchers: dict[Path, Any] = dict(sync_fetchers(config, s3=s3, parts=pool, prepare=not dry))
+        made = sync_fetchers(config, s3=s3, parts=pool, prepare=not dry)
+        fetchers: dict[Path, Any] = dict(made)
         if wrap is not None:
             fetchers = {path: wrap(f) for path, f in fetchers.items()}
         plans: list[Planned] = []
@@ -92,7 +93,11 @@ def run_engine(s3: Any, pool: ThreadPoolExecutor) -> Callable[..., tuple[Tally, 
         for fetcher in fetchers.values():
             if isinstance(fetcher, _Hooked):
                 fetcher.engine = engine
-        return engine.run(), plans
+        try:
+            return engine.run(), plans
+        finally:
+            for fetcher in made.values():
+                fetcher.close()  # as the command does: the sync's temp sub-folder goes
 
     return run
 
@@ -108,7 +113,12 @@ class _Hooked:
         self.engine: Sync | None = None
 
     def fetch(
-        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+        self,
+        obj: ObjectCreated,
+        *,
+        cancel: threading.Event,
+        key_path: str | None = None,
+        origin: Origin | None = None,
     ) -> FetchResult:
         with self.lock:
             self.calls += 1
@@ -242,7 +252,7 @@ def test_interrupted_run_resumes_and_finishes(
     got = files(folder)
     assert 2 <= len(got) < 12
     assert all(wanted[key] == data for key, data in got.items())
-    assert os.listdir(folder / TEMP_DIR_NAME) == []
+    assert temp_files(folder) == []
     second, _ = run_engine(base)
     assert not second.interrupted
     assert second.failed == 0
@@ -385,7 +395,7 @@ def test_hostile_keys_are_refused_as_the_daemon_refuses_them(
     tally, _ = run_engine(base)
     assert (tally.failed, tally.downloaded) == (2, 1)
     assert files(folder) == {"fine": b"x"}
-    assert os.listdir(folder / TEMP_DIR_NAME) == []
+    assert temp_files(folder) == []
 
 
 def test_config_targets_cover_routes(emulator: Emulator, bucket: str, base: dict[str, Any]) -> None:
@@ -455,7 +465,7 @@ def test_cli_ctrl_c_stops_cleanly_with_130_and_a_rerun_finishes(
     assert process.returncode == 130, "".join(lines)
     assert '"sync.stopping"' in "".join(lines)
     assert summary("".join(lines))["interrupted"] is True
-    assert os.listdir(folder / TEMP_DIR_NAME) == []
+    assert temp_files(folder) == []
     assert len(files(folder)) < len(wanted)
     again = sync_cli(tmp_path, base)
     assert again.returncode == EXIT_OK, again.stderr

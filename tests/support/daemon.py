@@ -343,6 +343,7 @@ def _matches(record: Mapping[str, Any], name: str | None, fields: Mapping[str, A
 # ---- configs, objects and local files --------------------------------------------------------
 
 TEMP_DIR_NAME = ".s3sqsd-tmp"
+PATH_LOCK_NAME = "paths.lock"  # the per-path lock file in it: there for good, not a leftover
 
 
 def final_path(folder: Path, key: str) -> Path:
@@ -351,11 +352,12 @@ def final_path(folder: Path, key: str) -> Path:
 
 
 def temp_files(folder: Path) -> list[Path]:
-    """Everything inside the daemon's temp directory (missing directory: nothing)."""
+    """Everything inside the daemon's temp directory but its lock file (missing directory:
+    nothing)."""
     temp = folder / TEMP_DIR_NAME
     if not temp.exists():
         return []
-    return sorted(temp.rglob("*"))
+    return sorted(path for path in temp.rglob("*") if path != temp / PATH_LOCK_NAME)
 
 
 def visible_files(folder: Path) -> dict[str, bytes]:

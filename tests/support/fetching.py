@@ -13,7 +13,7 @@ from typing import Any
 
 from s3sqsd.events import ObjectCreated
 from s3sqsd.fetcher import Fetcher
-from s3sqsd.paths import TEMP_DIR_NAME
+from s3sqsd.paths import PATH_LOCK_NAME, TEMP_DIR_NAME
 
 MiB = 1 << 20
 
@@ -30,8 +30,9 @@ def put(s3: Any, bucket: str, key: str, data: bytes, **extra: Any) -> dict[str, 
 
 
 def leftovers(root: Path) -> list[str]:
-    """The names in the fetcher's temp folder under ``root``."""
-    return sorted(os.listdir(root / TEMP_DIR_NAME))
+    """The names in the fetcher's temp folder under ``root`` but its lock file (there for
+    good, not a leftover)."""
+    return sorted(set(os.listdir(root / TEMP_DIR_NAME)) - {PATH_LOCK_NAME})
 
 
 def ranged_fetcher(

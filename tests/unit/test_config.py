@@ -1273,6 +1273,8 @@ NEW_ACCEPTED = [
     ("unrouted: Acknowledge", "unrouted", "acknowledge"),
     ("on_remove: delete", "on_remove", "delete"),
     ("on_remove: KEEP", "on_remove", "keep"),
+    ("file_mtime: download_time", "file_mtime", "download_time"),
+    ("file_mtime: Last_Modified", "file_mtime", "last_modified"),
     ("metrics: {}", "metrics", MetricsConfig("127.0.0.1:9464")),
     ("metrics: {listen: null}", "metrics", MetricsConfig("127.0.0.1:9464")),
     ("metrics: {listen: '0.0.0.0:1'}", "metrics", MetricsConfig("0.0.0.0:1")),
@@ -1520,6 +1522,15 @@ NEW_REFUSED = [
         "(did you mean 'dead_letter'?)",
     ),
     ("on_remove: remove", "on_remove: must be one of keep, delete, got 'remove'"),
+    (
+        "file_mtime: now",
+        "file_mtime: must be one of last_modified, download_time, got 'now'",
+    ),
+    (
+        "file_mtime: download-time",
+        "file_mtime: must be one of last_modified, download_time, got 'download-time' "
+        "(did you mean 'download_time'?)",
+    ),
     ("on_remove: true", "on_remove: must be one of keep, delete, got true"),
     (
         "on_remove: delet",

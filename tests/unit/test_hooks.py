@@ -20,9 +20,11 @@ from s3sqsd.hooks import (
     MAX_OUTPUT_LINES,
     HookResult,
     command_environment,
+    meta_variable,
     object_facts,
     run_on_download,
 )
+from s3sqsd.objectmeta import ObjectMeta
 
 FACTS = object_facts(
     path=Path("/srv/in/reports/q1.pdf"),
@@ -238,12 +240,38 @@ class TestEnvironment:
             "S3SQSD_SIZE": "1234",
             "S3SQSD_ETAG": "d41d8cd98f00b204e9800998ecf8427e",
             "S3SQSD_MESSAGE_ID": "0f1e2d3c-0000-4000-8000-000000000001",
+            "S3SQSD_LAST_MODIFIED": "",
+            "S3SQSD_CONTENT_TYPE": "",
             "LANG": "C.UTF-8",
             "LC_TIME": "en_GB.UTF-8",
             "TZ": "Europe/Paris",
             "HOME": "/var/lib/s3sqsd",
             "PATH": "/usr/bin:/bin",
         }
+
+    def test_s3_metadata_becomes_variables_with_sanitised_names(self) -> None:
+        meta = ObjectMeta(
+            last_modified=1714557600,
+            content_type="text/csv; charset=utf-8",
+            metadata=(("a.b", "dot"), ("a-b", "dash"), ("owner-id", "42"), ("\u00e9t\u00e9", "x")),
+        )
+        facts = object_facts(
+            path=Path("/srv/in/a.csv"),
+            bucket="b",
+            key="a.csv",
+            version_id=None,
+            size=1,
+            etag=None,
+            message_id="m",
+            meta=meta,
+        )
+        assert facts["S3SQSD_LAST_MODIFIED"] == "2024-05-01T10:00:00Z"
+        assert facts["S3SQSD_CONTENT_TYPE"] == "text/csv; charset=utf-8"
+        assert facts["S3SQSD_META_OWNER_ID"] == "42"
+        # "a-b" sorts before "a.b": it keeps the variable both names give.
+        assert facts["S3SQSD_META_A_B"] == "dash"
+        assert facts["S3SQSD_META__T_"] == "x"  # "été": each non-ASCII letter is one "_"
+        assert meta_variable("") is None
 
     def test_unicode_key_and_missing_values(self, tmp_path: Path) -> None:
         facts = object_facts(
@@ -371,6 +399,8 @@ def test_object_facts() -> None:
         "S3SQSD_SIZE": "1234",
         "S3SQSD_ETAG": "d41d8cd98f00b204e9800998ecf8427e",
         "S3SQSD_MESSAGE_ID": "0f1e2d3c-0000-4000-8000-000000000001",
+        "S3SQSD_LAST_MODIFIED": "",
+        "S3SQSD_CONTENT_TYPE": "",
     }
 
 

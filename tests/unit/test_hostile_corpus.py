@@ -30,6 +30,7 @@ from s3sqsd.errors import (
 from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchResult, RemoveOutcome
 from s3sqsd.paths import local_path
+from s3sqsd.provenance import Origin
 from s3sqsd.routing import Placement
 from s3sqsd.worker import WorkerSettings, plan_message
 from s3sqsd.worker.plan import FetchItem
@@ -97,7 +98,12 @@ class _NoFetcher:
     """Never called: the decisions are made before any I/O."""
 
     def fetch(
-        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+        self,
+        obj: ObjectCreated,
+        *,
+        cancel: threading.Event,
+        key_path: str | None = None,
+        origin: Origin | None = None,
     ) -> FetchResult:
         raise AssertionError("fetched while deciding")
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from s3sqsd.pathlocks import PathLocks
+from s3sqsd.pathlocks import PathLocks, lock_offset
 
 
 def test_claimants_of_one_path_share_its_entry_until_the_last_lets_go() -> None:
@@ -56,3 +60,39 @@ def test_the_lock_keeps_a_second_thread_out_until_released() -> None:
     thread.join(timeout=5)
     assert order == ["first", "other"]
     assert locks.claimed() == {}
+
+
+def test_a_path_locks_one_stable_byte_below_2_to_the_62() -> None:
+    """Every process must pick the same byte for a path: a hash, not Python's salted one."""
+    assert lock_offset("a/b.txt") == lock_offset("a/b.txt")
+    assert lock_offset("a/b.txt") != lock_offset("a/c.txt")
+    assert 0 <= lock_offset("\udcff") < 1 << 62  # undecodable names hash too
+
+
+def test_fetchers_of_one_folder_share_one_lock_file_descriptor(tmp_path: Path) -> None:
+    """Closing a second descriptor would drop the first one's locks: one per process."""
+    lock_file = tmp_path / "paths.lock"
+    first, second = PathLocks(), PathLocks()
+    first.share(root=tmp_path, lock_file=lock_file)
+    second.share(root=tmp_path, lock_file=lock_file)
+    assert first._processes is second._processes
+    with first.lock(tmp_path / "x"):
+        del second  # its release keeps the file open for the first
+        with second_process_tries(lock_file, "x") as blocked:
+            assert blocked
+
+
+@contextlib.contextmanager
+def second_process_tries(lock_file: Path, relative: str) -> Iterator[bool]:
+    """Whether another process finds ``relative``'s byte taken (a non-blocking try)."""
+    code = (
+        "import fcntl, os, sys\n"
+        "from s3sqsd.pathlocks import lock_offset\n"
+        f"fd = os.open({str(lock_file)!r}, os.O_RDWR)\n"
+        "try:\n"
+        f"    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, lock_offset({relative!r}))\n"
+        "except OSError:\n"
+        "    sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, timeout=30)
+    yield done.returncode == 3

@@ -16,6 +16,7 @@ from s3sqsd.errors import (
 )
 from s3sqsd.events import ObjectCreated, OtherRecord
 from s3sqsd.fetcher import FetchResult, RemoveOutcome
+from s3sqsd.provenance import Origin
 from s3sqsd.routing import Placement
 from s3sqsd.worker import FetcherLike, MessagePlan, WorkerSettings, plan_message
 from s3sqsd.worker.plan import FetchItem, RemoveItem
@@ -26,7 +27,12 @@ class NoFetcher:
     """Never called: planning does no I/O."""
 
     def fetch(
-        self, obj: ObjectCreated, *, cancel: threading.Event, key_path: str | None = None
+        self,
+        obj: ObjectCreated,
+        *,
+        cancel: threading.Event,
+        key_path: str | None = None,
+        origin: Origin | None = None,
     ) -> FetchResult:
         raise AssertionError("plan_message fetched")
 

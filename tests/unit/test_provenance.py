@@ -14,9 +14,14 @@ import pytest
 from s3sqsd.events import ObjectCreated, OtherRecord, is_removal
 from s3sqsd.outcomes import FetchOutcome, RemoveOutcome
 from s3sqsd.provenance import (
+    MAX_RECORD_BYTES,
     XATTR_NAME,
+    Origin,
     Provenance,
     ProvenanceLabels,
+    Verdict,
+    current_verdict,
+    newer_verdict,
     removal_verdict,
     skip_verdict,
 )
@@ -317,3 +322,118 @@ class TestProvenanceLabels:
 
 def _never(*_args: object, **_kwargs: object) -> bytes:
     raise AssertionError("read although the filesystem has no user xattrs")
+
+
+# ---- S3's metadata in the record, and the rule across processes --------------------------------
+
+LM = 1714557600  # 2024-05-01T10:00:00Z
+
+
+def record(**changes: Any) -> Provenance:
+    """A record of the metadata era: no sequencer (a listing wrote it), LastModified known."""
+    return dataclasses.replace(ON_DISK, **{"sequencer": None, "last_modified": LM, **changes})
+
+
+class TestRecordWithMetadata:
+    def test_roundtrip_keeps_the_metadata(self) -> None:
+        full = record(content_type="text/csv", metadata=(("a", "1"), ("b", "\u00e9")))
+        assert Provenance.decode(full.encode()) == full
+
+    def test_a_record_of_an_earlier_version_still_decodes(self) -> None:
+        old = (
+            b'{"bucket":"b","etag":"'
+            + ETAG.encode()
+            + b'","event_time":"2024-05-01T10:00:00.000Z",'
+            b'"key":"k","sequencer":"0A","size":3,"version_id":null}'
+        )
+        decoded = Provenance.decode(old)
+        assert decoded == ON_DISK
+        assert decoded is not None
+        assert (decoded.last_modified, decoded.content_type, decoded.metadata) == (None, None, ())
+
+    def test_and_an_earlier_version_reads_a_new_record(self) -> None:
+        """Earlier versions read only the fields they know: the new ones are extra keys."""
+        import json
+
+        data = json.loads(record(content_type="x/y", metadata=(("a", "1"),)).encode())
+        assert {"bucket", "key", "version_id", "etag", "sequencer", "size"} <= set(data)
+
+    @pytest.mark.parametrize(
+        "field",
+        ['"last_modified":-1', '"last_modified":"x"', '"metadata":[]', '"metadata":{"a":1}'],
+    )
+    def test_malformed_new_fields_are_not_trusted(self, field: str) -> None:
+        raw = b'{"bucket":"b","key":"k","size":3,' + field.encode() + b"}"
+        assert Provenance.decode(raw) is None
+
+    def test_metadata_too_large_for_the_record_is_left_out_not_the_ordering_facts(self) -> None:
+        big = record(metadata=tuple((f"name{i}", "\u00e9" * 100) for i in range(20)))
+        raw = big.encode()
+        assert len(raw) <= MAX_RECORD_BYTES
+        decoded = Provenance.decode(raw)
+        assert decoded is not None
+        assert decoded.metadata == ()
+        assert decoded.metadata_dropped
+        assert (decoded.last_modified, decoded.etag) == (LM, ETAG)
+
+
+class TestNewerVerdict:
+    def test_two_sequencers_decide_as_before(self) -> None:
+        older = created(sequencer="09")
+        candidate = have(etag=OTHER_ETAG, sequencer="09", last_modified=LM + 10)
+        assert newer_verdict(older, candidate, have=have(last_modified=LM)) is Verdict.STALE
+        newer = created(sequencer="0B", etag=OTHER_ETAG)
+        assert newer_verdict(newer, candidate, have=have()) is Verdict.REPLACE
+
+    def test_without_a_sequencer_last_modified_orders(self) -> None:
+        obj = created(sequencer=None, etag=OTHER_ETAG)
+        older = record(etag=OTHER_ETAG, last_modified=LM - 1)
+        newer = record(etag=OTHER_ETAG, last_modified=LM + 1)
+        assert newer_verdict(obj, older, have=record()) is Verdict.STALE
+        assert newer_verdict(obj, newer, have=record()) is Verdict.REPLACE
+        # A sequencer on one side only does not matter: files a listing wrote have none.
+        assert newer_verdict(created(), older, have=record()) is Verdict.STALE
+
+    def test_the_same_object_is_a_duplicate(self) -> None:
+        obj = created(sequencer=None)
+        assert newer_verdict(obj, record(last_modified=LM + 5), have=record()) is (
+            Verdict.DUPLICATE
+        )
+
+    def test_an_equal_second_or_an_unknown_time_asks_s3(self) -> None:
+        obj = created(sequencer=None, etag=OTHER_ETAG)
+        tie = record(etag=OTHER_ETAG)
+        assert newer_verdict(obj, tie, have=record()) is Verdict.ASK_S3
+        old_record = record(last_modified=None)
+        assert newer_verdict(obj, tie, have=old_record) is Verdict.ASK_S3
+
+    @pytest.mark.parametrize("on_disk", [None, record(key="other")])
+    def test_a_file_not_ours_an_event_replaces_a_listing_never(
+        self, on_disk: Provenance | None
+    ) -> None:
+        obj = created(sequencer=None)
+        candidate = record()
+        assert newer_verdict(obj, candidate, have=on_disk) is Verdict.REPLACE
+        assert newer_verdict(obj, candidate, have=on_disk, origin=Origin.LISTING) is (
+            Verdict.CONFLICT
+        )
+
+    def test_s3_current_object_alone_replaces(self) -> None:
+        candidate = record(etag=OTHER_ETAG, version_id="v2")
+        assert current_verdict(candidate, current_etag=None, current_version_id="v2") is (
+            Verdict.REPLACE
+        )
+        assert current_verdict(candidate, current_etag=None, current_version_id="v3") is (
+            Verdict.STALE
+        )
+        unversioned = record(etag=OTHER_ETAG)
+        quoted = f'"{OTHER_ETAG}"'
+        assert current_verdict(unversioned, current_etag=quoted, current_version_id=None) is (
+            Verdict.REPLACE
+        )
+        assert current_verdict(unversioned, current_etag=ETAG, current_version_id=None) is (
+            Verdict.STALE
+        )
+        assert current_verdict(unversioned, current_etag=None, current_version_id=None) is (
+            Verdict.STALE  # the key is gone: nothing is current, the file stays
+        )
