@@ -4,12 +4,21 @@ folder, objects whose events were purged from the queue reach it on SIGUSR1, and
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import DaemonProcess, put_objects, visible_files, wait_queue_empty
+from tests.support.daemon import (
+    DaemonProcess,
+    put_objects,
+    run_cli,
+    temp_files,
+    visible_files,
+    wait_queue_empty,
+    write_config,
+)
 from tests.support.emulator import Emulator
 
 
@@ -105,3 +114,37 @@ def test_a_pass_calls_nothing_missing_when_events_brought_everything(
     second = daemon.wait_for_event("reconcile.finished", count=2, timeout=60)
     assert (second["listed"], second["missing"], second["skipped"]) == (4, 0, 4)
     assert daemon.events("reconcile.missing") == []
+
+
+def test_sync_runs_beside_the_daemon_on_its_folder(
+    tmp_path: Path,
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+) -> None:
+    """`s3sqsd sync` while the daemon runs on the same folder: it backfills what had no event,
+    leaves the daemon's files alone, and the daemon goes on receiving."""
+    pipeline = emulator.pipeline()
+    s3 = emulator.client("s3")
+    before = {f"before/{n}.txt": f"from before the install {n}".encode() for n in range(4)}
+    put_objects(s3, pipeline.bucket, before)
+    emulator.client("sqs").purge_queue(QueueUrl=pipeline.queue_url)
+    config = make_config(pipeline)
+    daemon = spawn_daemon(config)
+    daemon.wait_for_event("daemon.ready", timeout=30)
+    put_objects(s3, pipeline.bucket, {"evented.txt": b"an event brings me"})
+    daemon.wait_for(
+        lambda: "evented.txt" in visible_files(download_folder), timeout=30, what="evented.txt"
+    )
+    done = run_cli(["sync", "--config", str(write_config(tmp_path / "sync.yaml", config))])
+    assert done.returncode == 0, done.stderr
+    summary = [json.loads(line) for line in done.stderr.splitlines() if '"sync.summary"' in line]
+    assert (summary[-1]["downloaded"], summary[-1]["skipped"]) == (4, 1)
+    assert visible_files(download_folder) == {**before, "evented.txt": b"an event brings me"}
+    assert temp_files(download_folder) == []
+    put_objects(s3, pipeline.bucket, {"after.txt": b"after the sync"})
+    daemon.wait_for(
+        lambda: "after.txt" in visible_files(download_folder), timeout=30, what="after.txt"
+    )
+    assert daemon.returncode is None
