@@ -116,6 +116,21 @@ class LargeObjectsConfig:
     concurrency: int = 10  # s3transfer's max_concurrency
 
 
+@dataclass(frozen=True, slots=True)
+class ReconcileConfig:
+    """The daemon's own listing pass (reconcile.py): at start, then every ``interval_seconds``.
+
+    The section's presence turns the periodic pass on; without it, SIGUSR1 still runs one pass.
+    ``workers`` is the pass's own download threads: few, so it never competes with events.
+    """
+
+    interval_seconds: int = 3600
+    workers: int = 2
+    # Objects younger than this are left to their events, still on their way (S3 delivers
+    # them within seconds): fetching them first would call every fresh upload "missing".
+    min_age_seconds: int = 300
+
+
 UNROUTED_CHOICES = ("acknowledge", "dead_letter")
 ON_REMOVE_CHOICES = ("keep", "delete")
 # What to do with an object of which this host can verify nothing but the length (verify.py):
@@ -157,6 +172,7 @@ class Config:
     integrity: str = "best_effort"  # a length-only object: INTEGRITY_CHOICES
     metrics: MetricsConfig | None = None  # None: no metrics endpoint
     large_objects: LargeObjectsConfig = field(default_factory=LargeObjectsConfig)
+    reconcile: ReconcileConfig | None = None  # None: no periodic pass (SIGUSR1 still runs one)
 
     @property
     def s3_endpoint(self) -> str | None:
@@ -202,6 +218,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "on_download": tuple(f.name for f in fields(CommandConfig)),
     "metrics": tuple(f.name for f in fields(MetricsConfig)),
     "large_objects": tuple(f.name for f in fields(LargeObjectsConfig)),
+    "reconcile": tuple(f.name for f in fields(ReconcileConfig)),
 }
 _ROUTE_KEYS = tuple(f.name for f in fields(RouteConfig))
 _MAX_COMMAND_TIMEOUT_SECONDS = 86400.0  # one day; the message's lease stops at 12 hours anyway
@@ -427,6 +444,7 @@ def _parse_config(data: object, *, source: str) -> Config:
         "integrity": _choice(INTEGRITY_CHOICES),
         "metrics": _metrics,
         "large_objects": _large_objects,
+        "reconcile": _reconcile,
     }
     for key, check in checks.items():
         raw = data.get(key)
@@ -441,6 +459,14 @@ def _parse_config(data: object, *, source: str) -> Config:
         )
 
     _route_problems(problems, data, values)
+    if values.get("reconcile") is not None and not values.get("s3_bucket_name"):
+        routes = values.get("routes") or ()
+        if not routes or any(route.bucket is None for route in routes):
+            problems.add(
+                "reconcile",
+                "needs s3_bucket_name (or a bucket on every route): a pass lists buckets, "
+                "where events name their own",
+            )
 
     _unknown_keys(problems, data, "", _TOP_KEYS)
 
@@ -470,11 +496,14 @@ def _suggest_key(key: object, prefix: str, valid: tuple[str, ...]) -> str:
     elsewhere: dict[str, str] = {}  # name -> how to refer to it
     if prefix:
         elsewhere.update((name, f"the top-level key {name!r}") for name in _TOP_KEYS)
+    # A name at several levels (workers: top level and reconcile.workers) suggests the first.
     for section, keys in _SECTION_KEYS.items():
         if f"{section}." != prefix:
-            elsewhere.update((name, repr(f"{section}.{name}")) for name in keys)
+            for name in keys:
+                elsewhere.setdefault(name, repr(f"{section}.{name}"))
     if not prefix.startswith("routes["):
-        elsewhere.update((name, f"{name!r} in a routes entry") for name in _ROUTE_KEYS)
+        for name in _ROUTE_KEYS:
+            elsewhere.setdefault(name, f"{name!r} in a routes entry")
     close = _closest(wanted, tuple(elsewhere), cutoff=0.8)
     if close:
         return f" (did you mean {elsewhere[close]}? check the indentation)"
@@ -1075,6 +1104,39 @@ def _large_objects(problems: _Problems, path: str, value: object) -> LargeObject
         ),
         "concurrency": _int_range(1, 256),
     }
+    values = _int_section(problems, path, section, checks, "large_objects")
+    return None if values is None else LargeObjectsConfig(**values)
+
+
+def _reconcile(problems: _Problems, path: str, value: object) -> ReconcileConfig | None:
+    section = _mapping(
+        problems,
+        path,
+        value,
+        _SECTION_KEYS["reconcile"],
+        hint=" (write {} for a pass every hour)",
+    )
+    if section is None:
+        return None
+    checks = {
+        # A pass lists every object the config takes: more often than a minute is a listing
+        # loop (S3 bills per LIST), and a week is the longest an operator should wait.
+        "interval_seconds": _int_range(60, 7 * 24 * 3600, note="a minute to a week"),
+        "workers": _int_range(1, 64),
+        "min_age_seconds": _int_range(0, 7 * 24 * 3600),
+    }
+    values = _int_section(problems, path, section, checks, "reconcile")
+    return None if values is None else ReconcileConfig(**values)
+
+
+def _int_section(
+    problems: _Problems,
+    path: str,
+    section: Mapping[Any, Any],
+    checks: Mapping[str, Callable[[_Problems, str, object], int | None]],
+    name: str,
+) -> dict[str, int] | None:
+    """Check a section of integer keys; the values given, or None if any was refused."""
     before = len(problems.lines)
     values: dict[str, int] = {}
     for key, check in checks.items():
@@ -1082,10 +1144,8 @@ def _large_objects(problems: _Problems, path: str, value: object) -> LargeObject
         checked = None if raw is None else check(problems, f"{path}.{key}", raw)
         if checked is not None:
             values[key] = checked
-    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS["large_objects"])
-    if len(problems.lines) != before:
-        return None
-    return LargeObjectsConfig(**values)
+    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS[name])
+    return None if len(problems.lines) != before else values
 
 
 def _metrics(problems: _Problems, path: str, value: object) -> MetricsConfig | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import functools
 import json
 import logging
 import os
@@ -20,23 +22,30 @@ import time
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from s3sqsd import __version__
 from s3sqsd.aws import make_clients
 from s3sqsd.checksums import HostChecksums
-from s3sqsd.config import Config, load_config
+from s3sqsd.config import Config, ReconcileConfig, load_config
 from s3sqsd.errors import ConfigError, LocalError
 from s3sqsd.fetcher import Fetcher
 from s3sqsd.fetchers import fetcher_for
+from s3sqsd.listing import targets
 from s3sqsd.logs import add_secrets, set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
 from s3sqsd.notify import Notifier
 from s3sqsd.ranged import parts_executor
+from s3sqsd.reconcile import PassReport, Reconciler
 from s3sqsd.routing import Placement, download_folders, route
 from s3sqsd.sqs import Queue
+from s3sqsd.sync import Planned, Sync
 from s3sqsd.worker import FetcherLike, Worker, WorkerSettings
 
 logger = logging.getLogger(__name__)
+
+# How long the drain waits for a reconcile pass to notice the stop (its downloads are cancelled).
+RECONCILE_JOIN_SECONDS = 5.0
 
 # Exit statuses (sysexits.h names where one fits). systemd's unit prevents restarts on 78.
 EXIT_OK = 0
@@ -66,6 +75,7 @@ RESTART_ONLY = frozenset(
         "large_objects",
         "pollers",
         "integrity",
+        "reconcile",
     }
 )
 
@@ -82,6 +92,7 @@ class Daemon:
         self._worker: Worker | None = None
         self._fetchers: dict[Path, Fetcher] = {}
         self._routing_config = config
+        self._reconciler: Reconciler | None = None
 
     def run(self) -> int:
         # First of all: a SIGTERM during start-up must drain (here: stop before receiving),
@@ -164,11 +175,21 @@ class Daemon:
             pollers=config.pollers,
         )
         self._worker = worker
+        reconciler = Reconciler(
+            run_pass=functools.partial(self._reconcile_pass, s3=clients.s3),
+            interval_seconds=config.reconcile.interval_seconds if config.reconcile else None,
+            metrics=metrics,
+            idle=worker.idle,
+        )
+        self._reconciler = reconciler
+        reconciler.start()
         try:
             worker.run(stop=self._stop)
         finally:
+            reconciler.stop()  # already stopped by the signal; here for any other way out
+            reconciler.join(RECONCILE_JOIN_SECONDS)
             # The part threads are the daemon's (every fetcher shares them): shut down here,
-            # once the worker that drives the fetchers has stopped.
+            # once the worker and the reconcile pass that drive the fetchers have stopped.
             parts.shutdown(wait=False, cancel_futures=True)
         busy = worker.busy_threads()
         metrics = worker.metrics
@@ -198,20 +219,83 @@ class Daemon:
             route_index=target.route_index,
         )
 
+    def _reconcile_pass(self, stop: threading.Event, *, s3: Any) -> PassReport:
+        """One reconcile pass (the reconcile thread): the sync engine over the daemon's own
+        fetchers, so its per-path locks and compare-before-rename order a pass and an event."""
+        config = self._routing_config
+        reconcile = config.reconcile or ReconcileConfig()
+
+        def missing(planned: Planned) -> None:
+            if planned.action not in ("download", "replace"):
+                return
+            logger.warning(
+                "reconcile: %s is %s here (%s): its event never reached this host",
+                planned.url,
+                "missing" if planned.action == "download" else "older",
+                planned.reason,
+                extra={
+                    "event": "reconcile.missing",
+                    "url": planned.url,
+                    "path": str(planned.path),
+                    "action": planned.action,
+                },
+            )
+
+        engine = Sync(
+            config=config,
+            s3=s3,
+            fetchers=self._fetchers,
+            targets=targets(config),
+            workers=reconcile.workers,
+            on_plan=missing,
+            leave_modified_since=datetime.datetime.now(datetime.UTC)
+            - datetime.timedelta(seconds=reconcile.min_age_seconds),
+        )
+        done = threading.Event()
+
+        def stop_engine_on_stop() -> None:  # the engine has its own stop; pass ours on
+            while not done.is_set():
+                if stop.wait(0.25):
+                    engine.stop()
+                    return
+
+        watcher = threading.Thread(target=stop_engine_on_stop, name="s3sqsd-reconcile-stop")
+        watcher.start()
+        try:
+            tally = engine.run()
+        finally:
+            done.set()
+            watcher.join()
+        return PassReport(
+            listed=tally.listed,
+            missing=tally.downloaded + tally.replaced,
+            skipped=tally.skipped,
+            conflicts=tally.conflicts,
+            failed=tally.failed,
+            complete=tally.listing_finished and not tally.interrupted,
+        )
+
     # ---- signals -----------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_reload_signal)
+        signal.signal(signal.SIGUSR1, self._on_reconcile_signal)
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
             _forced_exit(signal.Signals(signum).name)
         self._stop.set()
+        if self._reconciler is not None:
+            self._reconciler.stop()
         if self._worker is not None:
             self._worker.wake()
+
+    def _on_reconcile_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._reconciler is not None:
+            self._reconciler.trigger()
 
     def _on_reload_signal(self, _signum: int, _frame: FrameType | None) -> None:
         if self._worker is not None:

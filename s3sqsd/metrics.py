@@ -79,6 +79,22 @@ DEFINITIONS = (
     Definition("records_ignored", COUNTER, "Records that announce no creation (removals...)."),
     Definition("objects_removed", COUNTER, "Local files removed by on_remove: delete."),
     Definition("receive_errors", COUNTER, "Failed ReceiveMessage calls."),
+    Definition(
+        "reconcile_passes",
+        COUNTER,
+        "Reconcile passes, by result: complete, failed (objects or listings failed), stopped.",
+        ("result",),
+    ),
+    Definition(
+        "reconcile_missing",
+        COUNTER,
+        "Objects a reconcile pass had to fetch: events this host never acted on.",
+    ),
+    Definition(
+        "reconcile_last_complete_timestamp_seconds",
+        GAUGE,
+        "Unix time of the end of the last complete reconcile pass.",
+    ),
     Definition("downloads_in_flight", GAUGE, "Messages being downloaded now."),
     Definition("messages_in_hand", GAUGE, "Messages received and not yet settled."),
     Definition(

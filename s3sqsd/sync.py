@@ -178,9 +178,12 @@ class Sync:
         delete: bool = False,
         on_plan: Callable[[Planned], None] | None = None,
         page_size: int = PAGE_SIZE,
+        leave_modified_since: datetime.datetime | None = None,
     ) -> None:
         """``fetchers``: one per download folder (``sync_fetchers``); ``on_plan`` sees every
-        download, replace, conflict and delete as it is decided (the dry run prints them)."""
+        download, replace, conflict and delete as it is decided (the dry run prints them).
+        ``leave_modified_since``: objects modified at or after it are left alone (the daemon's
+        reconcile pass leaves the newest objects to their events, still on their way)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._config = config
@@ -192,6 +195,7 @@ class Sync:
         self._delete = delete
         self._on_plan = on_plan
         self._page_size = page_size
+        self._leave_since = leave_modified_since
         self._stop = threading.Event()
         self._cancel = threading.Event()  # handed to every fetch: set, it cuts them short
         self._counts = _Counts(dry_run=dry_run)
@@ -311,6 +315,13 @@ class Sync:
             )
             return
         self._counts.add(listed=1, listed_bytes=obj.size)
+        if (
+            self._leave_since is not None
+            and obj.last_modified is not None
+            and obj.last_modified >= self._leave_since
+        ):
+            self._counts.add(done=1, skipped=1)
+            return
         try:
             path = placement.local_path(bucket=obj.bucket, key=obj.key)
         except MessageError as exc:  # an unsafe key: refused, as the daemon refuses it

@@ -221,6 +221,10 @@ class Worker:
                     break
         self._shutdown()
 
+    def idle(self) -> bool:
+        """Nothing in hand (any thread: one read of a length). The reconcile pass waits for it."""
+        return len(self._leases) == 0
+
     def busy_threads(self) -> int:
         """Download threads still running a task (stuck in a socket read, say), and the
         settler thread if its delete has not answered."""
