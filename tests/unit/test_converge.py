@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from s3sqsd.converge import Action, LocalKind, LocalState, decide, removable
@@ -40,6 +41,18 @@ def test_same_provenance_skips() -> None:
 def test_other_etag_or_size_of_the_same_key_replaces() -> None:
     assert decide(LISTED, ours(etag="e0")).action is Action.REPLACE
     assert decide(LISTED, ours(size=4)).action is Action.REPLACE
+
+
+def test_a_file_newer_than_the_listing_is_kept_and_an_older_one_replaced() -> None:
+    listed_at = datetime.datetime(2026, 12, 6, 12, 0, 0, tzinfo=datetime.UTC)
+    listed = Listed(bucket="b", key="k", size=5, etag="e2", last_modified=listed_at)
+    at = int(listed_at.timestamp())
+    newer = decide(listed, ours(last_modified=at + 1))
+    assert (newer.action, newer.reason) == (Action.SKIP, "the file holds a newer version")
+    assert decide(listed, ours(last_modified=at - 1)).action is Action.REPLACE
+    # The same second cannot be ordered here: the fetcher asks S3 which is current.
+    assert decide(listed, ours(last_modified=at)).action is Action.REPLACE
+    assert decide(listed, ours()).action is Action.REPLACE  # a record from before LastModified
 
 
 def test_listing_without_etag_replaces() -> None:
