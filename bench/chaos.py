@@ -20,15 +20,22 @@ What happens:
   consume the queue. Every few seconds one of them is SIGKILLed (most often), SIGTERMed, or
   SIGTERMed twice (the forced exit), and started again. A daemon that exits by itself is
   counted as a crash and started again, as systemd's Restart= would.
+- With ``converge`` (the quick and full profiles): daemon 1 also runs reconcile passes (one
+  at start, and on the SIGUSR1 some chaos steps send it), so listing passes race events on
+  its folder; and ``s3sqsd sync`` runs again and again into daemon 2's folder while daemon 2
+  runs and is killed, sometimes interrupted by SIGINT (exit 0, 1 for faulted objects, or 130).
 - When everything is uploaded and the queue is empty, the chaos stops, every daemon is
   running, the queue drains, and every daemon gets one SIGTERM (a clean final stop).
 
 The audit (exit status 1 unless all of it holds): every object on disk in the union of the
 folders (0 missing), every copy on disk has the right bytes (SHA-256), 0 stray or partial
 files at final paths, 0 temp files in ``.s3sqsd-tmp`` after the final stop, 0 files written
-outside the download folders, the queue empty (visible and in flight), and every dead-letter
-entry carrying an ``s3sqsd.reason``. Reported as well, not gated: duplicate downloads
-(``object.downloaded`` lines per key above one, across all daemons and restarts), kills,
+outside the download folders, the queue empty (visible and in flight), every dead-letter
+entry carrying an ``s3sqsd.reason``, and with ``converge`` at least one finished reconcile pass
+and one finished sync, every sync exiting 0, 1 or 130 (or killed by a SIGINT sent before it
+was running; never a crash). Reported as well, not
+gated: duplicate downloads (``object.downloaded`` lines per key above one, across all daemons
+and restarts), kills,
 stops, crashes, the faults applied per operation, and times. A JSON file has the figures.
 
 Loops are bounded: the producer by the object count, the chaos by ``--deadline``; every wait
@@ -45,6 +52,8 @@ import os
 import platform
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -55,7 +64,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.support.daemon import PATH_LOCK_NAME, TEMP_DIR_NAME, DaemonProcess
+from tests.support.daemon import (
+    PATH_LOCK_NAME,
+    REPO_ROOT,
+    TEMP_DIR_NAME,
+    DaemonProcess,
+    daemon_env,
+    write_config,
+)
 from tests.support.emulator import REGION
 from tests.support.emulator_server import EmulatorProcess
 from tests.support.faultproxy import HARD_FAULTS, LATENCY, FaultProxy
@@ -70,6 +86,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "daemons": 3,
         "fault_rate": 0.10,
         "chaos": True,
+        "converge": True,
         "min_actions": 12,
         "deadline": 170.0,
     },
@@ -79,6 +96,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "daemons": 3,
         "fault_rate": 0.10,
         "chaos": True,
+        "converge": True,
         "deadline": 3000.0,
     },
     "scaleout": {
@@ -240,6 +258,60 @@ class Slot:
         return code
 
 
+class SyncRunner:
+    """``s3sqsd sync`` run again and again into one daemon's folder while that daemon runs,
+    as an operator backfilling beside the service would; sometimes interrupted (SIGINT)."""
+
+    def __init__(self, slot: Slot, rng: random.Random) -> None:
+        self._slot = slot
+        self._rng = random.Random(rng.random())  # its own draws: the chaos's stay as they were
+        self._stop = threading.Event()
+        self.exits: Counter[int] = Counter()
+        self.interrupted = 0
+        self._thread = threading.Thread(target=self._run, name="sync-runner", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 150.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        config = write_config(self._slot.root / "sync.yaml", self._slot.config)
+        number = 0
+        while not self._stop.is_set():
+            number += 1
+            log_path = self._slot.root / f"sync-{number:03d}.jsonl"
+            with log_path.open("w", encoding="utf-8") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "s3sqsd", "sync", "--config", str(config)],
+                    cwd=REPO_ROOT,
+                    env=daemon_env(None),
+                    stdout=subprocess.DEVNULL,
+                    stderr=out,
+                )
+                if self._rng.random() < 0.25:
+                    time.sleep(self._rng.uniform(0.2, 2.0))
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGINT)
+                        self.interrupted += 1
+                try:
+                    code = proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    code = proc.wait()
+            self.exits[code] += 1
+            self._stop.wait(self._rng.uniform(0.5, 2.0))
+
+
+class _NoSyncs:
+    exits: Counter[int] = Counter()
+    interrupted = 0
+
+
+_NO_SYNCS = _NoSyncs()
+
 # ---- the run ----------------------------------------------------------------------------------
 
 
@@ -258,6 +330,7 @@ class Run:
     producer_error: list[str] = field(default_factory=list)
     chaos_actions: Counter[str] = field(default_factory=Counter)
     seen_on_disk: set[str] = field(default_factory=set)
+    syncs: SyncRunner | None = None
 
 
 def producer(run: Run, bucket: str, queue_url: str, stop: threading.Event) -> None:
@@ -281,6 +354,11 @@ def producer(run: Run, bucket: str, queue_url: str, stop: threading.Event) -> No
 def chaos_step(run: Run) -> None:
     slot = run.rng.choice(run.slots)
     roll = run.rng.random()
+    if run.args.converge and slot.index == 1 and roll < 0.25 and slot.current is not None:
+        with contextlib.suppress(ProcessLookupError):
+            slot.current.signal(signal.SIGUSR1)  # a reconcile pass now, racing the events
+        run.chaos_actions["SIGUSR1 (reconcile)"] += 1
+        return
     if roll < 0.70:
         action = "SIGKILL"
         slot.kill()
@@ -506,6 +584,13 @@ def audit(run: Run, pipeline: Any, elapsed: float, settled: bool, drained: bool)
         "queue_empty": (visible, in_flight) == (0, 0),
         "dead_letters_have_reasons": len(without_reason) == 0,
     }
+    if run.args.converge:
+        syncs = run.syncs.exits if run.syncs is not None else Counter()
+        checks["reconcile_passes_finished"] = run.slots[0].events["reconcile.finished"] >= 1
+        checks["syncs_finished"] = syncs[0] + syncs[1] >= 1
+        # -2: a SIGINT that lands before the command is running (Python still importing) ends
+        # the process by the signal, as a shell's Ctrl-C does; nothing was written yet.
+        checks["syncs_exit_0_1_or_130"] = set(syncs) <= {0, 1, 130, -signal.SIGINT}
     return {
         "profile": run.args.profile,
         "seed": run.args.seed,
@@ -555,6 +640,16 @@ def audit(run: Run, pipeline: Any, elapsed: float, settled: bool, drained: bool)
             "crashes": len(crashes),
         },
         "chaos_actions": dict(run.chaos_actions),
+        "converge": {
+            "reconcile_passes_finished": run.slots[0].events["reconcile.finished"],
+            "reconcile_missing": run.slots[0].events["reconcile.missing"],
+            "sync_exits": {
+                str(code): n for code, n in sorted((run.syncs or _NO_SYNCS).exits.items())
+            },
+            "syncs_interrupted": (run.syncs or _NO_SYNCS).interrupted,
+        }
+        if run.args.converge
+        else None,
         "exits": dict(sorted(exits.items())),
         "log_events": dict(sorted(events.items())),
         "proxy": proxy_figures,
@@ -631,6 +726,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds between chaos actions (uniform)",
     )
     parser.add_argument("--no-chaos", action="store_true", help="no kills or stops")
+    parser.add_argument(
+        "--no-converge", action="store_true", help="no reconcile passes, no concurrent sync"
+    )
     parser.add_argument("--deadline", type=float, help="seconds for the whole run")
     parser.add_argument("--workdir", type=Path, help="where the folders go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir afterwards")
@@ -643,6 +741,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.fault_rate = args.fault_rate if args.fault_rate is not None else profile["fault_rate"]
     args.deadline = args.deadline if args.deadline is not None else profile["deadline"]
     args.chaos = profile["chaos"] and not args.no_chaos
+    args.converge = profile.get("converge", False) and not args.no_converge
     args.min_actions = profile.get("min_actions", 0)
     return args
 
@@ -695,10 +794,15 @@ def main(argv: list[str] | None = None) -> int:
                 "retry": {"max_attempts": 10, "base_delay_seconds": 1, "max_delay_seconds": 4},
                 "log_level": "info",
             }
+            if args.converge and index == 1:
+                config["reconcile"] = {"interval_seconds": 60, "workers": 2, "min_age_seconds": 0}
             slots.append(Slot(index=index, root=root, config=config))
         run = Run(args, workdir, rng, emulator, proxy, slots, specs)
         for slot in slots:
             slot.start()
+        if args.converge:
+            run.syncs = SyncRunner(slots[min(1, len(slots) - 1)], rng)
+            run.syncs.start()
         thread = threading.Thread(
             target=producer,
             args=(run, pipeline.bucket, pipeline.queue_url, stop_producer),
@@ -709,6 +813,8 @@ def main(argv: list[str] | None = None) -> int:
         settled = drive(run, pipeline.queue_url, started)
         stop_producer.set()
         thread.join(timeout=30)
+        if run.syncs is not None:
+            run.syncs.stop()
         log(f"chaos over ({'settled' if settled else 'DEADLINE'}); final drain and stop")
         proxy.clear_rules()  # the final stop is clean: no faults while the daemons drain
         drained = final_stop(run, pipeline.queue_url, started)
