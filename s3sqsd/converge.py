@@ -8,9 +8,10 @@ Pure: no I/O, no boto3, no logging; the sync engine (sync.py) reads the disk and
   key with the listed ETag and size: SKIP, the object is already there. The version is not
   compared: the listing has none, and two versions with one ETag and size hold the same bytes;
 - a file whose provenance names this bucket and key but another ETag or size: REPLACE, it holds
-  another version of the key (the GET then fetches the current one: listing.py), unless its
-  recorded LastModified is later than the listed one: SKIP, an event brought a newer version
-  since the listing (the fetcher would refuse the older one at the rename anyway);
+  another version of the key (the GET then fetches the current one: listing.py). Even when the
+  file's recorded LastModified is later than the listed one: a multipart object's LastModified
+  is when its upload began, so it can be the current object and look older. The fetcher
+  orders the two under its locks (provenance.newer_verdict asks S3 which is current);
 - anything else: CONFLICT, left as it is and reported: a file without provenance (not written
   by s3sqsd, edited since, or on a filesystem without user xattrs), a file of another object
   (two keys routed to one path), or something that is not a regular file.
@@ -80,11 +81,6 @@ def decide(listed: Listed, local: LocalState) -> Decision:
         )
     if listed.etag is not None and have.etag == listed.etag and have.size == listed.size:
         return Decision(action=Action.SKIP, reason="already in the folder")
-    listed_at = None if listed.last_modified is None else int(listed.last_modified.timestamp())
-    if listed_at is not None and have.last_modified is not None and have.last_modified > listed_at:
-        # An event brought a later version after this listing page was read: fetching would
-        # only be refused as older at the rename (provenance.newer_verdict), so skip the GET.
-        return Decision(action=Action.SKIP, reason="the file holds a newer version")
     return Decision(
         action=Action.REPLACE,
         reason=f"the file holds another version (ETag {have.etag}, {have.size} bytes)",

@@ -292,7 +292,8 @@ def newer_verdict(
       event, exactly as before the listing existed.
     - Otherwise (a listing has no sequencer, nor do files a listing wrote, nor moto's events)
       the same object (ETag, and version when both name one) is a DUPLICATE, and LastModified
-      orders the rest: a strictly older candidate is STALE, a strictly newer one replaces.
+      orders the rest: a strictly older candidate is STALE (a listing's: ASK_S3, since a
+      multipart object's LastModified is when its upload began), a strictly newer one replaces.
     - An equal second with different ETags, or a side without LastModified (a record written
       before s3sqsd kept it), cannot be ordered from the records: ASK_S3. The caller then asks
       S3 which object is current (``current_verdict``): only the current one replaces, so an
@@ -313,7 +314,10 @@ def newer_verdict(
     if candidate.last_modified is None or have.last_modified is None:
         return Verdict.ASK_S3
     if candidate.last_modified < have.last_modified:
-        return Verdict.STALE
+        # A listing's GET took the key's current object: one that looks older is either older
+        # (an event wrote a newer one since) or a multipart object, whose LastModified is when
+        # its upload began. Only S3 can tell; an event's older object is stale.
+        return Verdict.ASK_S3 if origin is Origin.LISTING else Verdict.STALE
     if candidate.last_modified > have.last_modified:
         return Verdict.REPLACE
     return Verdict.ASK_S3

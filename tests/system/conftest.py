@@ -233,7 +233,17 @@ class Machine:
         wait_until(all_there, timeout=timeout, interval=0.3, what=f"{len(objects)} downloads")
 
     def temp_files(self) -> list[str]:
-        out = self.run("find", DOWNLOADS, "-path", f"{DOWNLOADS}/.s3sqsd-tmp/*", check=False)
+        """What the temp folder holds but the per-path lock file (there for good)."""
+        out = self.run(
+            "find",
+            DOWNLOADS,
+            "-path",
+            f"{DOWNLOADS}/.s3sqsd-tmp/*",
+            "!",
+            "-path",
+            f"{DOWNLOADS}/.s3sqsd-tmp/paths.lock",
+            check=False,
+        )
         return out.stdout.split()
 
     def diagnostics(self) -> str:

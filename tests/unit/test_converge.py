@@ -43,16 +43,14 @@ def test_other_etag_or_size_of_the_same_key_replaces() -> None:
     assert decide(LISTED, ours(size=4)).action is Action.REPLACE
 
 
-def test_a_file_newer_than_the_listing_is_kept_and_an_older_one_replaced() -> None:
+def test_another_version_is_replaced_whatever_the_last_modified_order() -> None:
+    """A multipart object's LastModified is when its upload began: the listed (current) object
+    may look older than the file. The fetcher orders them, asking S3; decide never skips."""
     listed_at = datetime.datetime(2026, 12, 6, 12, 0, 0, tzinfo=datetime.UTC)
     listed = Listed(bucket="b", key="k", size=5, etag="e2", last_modified=listed_at)
     at = int(listed_at.timestamp())
-    newer = decide(listed, ours(last_modified=at + 1))
-    assert (newer.action, newer.reason) == (Action.SKIP, "the file holds a newer version")
-    assert decide(listed, ours(last_modified=at - 1)).action is Action.REPLACE
-    # The same second cannot be ordered here: the fetcher asks S3 which is current.
-    assert decide(listed, ours(last_modified=at)).action is Action.REPLACE
-    assert decide(listed, ours()).action is Action.REPLACE  # a record from before LastModified
+    for recorded in (at + 1, at - 1, at, None):
+        assert decide(listed, ours(last_modified=recorded)).action is Action.REPLACE
 
 
 def test_listing_without_etag_replaces() -> None:

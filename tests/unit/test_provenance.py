@@ -394,6 +394,15 @@ class TestNewerVerdict:
         # A sequencer on one side only does not matter: files a listing wrote have none.
         assert newer_verdict(created(), older, have=record()) is Verdict.STALE
 
+    def test_a_listing_that_looks_older_asks_s3(self) -> None:
+        """A listing's GET took the current object; a multipart object's LastModified is when
+        its upload began, so looking older proves nothing: S3 decides (an event's is stale)."""
+        obj = created(sequencer=None, etag=OTHER_ETAG)
+        older = record(etag=OTHER_ETAG, last_modified=LM - 1)
+        listing = Origin.LISTING
+        assert newer_verdict(obj, older, have=record(), origin=listing) is Verdict.ASK_S3
+        assert newer_verdict(obj, older, have=record(), origin=Origin.EVENT) is Verdict.STALE
+
     def test_the_same_object_is_a_duplicate(self) -> None:
         obj = created(sequencer=None)
         assert newer_verdict(obj, record(last_modified=LM + 5), have=record()) is (
