@@ -187,7 +187,7 @@ class Daemon:
             worker.run(stop=self._stop)
         finally:
             reconciler.stop()  # already stopped by the signal; here for any other way out
-            reconciler.join(RECONCILE_JOIN_SECONDS)
+            reconcile_stuck = not reconciler.join(RECONCILE_JOIN_SECONDS)
             # The part threads are the daemon's (every fetcher shares them): shut down here,
             # once the worker and the reconcile pass that drive the fetchers have stopped.
             parts.shutdown(wait=False, cancel_futures=True)
@@ -200,7 +200,7 @@ class Daemon:
             metrics.get("messages_dead_lettered"),
             extra={"event": "daemon.stopped"},
         )
-        if busy:
+        if busy or reconcile_stuck:
             # Download threads stuck in a socket read would hold up interpreter exit (the pool
             # joins its threads at exit). Their messages are released; their temp files are
             # swept at the next start.

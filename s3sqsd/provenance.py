@@ -291,14 +291,12 @@ def newer_verdict(
     - With two sequencers of one bucket/key, the sequencer decides: ``skip_verdict`` on the
       event, exactly as before the listing existed.
     - Otherwise (a listing has no sequencer, nor do files a listing wrote, nor moto's events)
-      the same object (ETag, and version when both name one) is a DUPLICATE, and LastModified
-      orders the rest: a strictly older candidate is STALE (a listing's: ASK_S3, since a
-      multipart object's LastModified is when its upload began), a strictly newer one replaces.
-    - An equal second with different ETags, or a side without LastModified (a record written
-      before s3sqsd kept it), cannot be ordered from the records: ASK_S3. The caller then asks
-      S3 which object is current (``current_verdict``): only the current one replaces, so an
-      older object can never go over a newer one, and the file still converges, because the
-      current object always wins whoever asks.
+      the same object (ETag, and version when both name one) is a DUPLICATE, and any other
+      object is ASK_S3: LastModified cannot order two objects of one key, because a multipart
+      object's LastModified is when its upload began, not when it became current. The caller
+      then asks S3 which object is current (``current_verdict``): only the current one
+      replaces, so an older object can never go over a newer one, and the file still
+      converges, because the current object always wins whoever asks.
     """
     if have is None or (have.bucket, have.key) != (candidate.bucket, candidate.key):
         return Verdict.REPLACE if origin is Origin.EVENT else Verdict.CONFLICT
@@ -311,15 +309,10 @@ def newer_verdict(
     )
     if same_object:
         return Verdict.DUPLICATE
-    if candidate.last_modified is None or have.last_modified is None:
-        return Verdict.ASK_S3
-    if candidate.last_modified < have.last_modified:
-        # A listing's GET took the key's current object: one that looks older is either older
-        # (an event wrote a newer one since) or a multipart object, whose LastModified is when
-        # its upload began. Only S3 can tell; an event's older object is stale.
-        return Verdict.ASK_S3 if origin is Origin.LISTING else Verdict.STALE
-    if candidate.last_modified > have.last_modified:
-        return Verdict.REPLACE
+    # Two different objects of one key, and no pair of sequencers to order them: LastModified
+    # cannot either, in either direction. A multipart object's LastModified is when its upload
+    # began, so an object completed later can carry an earlier time than one PUT meanwhile.
+    # Only S3 knows which is current; the fetcher asks it (one HEAD, and only here).
     return Verdict.ASK_S3
 
 

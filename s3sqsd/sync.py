@@ -534,6 +534,8 @@ def local_state(path: Path) -> LocalState:
         return LocalState(kind=LocalKind.MISSING)
     except NotADirectoryError:  # a file where a parent directory should be
         return LocalState(kind=LocalKind.NOT_REGULAR)
+    except OSError:  # cannot look (a directory the user cannot search, a symlink loop)
+        return LocalState(kind=LocalKind.NOT_REGULAR)
     if not stat.S_ISREG(st.st_mode):
         return LocalState(kind=LocalKind.NOT_REGULAR)
     have = read_provenance(path)

@@ -148,6 +148,10 @@ class Downloads:
         self._workers = workers
         self._old_pools: list[ThreadPoolExecutor] = []
         self.cancel = threading.Event()
+        # Every job not finished yet, whatever became of its lease: after the drain gives up,
+        # the leases are gone but a download stuck in a socket read still holds its thread.
+        self._unfinished: set[Future[Outcome]] = set()
+        self._unfinished_lock = threading.Lock()
 
     @staticmethod
     def _new_pool(workers: int) -> ThreadPoolExecutor:
@@ -162,8 +166,20 @@ class Downloads:
     ) -> Future[Outcome]:
         job = DownloadJob(message=message, items=items, metrics=self._metrics, cancel=self.cancel)
         future = self._pool.submit(job.run)
+        with self._unfinished_lock:
+            self._unfinished.add(future)
+        future.add_done_callback(self._finished)
         future.add_done_callback(when_done)
         return future
+
+    def _finished(self, future: Future[Outcome]) -> None:
+        with self._unfinished_lock:
+            self._unfinished.discard(future)
+
+    def running(self) -> int:
+        """Jobs running now on a download thread (not queued, not finished)."""
+        with self._unfinished_lock:
+            return sum(1 for future in self._unfinished if future.running())
 
     def update(self, settings: WorkerSettings) -> None:
         """A reload: a new pool if ``workers`` changed."""

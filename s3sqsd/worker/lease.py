@@ -199,12 +199,6 @@ class Leases:
                 lease.settle()
                 self._capacity.give_back(lease)
 
-    def running(self) -> int:
-        """Leases whose download is running now (not queued, not finished)."""
-        return sum(
-            1 for lease in self._by_receipt.values() if lease.future and lease.future.running()
-        )
-
     @staticmethod
     def kept(leases: Iterable[Lease]) -> list[Lease]:
         return [lease for lease in leases if lease.stage is Stage.KEPT]

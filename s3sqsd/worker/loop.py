@@ -228,7 +228,7 @@ class Worker:
     def busy_threads(self) -> int:
         """Download threads still running a task (stuck in a socket read, say), and the
         settler thread if its delete has not answered."""
-        return self._leases.running() + (1 if self._settler.busy() else 0)
+        return self._downloads.running() + (1 if self._settler.busy() else 0)
 
     # ---- dispatch (loop thread) --------------------------------------------------------------
 
@@ -336,7 +336,10 @@ class Worker:
 
     def _fail(self, lease: Lease, exc: MessageError) -> None:
         verdict = self._failures.decide(lease.message, exc)
-        if verdict.action is Action.KEEP:
+        if verdict.action is Action.KEEP and self._receiving.stopped():
+            # Draining: no retry will come in this run; another host may take it now.
+            self._settler.release([lease], why="local failure while stopping")
+        elif verdict.action is Action.KEEP:
             until = self._clock() + verdict.delay
             self._receiving.pause_until(until)
             lease.keep(until=until)
@@ -378,6 +381,9 @@ class Worker:
         running = {id(lease): lease.future for lease in self._leases if lease.future is not None}
         wait_futures(running.values(), timeout=ABANDON_GRACE_SECONDS)
         self._wait_and_dispatch(deadline=0.0)  # a cancelled download releases its message
+        # Send what those outcomes queued (a dead letter among them) before choosing what to
+        # release: a lease whose dead letter is still pending must not be released as well.
+        self._settler.settle()
         returned = sum(1 for lease in self._settler.returning() if id(lease) in running)
         settling = {id(lease) for lease in self._settler.settling()}
         leftover = [lease for lease in self._leases if id(lease) not in settling]

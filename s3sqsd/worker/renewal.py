@@ -40,6 +40,7 @@ class Renewer:
         self._timeout = settings.visibility_timeout_seconds
         self._due: list[tuple[float, int, Lease]] = []
         self._order = itertools.count()  # ties never compare leases
+        self._compact_at = 64  # settled leases wait in the heap until due: drop them past this
 
     def update(self, settings: WorkerSettings) -> None:
         """A reload: renewals from now on grant the new visibility timeout."""
@@ -51,6 +52,12 @@ class Renewer:
 
     def _push(self, lease: Lease, *, due: float) -> None:
         heapq.heappush(self._due, (due, next(self._order), lease))
+        if len(self._due) > self._compact_at:
+            # A settled lease stays here until its due time (half a visibility timeout, up to
+            # 6 h) with its message body: drop them once they are most of the heap.
+            self._due = [entry for entry in self._due if entry[2].stage is not Stage.SETTLED]
+            heapq.heapify(self._due)
+            self._compact_at = 2 * len(self._due) + 64
 
     def renew(self, now: float) -> list[Lease]:
         """Extend every lease that is due; return those whose receipt SQS no longer knows."""

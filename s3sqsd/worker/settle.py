@@ -91,7 +91,12 @@ class Settler:
     def settling(self) -> list[Lease]:
         """Every lease whose settlement is under way: pending or in-flight deletes, pending
         visibility changes. The drain leaves them be when it releases the rest."""
-        return [*self._pending_deletes, *self._deleting, *self.returning()]
+        return [
+            *self._pending_deletes,
+            *self._deleting,
+            *self.returning(),
+            *(lease for lease, _ in self._pending_dlq),
+        ]
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False)
@@ -252,8 +257,12 @@ class Settler:
         self._after_delete(leases, result)
 
     def _after_delete(self, leases: list[Lease], result: BatchResult) -> None:
-        by_id = {lease.message.message_id: lease for lease in leases}
-        done = [by_id[mid] for mid in result.succeeded if mid in by_id]
+        # By message id, several leases each: a standard queue may deliver a message twice
+        # (two receipts, one id), and both copies can finish in one batch.
+        by_id: dict[str, list[Lease]] = {}
+        for lease in leases:
+            by_id.setdefault(lease.message.message_id, []).append(lease)
+        done = [by_id[mid].pop() for mid in result.succeeded if by_id.get(mid)]
         self._metrics.inc("messages_deleted", len(done))
         for deleted in done:
             logger.debug(
@@ -262,9 +271,10 @@ class Settler:
                 extra={"event": "message.deleted", "message_id": deleted.message.message_id},
             )
         for failure in result.failed:
-            lease = by_id.get(failure.message_id)
-            if lease is None:
+            copies = by_id.get(failure.message_id)
+            if not copies:
                 continue
+            lease = copies.pop()
             lease.delete_tries += 1
             if failure.code not in RECEIPT_GONE and lease.delete_tries < MAX_DELETE_TRIES:
                 self._queue_delete(lease)  # retried with the next batch
@@ -282,6 +292,9 @@ class Settler:
                 },
             )
             done.append(lease)
+        # An entry the answer did not name (it names every entry it was sent): let it go too,
+        # rather than hold it in hand for ever; at worst the message comes back once more.
+        done.extend(lease for copies in by_id.values() for lease in copies)
         self._forget(done)
 
     def done(self, lease: Lease) -> None:

@@ -24,6 +24,7 @@ from s3sqsd.errors import (
     FetchError,
     LocalError,
     MessageError,
+    ObjectAccessError,
     QueueError,
     UnsafeKeyError,
 )
@@ -828,3 +829,97 @@ def test_an_unexpected_fetch_error_names_the_object_as_object_url_does(
         r for r in caplog.records if getattr(r, "event", None) == "object.unexpected_error"
     ]
     assert "\n" not in record.getMessage()
+
+
+class TestDrainEdges:
+    """Failures that land inside the drain, found by review: each failed before its fix."""
+
+    def run_until_stopped(
+        self, queue: StubQueue, fetcher: ScriptedFetcher, started: threading.Event, **kwargs: object
+    ) -> tuple[Worker, list[BaseException]]:
+        worker = Worker(
+            receive_queue=queue,
+            control_queue=queue,
+            fetcher=fetcher,
+            notifier=Notifier(enabled=False),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        stop, errors = threading.Event(), []
+
+        def run() -> None:
+            try:
+                worker.run(stop=stop)
+            except BaseException as exc:  # the test reports it
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert started.wait(10)
+        stop.set()
+        worker.wake()
+        thread.join(20)
+        assert not thread.is_alive()
+        return worker, errors
+
+    def test_a_permanent_failure_in_the_abandon_grace_is_dead_lettered_once(self) -> None:
+        """The download outlives the drain deadline, then fails for good while the drain gives
+        up: its dead letter is sent and the message deleted, not also released (which crashed
+        the loop with a LeaseStageError)."""
+        queue, dlq, started = StubQueue(), StubQueue("stub://dlq"), threading.Event()
+        queue.put(s3_body("a.txt"))
+
+        def denied(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            started.set()
+            cancel.wait(10)
+            raise ObjectAccessError("403 AccessDenied")
+
+        settings = replace(SETTINGS, shutdown_timeout_seconds=0.3)
+        _, errors = self.run_until_stopped(
+            queue, ScriptedFetcher(denied), started, settings=settings, dead_letter_queue=dlq
+        )
+        assert errors == []
+        assert len(dlq.sent) == 1
+        assert queue.remaining() == []
+        assert queue.in_flight() == 0
+
+    def test_a_download_stuck_past_the_drain_still_counts_as_busy(self) -> None:
+        """The drain forgets its lease, but the thread is still in a socket read: the daemon
+        must know, or interpreter exit would wait on it."""
+        queue, started, never = StubQueue(), threading.Event(), threading.Event()
+        queue.put(s3_body("a.txt"))
+
+        def stuck(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            started.set()
+            never.wait(30)  # ignores cancel, as a blocked read does
+            return ok(obj)
+
+        settings = replace(SETTINGS, shutdown_timeout_seconds=0.2)
+        try:
+            worker, errors = self.run_until_stopped(
+                queue, ScriptedFetcher(stuck), started, settings=settings, dead_letter_queue=None
+            )
+            assert errors == []
+            assert worker.busy_threads() == 1
+        finally:
+            never.set()
+
+    def test_a_local_failure_while_stopping_releases_the_message(self) -> None:
+        """A local failure during the drain is not kept for a retry this run will never make
+        (the drain waited its whole timeout for it): the message goes back at once."""
+        queue, started = StubQueue(), threading.Event()
+        queue.put(s3_body("a.txt"))
+
+        def disk_full(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            started.set()
+            time.sleep(0.3)  # the stop arrives meanwhile
+            raise LocalError("No space left on device")
+
+        settings = replace(SETTINGS, shutdown_timeout_seconds=30)
+        begun = time.monotonic()
+        _, errors = self.run_until_stopped(
+            queue, ScriptedFetcher(disk_full), started, settings=settings, dead_letter_queue=None
+        )
+        assert errors == []
+        assert time.monotonic() - begun < 10  # not the 30 s drain
+        assert queue.in_flight() == 0
+        assert len(queue.remaining()) == 1

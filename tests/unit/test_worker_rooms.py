@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 from concurrent.futures import Future
+from queue import SimpleQueue
 
 import pytest
 
@@ -20,9 +21,11 @@ from s3sqsd.errors import (
 from s3sqsd.metrics import Metrics
 from s3sqsd.sqs import Message
 from s3sqsd.worker.failures import Action, FailurePolicy
+from s3sqsd.worker.inbox import Deleted, Inbox
 from s3sqsd.worker.lease import Capacity, Lease, Leases, LeaseStageError, Stage
 from s3sqsd.worker.renewal import Renewer
 from s3sqsd.worker.settings import WorkerSettings
+from s3sqsd.worker.settle import Settler
 from tests.support.stub_queue import StubQueue
 
 
@@ -214,3 +217,48 @@ class TestFailurePolicy:
         assert verdicts[0].delay <= 2 < 16 <= verdicts[4].delay  # 2 s, doubled, equal jitter
         policy.succeeded()
         assert policy.decide(message, LocalError("disk full")).delay <= 2
+
+
+class TestSettlerDuplicates:
+    def test_two_copies_of_one_message_in_one_delete_batch_are_both_let_go(self) -> None:
+        """A standard queue may deliver a message twice (two receipts, one id); both copies can
+        finish in one batch. Matching answers by id once left one copy in hand for ever."""
+        queue = StubQueue()
+        queue.put("{}")
+        (first,) = queue.receive(max_messages=1, wait_seconds=0, visibility_timeout=0)
+        (second,) = queue.receive(max_messages=1, wait_seconds=0, visibility_timeout=30)
+        assert first.message_id == second.message_id
+        capacity = Capacity(limit=2)
+        assert capacity.reserve(least=2, most=2, timeout=0) == 2
+        leases = Leases(capacity=capacity)
+        inbox: Inbox = SimpleQueue()
+        settler = Settler(
+            queue=queue,
+            dead_letter_queue=None,
+            settings=WorkerSettings(),
+            metrics=Metrics(),
+            inbox=inbox,
+            clock=lambda: 0.0,
+            stopped=lambda: True,
+            give_back=capacity.give_back,
+            forget=leases.forget,
+        )
+        for message in (first, second):
+            lease = lease_for(message)
+            leases.add(lease)
+            settler.done(lease)
+        settler.settle()
+        answer = inbox.get(timeout=5)
+        assert isinstance(answer, Deleted)
+        settler.deleted(answer.answer)
+        assert len(leases) == 0
+        assert capacity.free() == 2
+
+
+def test_settled_leases_do_not_pile_up_in_the_renewal_heap() -> None:
+    renewer = Renewer(queue=StubQueue(), metrics=Metrics(), settings=WorkerSettings())
+    for number in range(1000):
+        lease = a_lease(number)
+        renewer.track(lease, granted=100)
+        lease.settle()
+    assert len(renewer._due) < 200
