@@ -381,10 +381,10 @@ class Worker:
         running = {id(lease): lease.future for lease in self._leases if lease.future is not None}
         wait_futures(running.values(), timeout=ABANDON_GRACE_SECONDS)
         self._wait_and_dispatch(deadline=0.0)  # a cancelled download releases its message
+        returned = sum(1 for lease in self._settler.returning() if id(lease) in running)
         # Send what those outcomes queued (a dead letter among them) before choosing what to
         # release: a lease whose dead letter is still pending must not be released as well.
         self._settler.settle()
-        returned = sum(1 for lease in self._settler.returning() if id(lease) in running)
         settling = {id(lease) for lease in self._settler.settling()}
         leftover = [lease for lease in self._leases if id(lease) not in settling]
         self._settler.release(leftover, why="shutdown timeout reached")
