@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import platform
 import select
@@ -144,6 +145,29 @@ def machine() -> dict[str, Any]:
         "git": rev,
         "load_average_start": loadavg(),
     }
+
+
+def print_report(
+    path: Path, report: Mapping[str, Any], table: str, notes: Iterable[str] = ()
+) -> None:
+    """Write ``report`` (with ``machine``, ``targets``) as JSON to ``path``; print ``table``,
+    the ``notes``, each target met or missed, and the machine with its load."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    print(table)
+    print()
+    for note in notes:
+        print(f"- {note}")
+    for check in report["targets"]:
+        mark = {True: "met", False: "MISSED", None: "n/a"}[check["met"]]
+        print(f"- {mark}: {check['target']}: {check['detail']}")
+    print()
+    info = report["machine"]
+    print(
+        f"nproc {info['nproc']}, {info['memory_gib']} GiB, load average "
+        f"{info['load_average_start']} -> {info['load_average_end']}, "
+        f"{info['duration_s']} s; JSON: {path}"
+    )
 
 
 # ---- helper processes -----------------------------------------------------------------------

@@ -53,6 +53,7 @@ from bench.harness import (
     fmt,
     loadavg,
     machine,
+    print_report,
     proc_sample,
     remove_unless_many,
 )
@@ -891,19 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": checks,
         "runs": ctx.results,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    print(table(rows))
-    print()
-    for check in checks:
-        mark = {True: "met", False: "MISSED", None: "n/a"}[check["met"]]
-        print(f"- {mark}: {check['target']}: {check['detail']}")
-    print()
-    print(
-        f"nproc {info['nproc']}, {info['memory_gib']} GiB, load average "
-        f"{info['load_average_start']} -> {info['load_average_end']}, "
-        f"{info['duration_s']} s; JSON: {args.json}"
-    )
+    print_report(args.json, report, table(rows))
     return 0
 
 
