@@ -436,6 +436,7 @@ class Bench:
                 "record",
                 "--rate",
                 "250",
+                "--nonblocking",
                 "--threads",
                 "--format",
                 "raw",
