@@ -9,7 +9,7 @@
 #   make system-test   root: builds the .deb, boots Debian with systemd, installs it with apt
 #   make bench         the benchmark against the original script and the boto3 limit (~20 min;
 #                      BENCH_ARGS=--quick for a 2-3 minute smoke run); docs/performance.md
-#   make bench-sync    s3sqsd sync against aws s3 sync and rclone copy (~15 minutes;
+#   make bench-sync    s3sqsd sync against aws s3 sync and rclone copy (~8 minutes;
 #                      BENCH_SYNC_ARGS=--quick for a one-minute smoke run); needs rclone
 #                      (apt-get install rclone) and builds .venv-bench for the AWS CLI
 #   make chaos         the full chaos run by hand (docs/reliability.md)

@@ -108,6 +108,8 @@ def fmt(value: Any, digits: int = 1) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     return str(value)
 
 

@@ -1,7 +1,7 @@
 """Benchmark ``s3sqsd sync`` against the tools a user would pick instead: ``aws s3 sync`` and
 ``rclone copy``.
 
-    python -m bench.sync                  # the full run (about 10-15 minutes on 2 cores)
+    python -m bench.sync                  # the full run (about 8 minutes on 2 cores)
     python -m bench.sync --quick          # a smoke run of every pass (about a minute)
     python -m bench.sync --json bench/results/sync.json --repeat 2
 
