@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.support.daemon import REPO_ROOT, DaemonProcess, daemon_env
 from tests.support.emulator import REGION
 from tests.support.emulator_server import LineProcess
@@ -147,6 +149,18 @@ def machine() -> dict[str, Any]:
         "git": rev,
         "load_average_start": loadavg(),
     }
+
+
+def config_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``--s3sqsd-config KEY=VALUE`` items as a config dict (each VALUE read as YAML); raises
+    ValueError naming an item without ``=``."""
+    extra: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--s3sqsd-config {item!r}: expected KEY=VALUE")
+        extra[key.strip()] = yaml.safe_load(value)
+    return extra
 
 
 def print_report(

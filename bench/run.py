@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import botocore.config
-import yaml
 
 from bench.harness import (
     BENCH_DIR,
@@ -48,6 +47,7 @@ from bench.harness import (
     DelayProxy,
     FileWatcher,
     ProcSample,
+    config_overrides,
     cpu_seconds_precise,
     environment_for_tools,
     fmt,
@@ -833,12 +833,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in contestants:
         if name not in CONTESTANTS:
             parser.error(f"unknown contestant {name!r}")
-    extra_config: dict[str, Any] = {}
-    for item in args.s3sqsd_config:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--s3sqsd-config {item!r}: expected KEY=VALUE")
-        extra_config[key.strip()] = yaml.safe_load(value)
+    try:
+        extra_config = config_overrides(args.s3sqsd_config)
+    except ValueError as exc:
+        parser.error(str(exc))
     repeats: dict[str, int] = {}
     for part in args.repeat.split(","):
         name, _, value = part.rpartition("=")

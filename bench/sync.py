@@ -68,6 +68,7 @@ import yaml
 from bench.ablate import ablate, copy_tree
 from bench.harness import (
     BENCH_DIR,
+    config_overrides,
     fmt,
     loadavg,
     machine,
@@ -382,6 +383,7 @@ class Bench:
     skipped: dict[str, str] = field(default_factory=dict)
     profile_dir: Path | None = None
     ablated: dict[str, Path] = field(default_factory=dict)  # contestant -> its tree (--ablate)
+    s3sqsd_extra: dict[str, Any] = field(default_factory=dict)  # --s3sqsd-config
 
     def log(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -416,6 +418,7 @@ class Bench:
                 endpoint=self.emulator.endpoint,
                 workers=self.plan.workers,
             )
+            config.update(self.s3sqsd_extra)
             config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
         argv = command(
             "s3sqsd" if is_s3sqsd(kind) else kind,
@@ -687,6 +690,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (a temp dir)")
     parser.add_argument(
+        "--s3sqsd-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra s3sqsd config key (YAML value), e.g. "
+        "'large_objects={threshold_bytes: 134217728}'; repeatable",
+    )
+    parser.add_argument(
         "--ablate",
         default="",
         metavar="VARIANTS",
@@ -703,6 +714,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "with python -m bench.profile_summary); the figures of such a run are perturbed",
     )
     args = parser.parse_args(argv)
+    try:
+        s3sqsd_extra = config_overrides(args.s3sqsd_config)
+    except ValueError as exc:
+        parser.error(str(exc))
     plan = Plan.quick() if args.quick else Plan()
     plan = dataclasses.replace(plan, repeat=args.repeat, workers=args.workers or plan.workers)
     for name in ("aws", "rclone"):  # a path relative to where the command was started
@@ -745,6 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         skipped=skipped,
         profile_dir=args.profile,
         ablated=ablated,
+        s3sqsd_extra=s3sqsd_extra,
     )
     try:
         bench.log(f"emulator {emulator.endpoint} (pid {emulator.pid}); workdir {workdir}")
@@ -762,6 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "machine": info,
         "plan": dataclasses.asdict(plan),
+        "s3sqsd_config": s3sqsd_extra,
         "skipped": skipped,
         "rows": rows,
         "targets": checks,

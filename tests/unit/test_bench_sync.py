@@ -7,6 +7,9 @@ import configparser
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bench.harness import config_overrides
 from bench.sync import (
     aws_config_text,
     command,
@@ -134,3 +137,10 @@ def test_an_incomplete_or_skipped_contestant_is_not_judged() -> None:
     assert checks["small: files/s ≥ 1.5 x aws"] is None  # aws incomplete
     assert checks["small: files/s ≥ 1.0 x rclone"] is None  # rclone skipped
     assert checks["no-op: s3sqsd peak RSS ≤ 100 MiB"] is None
+
+
+def test_config_overrides_read_yaml_values() -> None:
+    extra = config_overrides(["workers=16", "large_objects={threshold_bytes: 134217728}"])
+    assert extra == {"workers": 16, "large_objects": {"threshold_bytes": 134217728}}
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        config_overrides(["workers"])
