@@ -1,6 +1,7 @@
 """The benchmark's moving parts: the delay-proxy process, the three contestants as processes,
-/proc sampling, and an inotify watcher that timestamps files as they appear. The emulator process
-is the test suite's (``tests.support.emulator_server.EmulatorProcess``).
+/proc sampling, an inotify watcher that timestamps files as they appear, and what every
+benchmark reports (the machine, number formatting) and cleans up (scratch folders). The emulator
+process is the test suite's (``tests.support.emulator_server.EmulatorProcess``).
 
 Everything here talks to 127.0.0.1 only. Every wait has a deadline; every process started here
 is stopped by whoever started it (``stop``/``cleanup`` in ``finally`` blocks in ``run.py``).
@@ -11,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
+import platform
 import select
 import shutil
 import signal
@@ -25,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import DaemonProcess, daemon_env
+import yaml
+
+from tests.support.daemon import REPO_ROOT, DaemonProcess, daemon_env
 from tests.support.emulator import REGION
 from tests.support.emulator_server import LineProcess
 from tests.support.notify import NotifySocket
@@ -78,6 +83,107 @@ def cpu_seconds_precise(pid: int) -> float:
 def loadavg() -> str:
     with open("/proc/loadavg", encoding="ascii") as handle:
         return " ".join(handle.read().split()[:3])
+
+
+# ---- folders and the report -----------------------------------------------------------------
+
+# A run's folder with more files than this is left for the end of the benchmark: on ext4 without
+# a journal (this VM's disk) creating a file skips every inode freed in the last minutes
+# (``find_inode_bit`` -> ``recently_deleted`` under perf), so removing one contestant's 2,000
+# files just before the next one starts made the next one pay for them (0.76 ms of kernel time
+# per file in ``openat`` in one run measured), whoever it was.
+REMOVE_AT_ONCE_MAX_FILES = 100
+
+
+def remove_unless_many(folder: Path) -> bool:
+    """Remove ``folder`` if it holds at most ``REMOVE_AT_ONCE_MAX_FILES`` entries; True if it
+    did. The rest is removed with the workdir, after every measurement."""
+    for count, _ in enumerate(folder.rglob("*"), start=1):
+        if count > REMOVE_AT_ONCE_MAX_FILES:
+            return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def machine() -> dict[str, Any]:
+    mem_kib = 0
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    versions = {}
+    for module in ("boto3", "botocore", "s3transfer", "moto", "urllib3"):
+        with contextlib.suppress(Exception):
+            versions[module] = __import__(module).__version__
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "s3sqsd"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
+    return {
+        "s3sqsd_uncommitted": [line.strip() for line in dirty if line.strip()],
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kib / (1 << 20), 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git": rev,
+        "load_average_start": loadavg(),
+    }
+
+
+def config_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``--s3sqsd-config KEY=VALUE`` items as a config dict (each VALUE read as YAML); raises
+    ValueError naming an item without ``=``."""
+    extra: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--s3sqsd-config {item!r}: expected KEY=VALUE")
+        extra[key.strip()] = yaml.safe_load(value)
+    return extra
+
+
+def print_report(
+    path: Path, report: Mapping[str, Any], table: str, notes: Iterable[str] = ()
+) -> None:
+    """Write ``report`` (with ``machine``, ``targets``) as JSON to ``path``; print ``table``,
+    the ``notes``, each target met or missed, and the machine with its load."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    print(table)
+    print()
+    for note in notes:
+        print(f"- {note}")
+    for check in report["targets"]:
+        mark = {True: "met", False: "MISSED", None: "n/a"}[check["met"]]
+        print(f"- {mark}: {check['target']}: {check['detail']}")
+    print()
+    info = report["machine"]
+    print(
+        f"nproc {info['nproc']}, {info['memory_gib']} GiB, load average "
+        f"{info['load_average_start']} -> {info['load_average_end']}, "
+        f"{info['duration_s']} s; JSON: {path}"
+    )
 
 
 # ---- helper processes -----------------------------------------------------------------------

@@ -28,7 +28,6 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -41,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import botocore.config
-import yaml
 
 from bench.harness import (
     BENCH_DIR,
@@ -49,10 +47,15 @@ from bench.harness import (
     DelayProxy,
     FileWatcher,
     ProcSample,
+    config_overrides,
     cpu_seconds_precise,
     environment_for_tools,
+    fmt,
     loadavg,
+    machine,
+    print_report,
     proc_sample,
+    remove_unless_many,
 )
 from tests.support.daemon import REPO_ROOT, receive_all
 from tests.support.emulator_server import EmulatorProcess
@@ -241,35 +244,16 @@ def fill_queue(ctx: Context, objects: ObjectSet) -> str:
     return queue_url
 
 
-# A run's folder with more files than this is left for the end of the benchmark (see below).
-REMOVE_AT_ONCE_MAX_FILES = 100
-
-
 @contextlib.contextmanager
 def scratch_folder(ctx: Context, name: str) -> Iterator[Path]:
     """A fresh download folder for one run. Folders of a few large files are removed at once
-    (disk space); folders of many small files stay until the whole workdir goes at the end.
-
-    Why: on ext4 without a journal (this VM's disk) creating a file skips every inode freed in
-    the last minutes (``find_inode_bit`` -> ``recently_deleted`` under perf), so removing one
-    contestant's 2,000 files just before the next one starts made the next one pay for them
-    (0.76 ms of kernel time per file in ``openat`` in one run measured), whoever it was.
-    """
+    (disk space); folders of many small files stay until the whole workdir goes at the end
+    (``harness.REMOVE_AT_ONCE_MAX_FILES`` says why)."""
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=ctx.workdir))
     try:
         yield folder
     finally:
         remove_unless_many(folder)
-
-
-def remove_unless_many(folder: Path) -> bool:
-    """Remove ``folder`` if it holds at most ``REMOVE_AT_ONCE_MAX_FILES`` entries; True if it
-    did. The rest is removed with the workdir, after every measurement."""
-    for count, _ in enumerate(folder.rglob("*"), start=1):
-        if count > REMOVE_AT_ONCE_MAX_FILES:
-            return False
-    shutil.rmtree(folder, ignore_errors=True)
-    return True
 
 
 # ---- measuring one contestant ---------------------------------------------------------------
@@ -559,14 +543,6 @@ def _percentile(values: Sequence[float], pct: float) -> float | None:
     return sorted(values)[rank]
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
 def _summary(r: dict[str, Any]) -> str:
     keys = (
         "files_per_s",
@@ -580,7 +556,7 @@ def _summary(r: dict[str, Any]) -> str:
         "ready_s",
         "term_exit_s",
     )
-    shown = ", ".join(f"{k}={_fmt(r[k], 3)}" for k in keys if r.get(k) is not None)
+    shown = ", ".join(f"{k}={fmt(r[k], 3)}" for k in keys if r.get(k) is not None)
     extra = " CAPPED" if r.get("capped") else ""
     problems = f" PROBLEMS {r['problems']}" if r.get("problems") else ""
     return f"{r['workload']}/{r['network']}/{r['contestant']}: {shown}{extra}{problems}"
@@ -638,7 +614,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         if row["runs"] > 1:
             name += f" x{row['runs']}"
         cells = [WORKLOAD_NAMES.get(row["workload"], row["workload"]), row["network"], name]
-        cells += [_fmt(row.get(key), digits) for _, key, digits in COLUMNS]
+        cells += [fmt(row.get(key), digits) for _, key, digits in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -734,42 +710,6 @@ def targets(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[d
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
-
-
-def machine() -> dict[str, Any]:
-    mem_kib = 0
-    with open("/proc/meminfo", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    versions = {}
-    for module in ("boto3", "botocore", "s3transfer", "moto", "urllib3"):
-        with contextlib.suppress(Exception):
-            versions[module] = __import__(module).__version__
-    rev = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "s3sqsd"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split("\n")
-    return {
-        "s3sqsd_uncommitted": [line.strip() for line in dirty if line.strip()],
-        "nproc": os.cpu_count(),
-        "memory_gib": round(mem_kib / (1 << 20), 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "git": rev,
-        "load_average_start": loadavg(),
-    }
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -893,12 +833,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in contestants:
         if name not in CONTESTANTS:
             parser.error(f"unknown contestant {name!r}")
-    extra_config: dict[str, Any] = {}
-    for item in args.s3sqsd_config:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--s3sqsd-config {item!r}: expected KEY=VALUE")
-        extra_config[key.strip()] = yaml.safe_load(value)
+    try:
+        extra_config = config_overrides(args.s3sqsd_config)
+    except ValueError as exc:
+        parser.error(str(exc))
     repeats: dict[str, int] = {}
     for part in args.repeat.split(","):
         name, _, value = part.rpartition("=")
@@ -952,19 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": checks,
         "runs": ctx.results,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    print(table(rows))
-    print()
-    for check in checks:
-        mark = {True: "met", False: "MISSED", None: "n/a"}[check["met"]]
-        print(f"- {mark}: {check['target']}: {check['detail']}")
-    print()
-    print(
-        f"nproc {info['nproc']}, {info['memory_gib']} GiB, load average "
-        f"{info['load_average_start']} -> {info['load_average_end']}, "
-        f"{info['duration_s']} s; JSON: {args.json}"
-    )
+    print_report(args.json, report, table(rows))
     return 0
 
 
