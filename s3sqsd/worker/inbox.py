@@ -24,6 +24,9 @@ class Received:
 
     messages: tuple[Message, ...]
     received_at: float
+    # The visibility timeout the poll asked for: a reload during a 20 s poll may have changed
+    # the setting since, and the renewal must count from what SQS was told.
+    visibility_timeout_seconds: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -251,9 +251,9 @@ class Worker:
 
     def _dispatch(self, event: InboxEvent, *, draining: bool) -> None:
         match event:
-            case Received(messages=messages, received_at=received_at):
+            case Received(messages=messages, received_at=at, visibility_timeout_seconds=granted):
                 for message in messages:
-                    self._accept(message, received_at=received_at, draining=draining)
+                    self._accept(message, received_at=at, granted=granted, draining=draining)
             case Finished(lease=lease):
                 self._finished(lease)
             case Deleted(answer=answer):
@@ -262,9 +262,10 @@ class Worker:
                 self.metrics.inc("receive_errors")
                 self.metrics.last_error = error[:200]
 
-    def _accept(self, message: Message, *, received_at: float, draining: bool) -> None:
+    def _accept(
+        self, message: Message, *, received_at: float, granted: int, draining: bool
+    ) -> None:
         settings = self._settings
-        granted = settings.visibility_timeout_seconds
         lease = Lease(message=message, received_at=received_at, visible_until=received_at + granted)
         self._leases.add(lease)
         self._renewer.track(lease, granted=granted)

@@ -192,7 +192,13 @@ class Receivers:
             backoff.reset()
             self._capacity.unreserve(wanted - len(messages))
             if messages:
-                self._inbox.put(Received(messages=tuple(messages), received_at=self._clock()))
+                self._inbox.put(
+                    Received(
+                        messages=tuple(messages),
+                        received_at=self._clock(),
+                        visibility_timeout_seconds=settings.visibility_timeout_seconds,
+                    )
+                )
 
     def _check_redrive(self) -> bool:
         """Warn once when permanent failures would have nowhere to go; True once settled.

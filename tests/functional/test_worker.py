@@ -923,3 +923,65 @@ class TestDrainEdges:
         assert time.monotonic() - begun < 10  # not the 30 s drain
         assert queue.in_flight() == 0
         assert len(queue.remaining()) == 1
+
+
+def test_a_reload_during_a_poll_renews_by_what_the_poll_asked_for() -> None:
+    """The poll asked SQS for 2 s of visibility; a reload meanwhile sets 120 s. The lease must
+    be renewed by the 2 s SQS granted (at 1 s), not by the new setting (at 60 s, long after
+    the message went back to the queue)."""
+
+    class HeldPoll(StubQueue):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+            self.opened = threading.Event()
+
+        def receive(
+            self, *, max_messages: int, wait_seconds: int, visibility_timeout: int
+        ) -> list[Message]:
+            self.opened.set()
+            self.release.wait(10)
+            return super().receive(
+                max_messages=max_messages,
+                wait_seconds=wait_seconds,
+                visibility_timeout=visibility_timeout,
+            )
+
+    queue = HeldPoll()
+    message_id = queue.put(s3_body("slow.bin"))
+    short = replace(SETTINGS, visibility_timeout_seconds=2)
+    reloaded = threading.Event()
+
+    def reload() -> WorkerSettings:
+        reloaded.set()
+        return replace(SETTINGS, visibility_timeout_seconds=120)
+
+    def slow(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+        time.sleep(2.5)
+        return ok(obj)
+
+    worker = Worker(
+        receive_queue=queue,
+        control_queue=queue,
+        dead_letter_queue=None,
+        fetcher=ScriptedFetcher(slow),
+        settings=short,
+        notifier=Notifier(enabled=False),
+        reload=reload,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        assert queue.opened.wait(10)
+        worker.request_reload()
+        assert reloaded.wait(10)
+        queue.release.set()
+        wait_until(lambda: queue.deleted == [message_id], timeout=15, what="the delete")
+        renewals = [seconds for mid, seconds in queue.visibility_calls if mid == message_id]
+        assert renewals, "the lease was not renewed before its 2 s ran out"
+        assert renewals[0] == 120
+    finally:
+        stop.set()
+        worker.wake()
+        thread.join(10)
