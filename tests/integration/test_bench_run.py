@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from bench.run import REMOVE_AT_ONCE_MAX_FILES, scratch_folder
+from bench.harness import REMOVE_AT_ONCE_MAX_FILES
+from bench.run import scratch_folder
 
 pytestmark = pytest.mark.integration
 
