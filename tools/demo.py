@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from s3sqsd.paths import PATH_LOCK_NAME, TEMP_DIR_NAME
 from tests.support.emulator import TEST_ENV, Emulator, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,7 +100,8 @@ def main() -> int:
         verdict = "ok " if same else "BAD"
         size = f"{len(body)} bytes, sha256 {digest}…"
         print(f"   {verdict} {path.relative_to(REPO)}  ({size})")
-    temp = list((download / ".s3sqsd-tmp").iterdir())
+    # The per-path lock file stays for good (s3sqsd/pathlocks.py); anything else is a leftover.
+    temp = [p for p in (download / TEMP_DIR_NAME).iterdir() if p.name != PATH_LOCK_NAME]
     print(f"== temp folder entries left: {len(temp)}; queue empty: yes")
     return 0 if good and status == 0 and not temp else 1
 
