@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from s3sqsd.config import Config
 from s3sqsd.errors import ConfigError, ListingError
@@ -152,7 +152,10 @@ def list_pages(
     while True:
         try:
             page = s3.list_objects_v2(**params)
-        except (ClientError, BotoCoreError) as exc:
+        except Exception as exc:
+            # Besides ClientError and BotoCoreError, botocore raises ResponseParserError (not a
+            # BotoCoreError on bookworm's 1.29) or UnicodeDecodeError for a garbled answer; a
+            # chaos run's flipped byte ended a sync with status 70 that way.
             raise ListingError(f"listing {target.url} failed: {_reason(exc)}") from exc
         yield tuple(_listed(target.bucket, entry) for entry in page.get("Contents", ()))
         token = page.get("NextContinuationToken")

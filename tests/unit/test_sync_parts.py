@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from botocore.parsers import ResponseParserError
 
 from s3sqsd.config import parse_config
-from s3sqsd.errors import ConfigError
-from s3sqsd.listing import Target, targets
+from s3sqsd.errors import ConfigError, ListingError
+from s3sqsd.listing import Target, list_pages, targets
 from s3sqsd.progress import render
 from s3sqsd.sync import Tally
 
@@ -69,3 +70,15 @@ def test_progress_says_listed_so_far_until_the_total_is_known() -> None:
     assert "5/10 objects" in line
     assert "ETA 0:05" in line
     assert "1 failed" in line
+
+
+def test_a_garbled_listing_answer_is_a_listing_error_not_a_crash() -> None:
+    """botocore raises ResponseParserError (not a BotoCoreError on bookworm's 1.29) for a
+    garbled answer: it must end that listing, reported, not the whole sync with status 70."""
+
+    class Garbled:
+        def list_objects_v2(self, **params: object) -> dict[str, object]:
+            raise ResponseParserError("Unable to parse response (not well-formed)")
+
+    with pytest.raises(ListingError, match="ResponseParserError"):
+        list(list_pages(Garbled(), Target(bucket="inbox", prefix="")))
