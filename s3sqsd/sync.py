@@ -436,72 +436,83 @@ class Sync:
 
     def _failed(self, obj: Listed, exc: BaseException) -> None:
         self._counts.add(done=1, done_bytes=obj.size, failed=1)
-        logger.error(
-            "sync of %s failed: %s",
-            object_url(obj.bucket, obj.key),
-            exc,
-            extra={
-                "event": "sync.failed",
-                "bucket": obj.bucket,
-                "key": obj.key,
-                "reason": getattr(exc, "reason", type(exc).__name__),
-                "error": str(exc),
-            },
-        )
+        log_failure(obj, exc)
 
     # ---- --delete (the calling thread, after the downloads) ------------------------------
 
     def _delete_orphans(self, complete: tuple[Target, ...], listed: set[tuple[str, str]]) -> None:
-        if not complete:
-            return
-        for folder in download_folders(self._config):
-            for path, have in _files_with_provenance(folder):
-                home = _home(self._config, have)
-                if not removable(have, path=path, home=home, complete=complete, listed=listed):
-                    continue
-                if self._on_plan is not None:
-                    self._on_plan(
-                        Planned(
-                            action="delete",
-                            url=object_url(have.bucket, have.key),
-                            path=path,
-                            reason="its object is no longer in S3",
-                        )
-                    )
-                if self._dry_run or self._remove(path, have):
-                    self._counts.add(deleted=1)
+        for path, have in orphans(self._config, complete=complete, listed=listed):
+            if self._on_plan is not None:
+                url = object_url(have.bucket, have.key)
+                reason = "its object is no longer in S3"
+                self._on_plan(Planned(action="delete", url=url, path=path, reason=reason))
+            removed = True if self._dry_run else remove_orphan(path, have)
+            if removed:
+                self._counts.add(deleted=1)
+            elif removed is None:
+                self._counts.add(failed=1)
 
-    def _remove(self, path: Path, have: Provenance) -> bool:
-        """Unlink ``path`` if it still holds ``have`` (looked at again right before), and make
-        the removal durable; False when it changed meanwhile or cannot be removed."""
-        if read_provenance(path) != have:
-            return False
-        try:
-            os.unlink(path)
-            fsync_directory(str(path.parent))
-        except OSError as exc:
-            self._counts.add(failed=1)
-            logger.error(
-                "cannot delete %s (its object s3://%s/%s is no longer in S3): %s",
-                path,
-                have.bucket,
-                have.key,
-                exc.strerror or exc,
-                extra={"event": "sync.failed", "bucket": have.bucket, "key": have.key},
-            )
-            return False
-        logger.info(
-            "deleted %s: its object %s is no longer in S3",
+
+def log_failure(obj: Listed, exc: BaseException) -> None:
+    """The one ``sync.failed`` line of an object: its URL and the reason; the rest goes on."""
+    logger.error(
+        "sync of %s failed: %s",
+        object_url(obj.bucket, obj.key),
+        exc,
+        extra={
+            "event": "sync.failed",
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "reason": getattr(exc, "reason", type(exc).__name__),
+            "error": str(exc),
+        },
+    )
+
+
+def orphans(
+    config: Config, *, complete: tuple[Target, ...], listed: set[tuple[str, str]]
+) -> Iterator[tuple[Path, Provenance]]:
+    """The files ``--delete`` may remove (converge.removable), with their provenance."""
+    if not complete:
+        return
+    for folder in download_folders(config):
+        for path, have in _files_with_provenance(folder):
+            home = _home(config, have)
+            if removable(have, path=path, home=home, complete=complete, listed=listed):
+                yield path, have
+
+
+def remove_orphan(path: Path, have: Provenance) -> bool | None:
+    """Unlink ``path`` if it still holds ``have`` (looked at again right before), and make
+    the removal durable: True when removed, False when it changed meanwhile, None when it
+    cannot be removed (logged)."""
+    if read_provenance(path) != have:
+        return False
+    try:
+        os.unlink(path)
+        fsync_directory(str(path.parent))
+    except OSError as exc:
+        logger.error(
+            "cannot delete %s (its object s3://%s/%s is no longer in S3): %s",
             path,
-            object_url(have.bucket, have.key),
-            extra={
-                "event": "sync.deleted",
-                "bucket": have.bucket,
-                "key": have.key,
-                "path": str(path),
-            },
+            have.bucket,
+            have.key,
+            exc.strerror or exc,
+            extra={"event": "sync.failed", "bucket": have.bucket, "key": have.key},
         )
-        return True
+        return None
+    logger.info(
+        "deleted %s: its object %s is no longer in S3",
+        path,
+        object_url(have.bucket, have.key),
+        extra={
+            "event": "sync.deleted",
+            "bucket": have.bucket,
+            "key": have.key,
+            "path": str(path),
+        },
+    )
+    return True
 
 
 def created_from(obj: Listed) -> ObjectCreated:

@@ -100,13 +100,9 @@ logger = logging.getLogger("s3sqsd.worker")
 
 
 class Worker:
-    """Runs the loop until ``stop`` is set and the drain is over.
-
-    The loop thread's own state is the leases in hand (``_leases``, by receipt handle); every
-    other thread kind is a collaborator it owns and starts and stops: ``Receivers``,
-    ``Downloads``, the ``Settler``; and loop-thread helpers with one job each: ``Renewer``
-    (visibility), ``FailurePolicy`` (what a failure becomes), ``Heartbeat`` (watchdog, STATUS).
-    """
+    """Runs the loop until ``stop`` is set and the drain is over. Its own state: the leases in
+    hand; it owns and starts and stops the other thread kinds (``Receivers``, ``Downloads``,
+    ``Settler``) and loop-thread helpers (``Renewer``, ``FailurePolicy``, ``Heartbeat``)."""
 
     def __init__(
         self,
@@ -206,8 +202,10 @@ class Worker:
                 # kept one is let go now, with its capacity; work in progress finishes, and its
                 # delete then fails the same way.
                 self._leases.forget(self._leases.kept(self._renewer.renew(now)))
-                if deadline is None:
-                    self._retry_local(now)
+                if deadline is None:  # messages kept after a local failure, once their time comes
+                    for lease in self._leases.in_stage(Stage.KEPT):
+                        if now >= lease.retry_at:
+                            self._submit(lease)
             self._heartbeat.beat(now)
             if stop.is_set() and deadline is None:
                 deadline = now + self._settings.shutdown_timeout_seconds
@@ -226,8 +224,7 @@ class Worker:
         return len(self._leases) == 0
 
     def busy_threads(self) -> int:
-        """Download threads still running a task (stuck in a socket read, say), and the
-        settler thread if its delete has not answered."""
+        """Download threads still running a task (a stuck read, say), and a busy settler."""
         return self._downloads.running() + (1 if self._settler.busy() else 0)
 
     # ---- dispatch (loop thread) --------------------------------------------------------------
@@ -296,12 +293,6 @@ class Worker:
         when_done = functools.partial(self._post_done, lease)
         lease.start(self._downloads.submit(lease.message, lease.items, when_done=when_done))
 
-    def _retry_local(self, now: float) -> None:
-        """Try again the messages kept in hand after a local failure, once their delay is up."""
-        for lease in self._leases.in_stage(Stage.KEPT):
-            if now >= lease.retry_at:
-                self._submit(lease)
-
     def _post_done(self, lease: Lease, future: Future[Outcome]) -> None:
         """Runs in the download thread (or here, if already done): hand the lease back.
 
@@ -337,30 +328,31 @@ class Worker:
 
     def _fail(self, lease: Lease, exc: MessageError) -> None:
         verdict = self._failures.decide(lease.message, exc)
-        if verdict.action is Action.KEEP and self._receiving.stopped():
-            # Draining: no retry will come in this run; another host may take it now.
-            self._settler.release([lease], why="local failure while stopping")
-        elif verdict.action is Action.KEEP:
-            until = self._clock() + verdict.delay
-            self._receiving.pause_until(until)
-            lease.keep(until=until)
-        elif verdict.action is Action.RETRY:
+        if verdict.action is Action.RETRY:
             self._settler.return_later(lease, verdict.delay, reason="retry")
-        else:
+        elif verdict.action is Action.DEAD_LETTER:
             self._settler.dead_letter(lease, verdict.error)
+        elif self._receiving.stopped():  # kept, but draining: another host may take it now
+            self._settler.release([lease], why="local failure while stopping")
+        else:
+            lease.keep(until=self._clock() + verdict.delay)
+            self._receiving.pause_until(lease.retry_at)
 
     # ---- reload and shutdown (loop thread) ---------------------------------------------------
 
     def _reload(self) -> None:
-        if self._reload_hook is None:
-            return
-        new = self._reload_hook()
+        new = self._reload_hook() if self._reload_hook is not None else None
         if new is None:
             return
         self._settings = new
-        for part in (self._downloads, self._receiving, self._settler, self._renewer):
+        for part in (
+            self._downloads,
+            self._receiving,
+            self._settler,
+            self._renewer,
+            self._failures,
+        ):
             part.update(new)
-        self._failures.update(new)
 
     def _begin_drain(self) -> None:
         self._receiving.stop()
@@ -395,8 +387,7 @@ class Worker:
         self._heartbeat.drain_timed_out(cancelled=cancelled)
 
     def _finish_deletes(self, *, timeout: float) -> None:
-        """Let the delete in flight answer and send the ones still pending, for up to
-        ``timeout``: a finished message whose delete is dropped would be downloaded again."""
+        """Let the deletes out and pending finish (else their messages come back) in time."""
         give_up = self._clock() + timeout
         while self._settler.deletes_outstanding() and self._clock() < give_up:
             self._wait_and_dispatch(deadline=0.0)
