@@ -3,29 +3,64 @@
 Clients are built once and shared by threads (boto3 clients are thread-safe; sessions are not).
 Timeouts are explicit so no call can hang the daemon: the receive client's read timeout is longer
 than the long poll, the control client (delete, visibility, dead-letter) fails fast.
-Credentials come only from boto3's standard chain (environment, shared files, instance role).
+
+Identities: the host's own credentials come from boto3's standard chain (environment, shared
+files, instance or task role). A configured role (``aws.role_arn``, ``routes[i].aws``,
+``aws.sqs``) is assumed from them with botocore's own ``AssumeRoleCredentialFetcher`` behind
+``DeferredRefreshableCredentials``: botocore refreshes them before they expire, on whichever
+thread needs them next, without a loop of ours (access.py says which call uses which identity).
+Each refreshed set is registered with the log redactor as it arrives.
+
+Guards: a bucket's ``expected_bucket_owner``, ``request_payer`` and SSE-C key are added to every
+call on its client that accepts them (botocore's ``provide-client-params`` event, before
+validation), so no call site can forget one; buckets.py picks the client by the call's bucket.
+
+The network keys (``aws.ca_bundle``, ``proxy_url``, ``proxy_ca_bundle``, ``use_fips_endpoint``,
+``use_dualstack_endpoint``, ``sts_regional_endpoints``) map to botocore's own options.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import os
-from collections.abc import Mapping
+import socket
+import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import NoRegionError
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    CredentialProvider,
+    CredentialResolver,
+    DeferredRefreshableCredentials,
+)
+from botocore.exceptions import NoCredentialsError, NoRegionError
 
-from s3sqsd.config import MAX_WAIT_TIME_SECONDS, MAX_WORKERS, Config
+from s3sqsd.access import AccessPlan, BucketAccess, plan_access
+from s3sqsd.buckets import BucketClients
+from s3sqsd.config import MAX_WAIT_TIME_SECONDS, MAX_WORKERS, AwsConfig, Config, RoleConfig
 from s3sqsd.errors import ConfigError
+from s3sqsd.logs import add_secrets
 
 USER_AGENT = "s3sqsd"
+SSE_C_KEY_BYTES = 32  # AES-256
+_STS_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 3,
+    "read_timeout": 10,
+    "retries": {"mode": "standard", "total_max_attempts": 3},
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Clients:
-    """The three clients the daemon uses; all built from one session."""
+    """The three clients the daemon uses. ``s3`` picks each bucket's client (buckets.py)."""
 
     s3: Any
     sqs_receive: Any  # used only by the receiving thread, for long polls
@@ -61,44 +96,258 @@ def endpoint_for(
     return env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or env.get("AWS_ENDPOINT_URL") or None
 
 
-def session_and_endpoints(
-    config: Config, *, environ: Mapping[str, str] | None = None
-) -> tuple[Any, str | None, str | None]:
-    """One boto3 session for the config's region, and the S3 and SQS endpoints to use."""
-    session = boto3.session.Session(region_name=config.region)
-    s3_endpoint = endpoint_for("s3", config.s3_endpoint, environ=environ)
-    sqs_endpoint = endpoint_for("sqs", config.sqs_endpoint, environ=environ)
-    return session, s3_endpoint, sqs_endpoint
+class Aws:
+    """The config's way to AWS: the host's session, each role's session (built once, refreshed
+    by botocore), the endpoints and the network options; it makes every client.
 
+    ``environ``: where ``AWS_ENDPOINT_URL*`` are read (tests pass their own)."""
 
-def client(session: Any, service: str, endpoint: str | None, **options: Any) -> Any:
-    """A client with our user agent and explicit timeouts; a missing region is a config error.
-
-    S3-compatible stores and emulators usually need path-style addressing (Vector's default),
-    so a custom S3 endpoint gets it.
-    """
-    if service == "s3" and endpoint:
-        options.setdefault("s3", {"addressing_style": "path"})
-    try:
-        return session.client(
-            service,
-            endpoint_url=endpoint,
-            config=BotoConfig(user_agent_extra=USER_AGENT, **options),
+    def __init__(self, config: Config, *, environ: Mapping[str, str] | None = None) -> None:
+        self._config = config
+        self._network = config.aws
+        self.plan: AccessPlan = plan_access(config)
+        self.s3_endpoint = endpoint_for("s3", config.s3_endpoint, environ=environ)
+        self.sqs_endpoint = endpoint_for("sqs", config.sqs_endpoint, environ=environ)
+        self.sts_endpoint = endpoint_for(
+            "sts", config.aws.sts_endpoint_url or config.endpoint_url, environ=environ
         )
-    except NoRegionError as exc:
+        self.session = boto3.session.Session(
+            botocore_session=self._botocore_session(), region_name=config.region
+        )
+        self._sessions: dict[RoleConfig, Any] = {}
+        self._keys: dict[str, bytes] = {}
+
+    # ---- identities ------------------------------------------------------------------------
+
+    def session_for(self, role: RoleConfig | None) -> Any:
+        """The boto3 session of ``role`` (None: the host's own credentials)."""
+        if role is None:
+            return self.session
+        if role not in self._sessions:
+            self._sessions[role] = self._assumed(role)
+        return self._sessions[role]
+
+    def _botocore_session(self) -> Any:
+        session = botocore.session.get_session()
+        # STS: the regional endpoint (what AWS recommends and recent botocore does anyway), or
+        # the global one a network's allow-list may still name.
+        session.set_config_variable("sts_regional_endpoints", self._network.sts_regional_endpoints)
+        return session
+
+    def _assumed(self, role: RoleConfig) -> Any:
+        """A session whose credentials are ``role``'s, assumed from the host's own and
+        refreshed by botocore before they expire (``DeferredRefreshableCredentials``)."""
+        extra: dict[str, Any] = {
+            "RoleSessionName": role.role_session_name or default_session_name(),
+            "DurationSeconds": role.duration_seconds,
+        }
+        if role.external_id:
+            extra["ExternalId"] = role.external_id
+        source = self.session
+
+        def fetch() -> Mapping[str, Any]:
+            credentials = source.get_credentials()
+            if credentials is None:
+                raise NoCredentialsError()
+            fetcher = AssumeRoleCredentialFetcher(
+                client_creator=self._sts_creator(),
+                source_credentials=credentials,
+                role_arn=role.role_arn,
+                extra_args=extra,
+            )
+            values = fetcher.fetch_credentials()
+            add_secrets(values.get("secret_key"), values.get("token"), rotating=True)
+            return values
+
+        credentials = DeferredRefreshableCredentials(refresh_using=fetch, method="assume-role")
+        botocore_session = self._botocore_session()
+        botocore_session.register_component(
+            "credential_provider", CredentialResolver(providers=[_Given(credentials)])
+        )
+        return boto3.session.Session(
+            botocore_session=botocore_session, region_name=self._config.region
+        )
+
+    def _sts_creator(self) -> Callable[..., Any]:
+        """What AssumeRoleCredentialFetcher calls to make its STS client (with the source
+        credentials as keyword arguments): our endpoint, network options and timeouts."""
+        return functools.partial(
+            self.session.client,
+            endpoint_url=self.sts_endpoint,
+            verify=self._verify(),
+            config=self._boto_config(_STS_OPTIONS),
+        )
+
+    def caller_identity(self, role: RoleConfig | None, **options: Any) -> str:
+        """The ARN ``sts:GetCallerIdentity`` answers for ``role``'s credentials (assuming the
+        role first): what ``s3sqsd check`` shows. Raises what botocore raises."""
+        sts = self.client("sts", role=role, **options)
+        return str(sts.get_caller_identity()["Arn"])
+
+    # ---- clients ---------------------------------------------------------------------------
+
+    def client(self, service: str, *, role: RoleConfig | None = None, **options: Any) -> Any:
+        """A client of ``role``'s session with our user agent, explicit timeouts (``options``:
+        botocore Config options) and the network options; a missing region is a config error.
+
+        S3-compatible stores and emulators usually need path-style addressing (Vector's
+        default), so a custom S3 endpoint gets it.
+        """
+        endpoint = {"s3": self.s3_endpoint, "sqs": self.sqs_endpoint, "sts": self.sts_endpoint}[
+            service
+        ]
+        if service == "s3" and endpoint:
+            options.setdefault("s3", {"addressing_style": "path"})
+        try:
+            return self.session_for(role).client(
+                service,
+                endpoint_url=endpoint,
+                verify=self._verify(),
+                config=self._boto_config(options),
+            )
+        except NoRegionError as exc:
+            raise ConfigError(
+                "aws_region: no region configured, none in the queue URL and none in the "
+                "environment (AWS_REGION / AWS_DEFAULT_REGION)"
+            ) from exc
+
+    def s3(self, **options: Any) -> BucketClients:
+        """Every bucket's S3 client, each with its identity and guards, behind one object."""
+        made: dict[BucketAccess, Any] = {}
+
+        def for_access(access: BucketAccess) -> Any:
+            if access not in made:
+                made[access] = self.client("s3", role=access.role, **options)
+                self._guard(made[access], access)
+            return made[access]
+
+        return BucketClients(
+            default=for_access(self.plan.default),
+            by_bucket={name: for_access(a) for name, a in self.plan.buckets.items()},
+        )
+
+    def _guard(self, s3: Any, access: BucketAccess) -> None:
+        """Add the bucket's guards to every call that accepts them (see the module docstring)."""
+        guards = access.guards
+        wanted: dict[str, Any] = {}
+        if guards.expected_bucket_owner:
+            wanted["ExpectedBucketOwner"] = guards.expected_bucket_owner
+        if guards.request_payer:
+            wanted["RequestPayer"] = guards.request_payer
+        if guards.sse_customer_key_file is not None:
+            wanted["SSECustomerAlgorithm"] = "AES256"
+            # botocore base64-encodes the key and adds its MD5 (its sse_md5 handler).
+            wanted["SSECustomerKey"] = self.sse_key(guards.sse_customer_key_file)
+        if wanted:
+            s3.meta.events.register("provide-client-params.s3", _GuardParams(wanted))
+
+    def sse_key(self, path: Path) -> bytes:
+        """The SSE-C key in ``path``, read once (see ``read_sse_key``)."""
+        if str(path) not in self._keys:
+            self._keys[str(path)] = read_sse_key(path)
+        return self._keys[str(path)]
+
+    def _verify(self) -> str | None:
+        return None if self._network.ca_bundle is None else str(self._network.ca_bundle)
+
+    def _boto_config(self, options: Mapping[str, Any]) -> BotoConfig:
+        return BotoConfig(user_agent_extra=USER_AGENT, **network_options(self._network), **options)
+
+
+def network_options(aws: AwsConfig) -> dict[str, Any]:
+    """The ``aws:`` network keys as botocore Config options (``ca_bundle`` is ``verify``)."""
+    options: dict[str, Any] = {}
+    if aws.proxy_url:
+        options["proxies"] = {"http": aws.proxy_url, "https": aws.proxy_url}
+        if aws.proxy_ca_bundle is not None:
+            options["proxies_config"] = {"proxy_ca_bundle": str(aws.proxy_ca_bundle)}
+    if aws.use_fips_endpoint:
+        options["use_fips_endpoint"] = True
+    if aws.use_dualstack_endpoint:
+        options["use_dualstack_endpoint"] = True
+    return options
+
+
+class _Given(CredentialProvider):  # type: ignore[misc]
+    """A provider that answers with credentials made already (the assumed role's)."""
+
+    METHOD = "assume-role"
+    CANONICAL_NAME = "s3sqsd-assume-role"
+
+    def __init__(self, credentials: Any) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Any:
+        return self._credentials
+
+
+class _GuardParams:
+    """``provide-client-params`` handler: the guards each operation's input accepts, unless the
+    call set them itself."""
+
+    def __init__(self, wanted: Mapping[str, Any]) -> None:
+        self._wanted = dict(wanted)
+
+    def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        shape = model.input_shape
+        members = shape.members if shape is not None else {}
+        for name, value in self._wanted.items():
+            if name in members and name not in params:
+                params[name] = value
+
+
+def default_session_name() -> str:
+    """``s3sqsd-<host name>``, cut to what STS allows (2 to 64 of ``[\\w+=,.@-]``)."""
+    host = "".join(ch if ch.isalnum() or ch in "+=,.@-_" else "-" for ch in socket.gethostname())
+    return f"s3sqsd-{host}"[:64]
+
+
+def read_sse_key(path: Path) -> bytes:
+    """The 32-byte SSE-C key in ``path``: the raw bytes, or their base64 on one line.
+
+    The file must be readable by the service only (no group or other permission bits: systemd's
+    ``LoadCredential=`` makes such a file). Problems are ConfigErrors that name the key and the
+    file, never a byte of its content.
+    """
+    where = f"sse_customer_key_file: {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{where}: is not a regular file")
+        if info.st_mode & 0o077:
+            raise ConfigError(
+                f"{where}: must be readable by the service only, is mode "
+                f"{stat.S_IMODE(info.st_mode):04o}; make it 0400 (or load it with systemd's "
+                "LoadCredential=)"
+            )
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    if len(data) == SSE_C_KEY_BYTES:
+        key = data
+    else:
+        try:
+            key = base64.b64decode(data.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+    if len(key) != SSE_C_KEY_BYTES:
         raise ConfigError(
-            "aws_region: no region configured, none in the queue URL and none in the "
-            "environment (AWS_REGION / AWS_DEFAULT_REGION)"
-        ) from exc
+            f"{where}: must hold a 256-bit key: 32 bytes, or their base64 (44 characters) on "
+            f"one line; the file has {len(data)} bytes"
+        )
+    add_secrets(base64.b64encode(key).decode(), key.hex(), key.decode("latin-1"))
+    return key
 
 
 def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) -> Clients:
     """Build the daemon's S3 and SQS clients."""
-    session, s3_endpoint, sqs_endpoint = session_and_endpoints(config, environ=environ)
-    s3 = client(
-        session,
-        "s3",
-        s3_endpoint,
+    aws = Aws(config, environ=environ)
+    s3 = aws.s3(
         connect_timeout=3,
         read_timeout=60,
         retries={"mode": "standard", "total_max_attempts": 3},
@@ -107,10 +356,10 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         # connections only as they are used; this only bounds how many it keeps for reuse.
         max_pool_connections=MAX_WORKERS + config.large_objects.concurrency + 2,
     )
-    sqs_receive = client(
-        session,
+    sqs_role = aws.plan.sqs_role
+    sqs_receive = aws.client(
         "sqs",
-        sqs_endpoint,
+        role=sqs_role,
         connect_timeout=3,
         # Longer than the longest long poll, or every idle poll would time out: the longest
         # SQS allows, not the configured one, which a reload may raise.
@@ -118,10 +367,9 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         # The receive loop has its own backoff and logs state changes itself: one attempt.
         retries={"mode": "standard", "total_max_attempts": 1},
     )
-    sqs_control = client(
-        session,
+    sqs_control = aws.client(
         "sqs",
-        sqs_endpoint,
+        role=sqs_role,
         connect_timeout=3,
         # The loop thread makes these calls: fail fast (at most 2 attempts of 3 s connect +
         # 5 s read, well inside the unit's WatchdogSec=30s) and let the loop retry next pass.
@@ -129,4 +377,4 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         retries={"mode": "standard", "total_max_attempts": 2},
         max_pool_connections=4,
     )
-    return Clients(s3=s3, sqs_receive=sqs_receive, sqs_control=sqs_control, session=session)
+    return Clients(s3=s3, sqs_receive=sqs_receive, sqs_control=sqs_control, session=aws.session)

@@ -53,6 +53,79 @@ class CommandConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleConfig:
+    """An IAM role assumed with ``sts:AssumeRole`` from the host's own credentials (boto3's
+    default chain); botocore refreshes the role's credentials before they expire.
+
+    ``role_session_name`` None: ``s3sqsd-<host name>``, chosen at start (config parsing does
+    no I/O), so CloudTrail shows which host made a call.
+    """
+
+    role_arn: str
+    external_id: str | None = None
+    role_session_name: str | None = None
+    duration_seconds: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class BucketGuards:
+    """What is sent with every S3 call to one bucket (aws.py and buckets.py add it).
+
+    ``expected_bucket_owner``: the account id that must own the bucket (S3 answers 403 to a
+    call on a bucket another account owns, so a deleted and re-created bucket is refused, not
+    read). ``request_payer``: ``requester`` for a Requester Pays bucket. ``sse_customer_key_file``:
+    the SSE-C key (32 bytes, raw or base64), read at start from a file only the service can read.
+    """
+
+    expected_bucket_owner: str | None = None
+    request_payer: str | None = None
+    sse_customer_key_file: Path | None = None
+
+    def merged_over(self, default: BucketGuards) -> BucketGuards:
+        """These guards, each unset one taken from ``default`` (a route's over the top level's)."""
+        return BucketGuards(
+            expected_bucket_owner=self.expected_bucket_owner or default.expected_bucket_owner,
+            request_payer=self.request_payer or default.request_payer,
+            sse_customer_key_file=self.sse_customer_key_file or default.sse_customer_key_file,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AwsConfig:
+    """How s3sqsd reaches AWS: identities and the network (``aws:`` in the file).
+
+    ``role``: assumed for S3 (every bucket without a role of its own) and for SQS; ``sqs_role``
+    (``aws.sqs``): the queue's own role, where the queue lives in another account. The network
+    keys map to botocore's own options (aws.py): ``ca_bundle`` (``verify``), ``proxy_url`` and
+    ``proxy_ca_bundle`` (``proxies``, ``proxies_config``), ``use_fips_endpoint``,
+    ``use_dualstack_endpoint``, and ``sts_regional_endpoints`` for the STS client that assumes
+    roles; ``sts_endpoint_url`` points STS elsewhere (a VPC endpoint, an emulator).
+    """
+
+    role: RoleConfig | None = None
+    sqs_role: RoleConfig | None = None
+    ca_bundle: Path | None = None
+    proxy_url: str | None = None
+    proxy_ca_bundle: Path | None = None
+    use_fips_endpoint: bool = False
+    use_dualstack_endpoint: bool = False
+    sts_regional_endpoints: str = "regional"  # STS_REGIONAL_CHOICES
+    sts_endpoint_url: str | None = None
+
+
+STS_REGIONAL_CHOICES = ("regional", "legacy")
+
+
+def guards_of(source: RouteConfig | Config) -> BucketGuards:
+    """The guard keys of a route or of the top level, as one value."""
+    return BucketGuards(
+        expected_bucket_owner=source.expected_bucket_owner,
+        request_payer=source.request_payer,
+        sse_customer_key_file=source.sse_customer_key_file,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     """One rule of ``routes``: which objects it takes, where they go, what runs after.
 
@@ -70,6 +143,16 @@ class RouteConfig:
     glob: str | None = None
     strip_prefix: bool = False
     on_download: CommandConfig | None = None
+    # The bucket's own identity and guards (they need ``bucket``): unset ones are the top level's.
+    aws: RoleConfig | None = None
+    expected_bucket_owner: str | None = None
+    request_payer: str | None = None
+    sse_customer_key_file: Path | None = None
+
+    @property
+    def guards(self) -> BucketGuards:
+        """The route's own guards (unset ones None: see ``BucketGuards.merged_over``)."""
+        return guards_of(self)
 
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -173,6 +256,16 @@ class Config:
     metrics: MetricsConfig | None = None  # None: no metrics endpoint
     large_objects: LargeObjectsConfig = field(default_factory=LargeObjectsConfig)
     reconcile: ReconcileConfig | None = None  # None: no periodic pass (SIGUSR1 still runs one)
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    # Every bucket's guards, unless its route has its own (BucketGuards).
+    expected_bucket_owner: str | None = None
+    request_payer: str | None = None
+    sse_customer_key_file: Path | None = None
+
+    @property
+    def guards(self) -> BucketGuards:
+        """The top level's guards: every bucket's, unless a route with a bucket says otherwise."""
+        return guards_of(self)
 
     @property
     def s3_endpoint(self) -> str | None:
@@ -219,6 +312,12 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "metrics": tuple(f.name for f in fields(MetricsConfig)),
     "large_objects": tuple(f.name for f in fields(LargeObjectsConfig)),
     "reconcile": tuple(f.name for f in fields(ReconcileConfig)),
+    "aws": (
+        *(f.name for f in fields(RoleConfig)),
+        "sqs",
+        *(f.name for f in fields(AwsConfig) if f.name not in ("role", "sqs_role")),
+    ),
+    "role": tuple(f.name for f in fields(RoleConfig)),
 }
 _ROUTE_KEYS = tuple(f.name for f in fields(RouteConfig))
 _MAX_COMMAND_TIMEOUT_SECONDS = 86400.0  # one day; the message's lease stops at 12 hours anyway
@@ -445,6 +544,10 @@ def _parse_config(data: object, *, source: str) -> Config:
         "metrics": _metrics,
         "large_objects": _large_objects,
         "reconcile": _reconcile,
+        "aws": _aws,
+        "expected_bucket_owner": _account_id,
+        "request_payer": _request_payer,
+        "sse_customer_key_file": _absolute_file,
     }
     for key, check in checks.items():
         raw = data.get(key)
@@ -969,6 +1072,7 @@ def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
     raw_command = value.get("on_download")
     if raw_command is not None:
         on_download = _command(problems, f"{path}.on_download", raw_command)
+    access = _bucket_access(problems, path, value)
     _unknown_keys(problems, value, f"{path}.", _ROUTE_KEYS)
     if len(problems.lines) != before or folder is None:
         return None
@@ -979,7 +1083,33 @@ def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
         glob=glob,
         strip_prefix=strip,
         on_download=on_download,
+        **access,
     )
+
+
+_ACCESS_KEYS = ("aws", "expected_bucket_owner", "request_payer", "sse_customer_key_file")
+
+
+def _bucket_access(problems: _Problems, path: str, value: Mapping[Any, Any]) -> dict[str, Any]:
+    """A route's own identity and guards: they belong to a bucket, so the route must name one."""
+    checks: dict[str, _Check] = {
+        "aws": _role_section,
+        "expected_bucket_owner": _account_id,
+        "request_payer": _request_payer,
+        "sse_customer_key_file": _absolute_file,
+    }
+    found: dict[str, Any] = {}
+    for key, check in checks.items():
+        raw = value.get(key)
+        if raw is not None:
+            found[key] = check(problems, f"{path}.{key}", raw)
+    if found and value.get("bucket") is None:
+        problems.add(
+            f"{path}.{next(iter(found))}",
+            f"needs {path}.bucket: an identity or a guard belongs to one bucket (set it at the "
+            "top level to apply it to every bucket)",
+        )
+    return found
 
 
 def _key_pattern(problems: _Problems, path: str, value: object) -> str | None:
@@ -1068,6 +1198,7 @@ def _route_problems(problems: _Problems, data: Mapping[Any, Any], values: dict[s
             "this key",
         )
     allowed: tuple[str, ...] | None = values.get("s3_bucket_name")
+    _bucket_access_agrees(problems, routes or ())
     for index, route in enumerate(routes or ()):
         if allowed and route.bucket is not None and route.bucket not in allowed:
             problems.add(
@@ -1262,3 +1393,206 @@ def _key_text(key: object) -> str:
     if isinstance(key, str):
         return key if _PLAIN_KEY.fullmatch(key) else _show(key[:80])
     return _show(key)
+
+
+# ---- identities, guards and the network (aws.py, buckets.py) ----------------------------------
+
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+# STS: 2 to 64 characters of [\w+=,.@-]
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
+_MAX_ROLE_SECONDS = 43200  # STS: a role's maximum session is at most 12 hours
+_MIN_ROLE_SECONDS = 900
+
+
+def _role_arn(problems: _Problems, path: str, value: object) -> str | None:
+    if isinstance(value, str) and _ROLE_ARN.fullmatch(value):
+        return value
+    problems.add(
+        path,
+        "must be an IAM role ARN such as arn:aws:iam::123456789012:role/s3sqsd-reader, "
+        f"got {_show(value)}",
+    )
+    return None
+
+
+def _role(problems: _Problems, path: str, section: Mapping[Any, Any]) -> RoleConfig | None:
+    """The role keys of ``section`` (``aws`` flat, ``aws.sqs``, ``routes[i].aws``); None if
+    none is set or one is refused."""
+    names = _SECTION_KEYS["role"]
+    if all(section.get(name) is None for name in names):
+        return None
+    before = len(problems.lines)
+    raw_arn = section.get("role_arn")
+    arn = None
+    if raw_arn is None:
+        given = next(name for name in names if section.get(name) is not None)
+        problems.add(f"{path}.role_arn", f"required key is missing ({path}.{given} is set)")
+    else:
+        arn = _role_arn(problems, f"{path}.role_arn", raw_arn)
+    external_id = _pattern(
+        problems,
+        f"{path}.external_id",
+        section.get("external_id"),
+        _EXTERNAL_ID,
+        "2 to 1224 characters of letters, digits and +=,.@:/-",
+    )
+    session_name = _pattern(
+        problems,
+        f"{path}.role_session_name",
+        section.get("role_session_name"),
+        _SESSION_NAME,
+        "2 to 64 characters of letters, digits and +=,.@-",
+    )
+    duration = 3600
+    raw_duration = section.get("duration_seconds")
+    if raw_duration is not None:
+        checked = _int_range(
+            _MIN_ROLE_SECONDS, _MAX_ROLE_SECONDS, note="the role's maximum session must allow it"
+        )(problems, f"{path}.duration_seconds", raw_duration)
+        duration = duration if checked is None else checked
+    if len(problems.lines) != before or arn is None:
+        return None
+    return RoleConfig(
+        role_arn=arn,
+        external_id=external_id,
+        role_session_name=session_name,
+        duration_seconds=duration,
+    )
+
+
+def _pattern(
+    problems: _Problems, path: str, value: object, pattern: re.Pattern[str], what: str
+) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and pattern.fullmatch(value):
+        return value
+    problems.add(path, f"must be {what}, got {_show(value)}")
+    return None
+
+
+def _role_section(problems: _Problems, path: str, value: object) -> RoleConfig | None:
+    """``routes[i].aws``: the route's bucket's role."""
+    section = _mapping(problems, path, value, _SECTION_KEYS["role"])
+    if section is None:
+        return None
+    before = len(problems.lines)
+    role = _role(problems, path, section)
+    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS["role"])
+    if role is None and len(problems.lines) == before:
+        problems.add(f"{path}.role_arn", "required key is missing")
+    return None if len(problems.lines) != before else role
+
+
+def _aws(problems: _Problems, path: str, value: object) -> AwsConfig | None:
+    section = _mapping(problems, path, value, _SECTION_KEYS["aws"])
+    if section is None:
+        return None
+    before = len(problems.lines)
+    values: dict[str, Any] = {"role": _role(problems, path, section)}
+    raw_sqs = section.get("sqs")
+    if raw_sqs is not None:
+        values["sqs_role"] = _role_section(problems, f"{path}.sqs", raw_sqs)
+    checks: dict[str, _Check] = {
+        "ca_bundle": _absolute_file,
+        "proxy_url": _proxy_url,
+        "proxy_ca_bundle": _absolute_file,
+        "use_fips_endpoint": _boolean,
+        "use_dualstack_endpoint": _boolean,
+        "sts_regional_endpoints": _choice(STS_REGIONAL_CHOICES),
+        "sts_endpoint_url": _endpoint_url,
+    }
+    for key, check in checks.items():
+        raw = section.get(key)
+        if raw is not None:
+            values[key] = check(problems, f"{path}.{key}", raw)
+    if values.get("proxy_ca_bundle") is not None and section.get("proxy_url") is None:
+        problems.add(f"{path}.proxy_ca_bundle", f"needs {path}.proxy_url: the proxy it verifies")
+    _unknown_keys(problems, section, f"{path}.", _SECTION_KEYS["aws"])
+    if len(problems.lines) != before:
+        return None
+    return AwsConfig(**{key: item for key, item in values.items() if item is not None})
+
+
+def _boolean(problems: _Problems, path: str, value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    problems.add(path, f"must be true or false, got {_show(value)}")
+    return None
+
+
+def _proxy_url(problems: _Problems, path: str, value: object) -> str | None:
+    """``http://host:port`` or ``https://host:port``, credentials allowed in the URL (they are
+    never shown: only the scheme, host and port appear in messages)."""
+    if isinstance(value, str) and "\0" not in value:
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return value
+    shown = "a value that is not a URL"
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        shown = repr(f"{parts.scheme}://{parts.hostname or ''}") if parts.scheme else shown
+    problems.add(path, f"must be a proxy URL such as http://proxy.example:3128, got {shown}")
+    return None
+
+
+def _absolute_file(problems: _Problems, path: str, value: object) -> Path | None:
+    """An absolute path; whether the file exists and who may read it is checked at start."""
+    if not isinstance(value, str) or not value.startswith("/") or value.endswith("/"):
+        problems.add(path, f"must be the absolute path of a file, got {_show(value)}")
+        return None
+    if "\0" in value:
+        problems.add(path, "must not contain a NUL character")
+        return None
+    return Path(os.path.normpath(value))
+
+
+def _account_id(problems: _Problems, path: str, value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        problems.add(
+            path,
+            f"must be a 12-digit AWS account id written as a string (quote it: leading zeros "
+            f"count), got the number {_show(value)}",
+        )
+        return None
+    if isinstance(value, str) and _ACCOUNT_ID.fullmatch(value):
+        return value
+    problems.add(
+        path, f"must be a 12-digit AWS account id such as '123456789012', got {_show(value)}"
+    )
+    return None
+
+
+def _request_payer(problems: _Problems, path: str, value: object) -> str | None:
+    if value == "requester":
+        return "requester"
+    problems.add(
+        path,
+        "must be 'requester' (this host pays for the requests and the transfer of a Requester "
+        f"Pays bucket); leave it unset for other buckets, got {_show(value)}",
+    )
+    return None
+
+
+def _bucket_access_agrees(problems: _Problems, routes: tuple[RouteConfig, ...]) -> None:
+    """Routes naming one bucket must name one identity and the same guards: every call on a
+    bucket (a GET, a listing, a delete) uses one client, whichever route took the object."""
+    seen: dict[str, tuple[int, tuple[Any, ...]]] = {}
+    for index, route in enumerate(routes):
+        if route.bucket is None:
+            continue
+        access = (route.aws, route.guards)
+        first = seen.setdefault(route.bucket, (index, access))
+        if first[1] != access:
+            problems.add(
+                f"routes[{index}]",
+                f"names bucket {route.bucket!r} with other aws, expected_bucket_owner, "
+                f"request_payer or sse_customer_key_file settings than routes[{first[0]}]: "
+                "one bucket has one identity and one set of guards; set them alike",
+            )

@@ -62,6 +62,10 @@ RESTART_ONLY = frozenset(
     {
         "sqs_queue_url",
         "download_folder",
+        "aws",
+        "expected_bucket_owner",
+        "request_payer",
+        "sse_customer_key_file",
         "aws_region",
         "endpoint_url",
         "s3_endpoint_url",

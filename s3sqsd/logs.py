@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -53,8 +54,12 @@ class JsonFormatter(_BaseJsonFormatter):  # type: ignore[misc, valid-type]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Exact credential values to blank out (the daemon registers the ones it resolved).
-        self.secrets: set[str] = set()
+        # Exact credential values to blank out (the daemon registers the ones it resolved). A
+        # frozenset swapped whole, so a thread adding one never disturbs a line being formatted.
+        self.secrets: frozenset[str] = frozenset()
+        self._lasting: frozenset[str] = frozenset()
+        self._rotating: tuple[str, ...] = ()
+        self.secrets_lock = threading.Lock()
 
     def add_fields(
         self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
@@ -131,10 +136,23 @@ def set_level(level: str) -> None:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
-def add_secrets(*values: str | None) -> None:
-    """Never log these exact values (credentials the daemon resolved), on our handlers."""
-    wanted = {v for v in values if v and len(v) >= 8}
+# Refreshed credentials (an assumed role's, every hour or so) are kept this many values deep:
+# an expired session token cannot sign anything, and every log line scans the whole set.
+_ROTATING_SECRETS = 48
+
+
+def add_secrets(*values: str | None, rotating: bool = False) -> None:
+    """Never log these exact values (credentials the daemon resolved, an SSE-C key), on our
+    handlers. ``rotating``: values that refresh (assumed-role credentials): only the latest
+    few are kept, so the set does not grow for the life of the process. Any thread may call."""
+    wanted = tuple(dict.fromkeys(v for v in values if v and len(v) >= 8))
     for handler in logging.getLogger().handlers:
         formatter = handler.formatter
         if isinstance(formatter, JsonFormatter):
-            formatter.secrets |= wanted
+            with formatter.secrets_lock:
+                if rotating:
+                    kept = tuple(v for v in formatter._rotating if v not in wanted)
+                    formatter._rotating = (kept + wanted)[-_ROTATING_SECRETS:]
+                else:
+                    formatter._lasting = formatter._lasting | frozenset(wanted)
+                formatter.secrets = formatter._lasting | frozenset(formatter._rotating)

@@ -15,7 +15,6 @@ Credentials are looked up, never printed (only the name of the source they came 
 
 from __future__ import annotations
 
-import enum
 import errno
 import json
 import os
@@ -33,13 +32,14 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from s3sqsd.aws import client, session_and_endpoints
+from s3sqsd.aws import Aws
 from s3sqsd.checksums import ALGORITHMS, HostChecksums
 from s3sqsd.config import Config
 from s3sqsd.errors import ConfigError
 from s3sqsd.listing import Target, targets
 from s3sqsd.paths import TEMP_DIR_NAME
-from s3sqsd.redact import hide_access_key_ids
+from s3sqsd.preflight_aws import check_identities, describe_network
+from s3sqsd.preflight_result import CheckResult, Report, Verdict, error_text
 from s3sqsd.routing import download_folders
 from s3sqsd.sqs import error_code
 
@@ -76,61 +76,17 @@ _REFUSED_CREDENTIAL_CODES = frozenset(
 )
 
 
-class Verdict(enum.Enum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "FAIL"
-    SKIP = "skip"  # not checked: nothing to check, or an earlier FAIL makes it pointless
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One line of the checklist."""
-
-    name: str
-    verdict: Verdict
-    detail: str
-
-    def line(self) -> str:
-        return f"{self.verdict.value:<4}  {self.name:<14} {self.detail}"
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    results: tuple[CheckResult, ...]
-
-    @property
-    def failed(self) -> bool:
-        return any(r.verdict is Verdict.FAIL for r in self.results)
-
-    def count(self, verdict: Verdict) -> int:
-        return sum(1 for r in self.results if r.verdict is verdict)
-
-    def summary(self) -> str:
-        fails, warns = self.count(Verdict.FAIL), self.count(Verdict.WARN)
-        warned = f"{warns} warning{'s' if warns != 1 else ''}"
-        if fails:
-            return (
-                f"s3sqsd: {fails} check{'s' if fails != 1 else ''} FAILED, {warned}; "
-                "s3sqsd cannot work as configured"
-            )
-        if warns:
-            return f"s3sqsd: no failures, {warned}"
-        return "s3sqsd: all checks passed"
-
-    def lines(self) -> list[str]:
-        return [r.line() for r in self.results] + [self.summary()]
-
-
 @dataclass(frozen=True, slots=True)
 class CheckClients:
-    """A boto3 session (for the credential lookup) and the two clients the checks call."""
+    """A boto3 session (for the credential lookup) and the two clients the checks call;
+    ``aws`` (aws.Aws) answers who each identity is, None: no identity or network lines."""
 
     session: Any
     s3: Any
     sqs: Any
     s3_endpoint: str | None
     sqs_endpoint: str | None
+    aws: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,20 +124,24 @@ class RedrivePolicy:
 # ---- clients -----------------------------------------------------------------------------------
 
 
+_CHECK_OPTIONS: dict[str, Any] = {
+    "connect_timeout": _CONNECT_TIMEOUT,
+    "read_timeout": _READ_TIMEOUT,
+    "retries": {"mode": "standard", "total_max_attempts": _ATTEMPTS},
+}
+
+
 def make_check_clients(config: Config, *, environ: Mapping[str, str] | None = None) -> CheckClients:
-    """Clients like the daemon's (same region, endpoints, addressing) with short timeouts."""
-    session, s3_endpoint, sqs_endpoint = session_and_endpoints(config, environ=environ)
-    options: dict[str, Any] = {
-        "connect_timeout": _CONNECT_TIMEOUT,
-        "read_timeout": _READ_TIMEOUT,
-        "retries": {"mode": "standard", "total_max_attempts": _ATTEMPTS},
-    }
+    """Clients like the daemon's (same region, endpoints, identities, guards, network) with
+    short timeouts. An SSE-C key file that cannot be used is a ConfigError, as at start."""
+    aws = Aws(config, environ=environ)
     return CheckClients(
-        session=session,
-        s3=client(session, "s3", s3_endpoint, **options),
-        sqs=client(session, "sqs", sqs_endpoint, **options),
-        s3_endpoint=s3_endpoint,
-        sqs_endpoint=sqs_endpoint,
+        session=aws.session,
+        s3=aws.s3(**_CHECK_OPTIONS),
+        sqs=aws.client("sqs", role=aws.plan.sqs_role, **_CHECK_OPTIONS),
+        s3_endpoint=aws.s3_endpoint,
+        sqs_endpoint=aws.sqs_endpoint,
+        aws=aws,
     )
 
 
@@ -213,6 +173,17 @@ def run_checks(
     add(check_checksums(checksums or HostChecksums.detect(), config))
     credentials = check_credentials(clients.session)
     add(credentials)
+    if clients.aws is not None:
+        add(
+            describe_network(
+                config,
+                s3_endpoint=clients.s3_endpoint,
+                sqs_endpoint=clients.sqs_endpoint,
+                sts_endpoint=clients.aws.sts_endpoint,
+            )
+        )
+        if credentials.verdict is not Verdict.FAIL:
+            add(*check_identities(config, clients.aws, options=_CHECK_OPTIONS))
     if credentials.verdict is Verdict.FAIL:
         add(_skip("queue", "not checked without credentials"))
         add(_skip("buckets", "not checked without credentials"))
@@ -868,10 +839,7 @@ def _is_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, BotoConnectionError | HTTPClientError)
 
 
-def _error_text(exc: BaseException) -> str:
-    """``exc`` as one line for the report, without access key ids (``hide_access_key_ids``)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return hide_access_key_ids(text)
+_error_text = error_text
 
 
 def _os_error_text(exc: OSError) -> str:

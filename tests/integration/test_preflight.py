@@ -196,14 +196,22 @@ def test_good_setup_every_line_ok_and_nothing_changed(
     assert run.summary == ALL_PASSED
     assert run.stderr == ""
     names = [line.name for line in run.lines]
-    expected = ["config", "checksums", "credentials", "queue", "queue-type", "retention"]
-    expected += ["timeouts"]
+    expected = ["config", "checksums", "credentials", "network", "identity", "queue"]
+    expected += ["queue-type", "retention", "timeouts"]
     expected += ["redrive", "max-receives", "dlq-retention"]
     expected += ["dlq-url"] if dlq_url else []
     expected += ["bucket", "sync-list", "folder", "free-space"]
     assert names == expected
     assert run.one("sync-list").detail == f"s3://{pipeline.bucket}/: s3sqsd sync can list it"
     assert run.one("credentials").detail == "found (source: env)"
+    endpoint = config["endpoint_url"]
+    assert run.one("network").detail == (
+        f"S3 {endpoint}; SQS {endpoint}; STS {endpoint}; no proxy configured (HTTPS_PROXY in "
+        "the environment still applies)"
+    )
+    assert run.one("identity").detail.startswith(
+        "queue, buckets: the host's own credentials, as arn:aws:"
+    )
     assert run.one("queue").detail.startswith(f"{pipeline.queue_url}: exists; 1 visible")
     assert run.one("bucket").detail == f"{pipeline.bucket}: reachable"
     before.verify()

@@ -45,7 +45,7 @@ def test_region_from_an_aws_queue_url_is_enough(monkeypatch: pytest.MonkeyPatch)
         download_folder=Path("/x"),
     )
     clients = make_clients(config)
-    assert clients.s3.meta.region_name == "eu-west-3"
+    assert clients.s3.for_bucket("any").meta.region_name == "eu-west-3"
     assert clients.sqs_control.meta.region_name == "eu-west-3"
 
 
@@ -64,4 +64,7 @@ def test_clients_fit_what_a_reload_may_set(monkeypatch: pytest.MonkeyPatch) -> N
     )
     clients = make_clients(config)
     assert clients.sqs_receive.meta.config.read_timeout > 20
-    assert clients.s3.meta.config.max_pool_connections >= 256 + config.large_objects.concurrency
+    assert (
+        clients.s3.for_bucket("any").meta.config.max_pool_connections
+        >= 256 + config.large_objects.concurrency
+    )
