@@ -70,3 +70,30 @@ def plan_access(config: Config) -> AccessPlan:
         buckets=buckets,
         sqs_role=config.aws.sqs_role or config.aws.role,
     )
+
+
+def describe(plan: AccessPlan) -> str:
+    """One line for the start-up log: each identity's users and each bucket's guards (names and
+    account ids only; a key file is named, never read here)."""
+
+    def who(role: RoleConfig | None) -> str:
+        return "the host's own credentials" if role is None else f"role {role.role_arn}"
+
+    def guarded(guards: BucketGuards) -> str:
+        found = []
+        if guards.expected_bucket_owner:
+            found.append(f"owner {guards.expected_bucket_owner}")
+        if guards.request_payer:
+            found.append("requester pays")
+        if guards.sse_customer_key_file is not None:
+            found.append(f"SSE-C key {guards.sse_customer_key_file}")
+        return f" ({', '.join(found)})" if found else ""
+
+    others = "other buckets" if plan.buckets else "buckets"
+    parts = [f"queue as {who(plan.sqs_role)}"]
+    parts.append(f"{others} as {who(plan.default.role)}{guarded(plan.default.guards)}")
+    parts.extend(
+        f"bucket {name} as {who(access.role)}{guarded(access.guards)}"
+        for name, access in sorted(plan.buckets.items())
+    )
+    return "; ".join(parts)

@@ -66,6 +66,7 @@ class Clients:
     sqs_receive: Any  # used only by the receiving thread, for long polls
     sqs_control: Any  # deletes, visibility changes, dead-letter sends, queue attributes
     session: Any = None
+    plan: AccessPlan | None = None  # which identity and guards each bucket and the queue use
 
     def credential_values(self) -> tuple[str, ...]:
         """The resolved credentials' values, so the logs can blank them out; () if none."""
@@ -377,4 +378,10 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         retries={"mode": "standard", "total_max_attempts": 2},
         max_pool_connections=4,
     )
-    return Clients(s3=s3, sqs_receive=sqs_receive, sqs_control=sqs_control, session=aws.session)
+    return Clients(
+        s3=s3,
+        sqs_receive=sqs_receive,
+        sqs_control=sqs_control,
+        session=aws.session,
+        plan=aws.plan,
+    )

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from s3sqsd import __version__
+from s3sqsd.access import describe as describe_access
 from s3sqsd.aws import make_clients
 from s3sqsd.checksums import HostChecksums
 from s3sqsd.config import Config, ReconcileConfig, load_config
@@ -117,6 +118,12 @@ class Daemon:
         )
         clients = make_clients(config)
         add_secrets(*clients.credential_values())
+        if clients.plan is not None:
+            logger.info(
+                "aws: %s",
+                describe_access(clients.plan),
+                extra={"event": "daemon.aws", "access": describe_access(clients.plan)},
+            )
         fetchers: dict[Path, Fetcher] = {}
         large = config.large_objects
         parts = parts_executor(large.concurrency)
