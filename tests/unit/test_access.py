@@ -41,13 +41,16 @@ def test_a_route_bucket_gets_its_role_and_its_guards_over_the_top_level() -> Non
     )
     plan = plan_access(config)
     partner = plan.for_bucket("partner")
-    assert partner.role is not None and partner.role.role_arn == PARTNER
+    assert partner.role is not None
+    assert partner.role.role_arn == PARTNER
     assert partner.guards.expected_bucket_owner == "777788889999"
     assert partner.guards.request_payer == "requester"  # unset on the route: the top level's
     other = plan.for_bucket("anything-else")
-    assert other.role is not None and other.role.role_arn == TOP
+    assert other.role is not None
+    assert other.role.role_arn == TOP
     assert other.guards.expected_bucket_owner == "111122223333"
-    assert plan.sqs_role is not None and plan.sqs_role.role_arn == QUEUE_ROLE
+    assert plan.sqs_role is not None
+    assert plan.sqs_role.role_arn == QUEUE_ROLE
     assert [r.role_arn if r else None for r in plan.roles()] == [TOP, QUEUE_ROLE, PARTNER]
     assert describe(plan) == (
         f"queue as role {QUEUE_ROLE}; other buckets as role {TOP} (owner 111122223333, "
@@ -80,7 +83,8 @@ def test_the_queue_uses_the_top_role_without_its_own_and_key_files_are_listed() 
         }
     )
     plan = plan_access(config)
-    assert plan.sqs_role is not None and plan.sqs_role.role_arn == TOP
+    assert plan.sqs_role is not None
+    assert plan.sqs_role.role_arn == TOP
     assert plan.for_bucket("sealed").guards.sse_customer_key_file == Path(
         "/run/credentials/s3sqsd.service/k"
     )

@@ -55,7 +55,7 @@ def test_a_bad_key_file_is_a_config_error_without_its_content(
 
 
 def test_a_missing_key_file_names_the_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="sse_customer_key_file: .* cannot be read"):
+    with pytest.raises(ConfigError, match=r"sse_customer_key_file: .* cannot be read"):
         read_sse_key(tmp_path / "absent")
 
 
