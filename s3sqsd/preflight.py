@@ -203,7 +203,17 @@ def run_checks(
         same_endpoint = s3_endpoint is not None and s3_endpoint == clients.sqs_endpoint
         if queue.unreachable and same_endpoint:
             skip_reason = f"not checked: the endpoint {s3_endpoint} is unreachable"
-        add(*check_buckets(clients.s3, config.s3_bucket_name, skip_reason=skip_reason))
+        owners = {}
+        if clients.aws is not None:
+            plan = clients.aws.plan
+            owners = {
+                b: plan.for_bucket(b).guards.expected_bucket_owner for b in config.s3_bucket_name
+            }
+        add(
+            *check_buckets(
+                clients.s3, config.s3_bucket_name, skip_reason=skip_reason, owners=owners
+            )
+        )
         add(*check_listings(clients.s3, config, skip_reason=skip_reason))
     for folder in download_folders(config):  # one folder, or each route's
         add(check_folder(folder))
@@ -560,9 +570,14 @@ def check_timeouts(attributes: Mapping[str, str], config: Config) -> CheckResult
 
 
 def check_buckets(
-    s3: Any, buckets: Iterable[str], *, skip_reason: str | None = None
+    s3: Any,
+    buckets: Iterable[str],
+    *,
+    skip_reason: str | None = None,
+    owners: Mapping[str, str | None] | None = None,
 ) -> tuple[CheckResult, ...]:
-    """HeadBucket on each allowed bucket (one line each)."""
+    """HeadBucket on each allowed bucket (one line each); ``owners``: each bucket's
+    ``expected_bucket_owner``, which a denial may also mean."""
     names = tuple(buckets)
     if not names:
         return (
@@ -574,10 +589,11 @@ def check_buckets(
         )
     if skip_reason is not None:
         return tuple(_skip("bucket", f"{name}: {skip_reason}") for name in names)
-    return tuple(check_bucket(s3, name) for name in names)
+    owners = owners or {}
+    return tuple(check_bucket(s3, name, owner=owners.get(name)) for name in names)
 
 
-def check_bucket(s3: Any, name: str) -> CheckResult:
+def check_bucket(s3: Any, name: str, *, owner: str | None = None) -> CheckResult:
     try:
         s3.head_bucket(Bucket=name)
     except (ClientError, BotoCoreError) as exc:
@@ -592,12 +608,18 @@ def check_bucket(s3: Any, name: str) -> CheckResult:
                 "bucket",
                 Verdict.WARN,
                 f"{name}: HeadBucket denied ({code}); it needs s3:ListBucket, which s3sqsd "
-                "does not, so access to the objects cannot be confirmed here",
+                "does not, so access to the objects cannot be confirmed here"
+                + (
+                    f"; or account {owner} (expected_bucket_owner) does not own the bucket"
+                    if owner
+                    else ""
+                ),
             )
         if code in _REFUSED_CREDENTIAL_CODES:
             return CheckResult("bucket", Verdict.FAIL, f"{name}: the credentials were refused")
         return CheckResult("bucket", Verdict.FAIL, f"{name}: HeadBucket failed: {_error_text(exc)}")
-    return CheckResult("bucket", Verdict.OK, f"{name}: reachable")
+    owned = f", owned by {owner} (expected_bucket_owner)" if owner else ""
+    return CheckResult("bucket", Verdict.OK, f"{name}: reachable{owned}")
 
 
 def check_listings(

@@ -731,3 +731,18 @@ def test_sync_listing_skips_without_a_bucket_or_when_told() -> None:
     assert [r.verdict for r in check_listings(s3, allowed, skip_reason="down")] == [SKIP]
     assert [r.verdict for r in check_listings(s3, allowed)] == [SKIP]  # its bucket line FAILs
     assert len(s3.calls) == 1
+
+
+def test_a_bucket_line_names_the_expected_owner() -> None:
+    s3 = StubS3({"mine": None, "theirs": client_error("AccessDenied", "HeadBucket")})
+    ok, denied = check_buckets(
+        s3, ["mine", "theirs"], owners={"mine": "111122223333", "theirs": "444455556666"}
+    )
+    assert ok.verdict is Verdict.OK
+    assert ok.detail == "mine: reachable, owned by 111122223333 (expected_bucket_owner)"
+    assert denied.verdict is Verdict.WARN
+    assert denied.detail.endswith(
+        "or account 444455556666 (expected_bucket_owner) does not own the bucket"
+    )
+    (plain,) = check_buckets(StubS3({"mine": None}), ["mine"])
+    assert plain.detail == "mine: reachable"
