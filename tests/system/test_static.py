@@ -296,7 +296,8 @@ def test_every_config_key_is_in_the_man_page(key: str) -> None:
 
 def test_man_pages_have_the_sections_operators_need() -> None:
     page = (MAN / "s3sqsd.8").read_text()
-    for section in ("SYNOPSIS", "COMMANDS", "SIGNALS", '"EXIT STATUS"', "FILES"):
+    for section in ("SYNOPSIS", "COMMANDS", "INSTANCES", "SIGNALS", '"EXIT STATUS"', "FILES"):
         assert re.search(rf"^\.SH {section}$", page, re.M), section
-    for word in ("check\\-config", "\\-\\-version", "SIGHUP", "SIGTERM", "78"):
+    words = ("check\\-config", "\\-\\-version", "\\-\\-instance", "s3sqsd@.service")
+    for word in (*words, "metrics.listen", "SIGHUP", "SIGTERM", "78"):
         assert word in page, word
