@@ -1,5 +1,5 @@
-"""Command line: ``s3sqsd [--config PATH]``, ``s3sqsd check-config``, ``s3sqsd check``,
-``s3sqsd sync``, ``s3sqsd --version``.
+"""Command line: ``s3sqsd [--config PATH | --instance NAME]``, ``s3sqsd check-config``,
+``s3sqsd check``, ``s3sqsd sync``, ``s3sqsd --version``.
 
 Wires everything together and maps failures to exit statuses; no other module reads argv or
 the process environment for configuration.
@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from s3sqsd import __version__
-from s3sqsd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, load_config
+from s3sqsd.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH
 from s3sqsd.daemon import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Daemon
 from s3sqsd.errors import ConfigError
+from s3sqsd.instances import Service, instance_service
 from s3sqsd.logs import configure_logging, set_level
 from s3sqsd.preflight import EXIT_CHECK_FAILED, make_check_clients, run_checks
 from s3sqsd.sync_command import run_sync
@@ -31,25 +32,24 @@ def _parser() -> argparse.ArgumentParser:
         description="Download objects announced by S3 event notifications on an SQS queue.",
     )
     parser.add_argument("--version", action="version", version=f"s3sqsd {__version__}")
-    config_help = f"configuration file (default: ${CONFIG_ENV_VAR} or {DEFAULT_CONFIG_PATH})"
-    parser.add_argument("--config", type=Path, help=config_help)
+    _add_service_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the daemon in the foreground (the default)")
-    run.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    _add_service_options(run)
     check = commands.add_parser("check-config", help="validate the configuration and exit")
-    check.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    _add_service_options(check)
     preflight = commands.add_parser(
         "check",
         help="check the configuration, AWS access, the queue and the download folder, "
         "changing nothing; exit 1 on any FAIL",
     )
-    preflight.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    _add_service_options(preflight)
     sync = commands.add_parser(
         "sync",
         help="download every object of the configured buckets that is not in the folder yet, "
         "once, and exit (0: nothing failed)",
     )
-    sync.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    _add_service_options(sync)
     sync.add_argument(
         "--dry-run",
         action="store_true",
@@ -67,30 +67,66 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_path(arg: Path | None) -> Path:
-    if arg is not None:
-        return arg
+def _add_service_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--config and --instance, on the command line before or after the command's name."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        help=f"configuration file (default: ${CONFIG_ENV_VAR} or {DEFAULT_CONFIG_PATH})",
+    )
+    parser.add_argument(
+        "--instance",
+        metavar="NAME",
+        default=default,
+        help="the instance s3sqsd@NAME.service: /etc/s3sqsd/NAME.yaml (unless --config), and "
+        "/var/lib/s3sqsd-NAME/downloads when the file sets no download_folder",
+    )
+
+
+def _service(args: argparse.Namespace) -> Service:
+    """--config, else --instance's file, else $S3SQSD_CONFIG, else the default file."""
+    if args.instance is not None:
+        return instance_service(args.instance, config_path=args.config)
+    if args.config is not None:
+        return Service(config_path=args.config)
     from_env = os.environ.get(CONFIG_ENV_VAR)
-    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+    return Service(config_path=Path(from_env) if from_env else DEFAULT_CONFIG_PATH)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    path = _config_path(args.config)
+    try:
+        service = _service(args)
+    except ConfigError as exc:  # a name that cannot be an instance's
+        if args.command in (None, "run"):  # the daemon: a JSON line for the journal
+            configure_logging(level="info")
+            for problem in exc.problems:
+                logger.error("%s", problem, extra={"event": "config.invalid"})
+        else:
+            for problem in exc.problems:
+                print(f"s3sqsd: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "check-config":
-        return _check_config(path)
+        return _check_config(service)
     if args.command == "check":
-        return _check(path)
+        return _check(service)
     if args.command == "sync":
         return run_sync(
-            path, dry_run=args.dry_run, delete=args.delete, bucket=args.bucket, prefix=args.prefix
+            service,
+            dry_run=args.dry_run,
+            delete=args.delete,
+            bucket=args.bucket,
+            prefix=args.prefix,
         )
-    return _run(path)
+    return _run(service)
 
 
-def _check_config(path: Path) -> int:
+def _check_config(service: Service) -> int:
+    path = service.config_path
     try:
-        load_config(path)
+        service.load()
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"s3sqsd: {_with_path(path, problem)}", file=sys.stderr)
@@ -99,10 +135,11 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
-def _check(path: Path) -> int:
+def _check(service: Service) -> int:
     """The pre-flight check: one checklist line per item on stdout; exit 1 on any FAIL."""
+    path = service.config_path
     try:
-        config = load_config(path)
+        config = service.load()
         clients = make_check_clients(config)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -115,17 +152,18 @@ def _check(path: Path) -> int:
     return EXIT_CHECK_FAILED if report.failed else EXIT_OK
 
 
-def _run(path: Path) -> int:
+def _run(service: Service) -> int:
     # Log as JSON from the first line, so even a config error reaches the journal as JSON.
     configure_logging(level="info")
+    path = service.config_path
     try:
-        config = load_config(path)
+        config = service.load()
     except ConfigError as exc:
         _report_config_error(path, exc)
         return EXIT_CONFIG
     set_level(config.log_level)
     try:
-        return Daemon(config=config, config_path=path).run()
+        return Daemon(config=config, service=service).run()
     except ConfigError as exc:
         _report_config_error(path, exc)
         return EXIT_CONFIG

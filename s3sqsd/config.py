@@ -283,14 +283,23 @@ class Config:
         return self.aws_region or _region_from_queue_url(self.sqs_queue_url)
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate the file; raise ConfigError listing every problem found."""
-    return _load_config(path)
+def load_config(path: Path, *, default_download_folder: Path = DEFAULT_DOWNLOAD_FOLDER) -> Config:
+    """Read and validate the file; raise ConfigError listing every problem found.
+
+    ``default_download_folder`` is the folder when the file sets none: the plain service's, or
+    an instance's (``s3sqsd --instance NAME``, see instances.py), given by the caller.
+    """
+    return _load_config(path, default_download_folder=default_download_folder)
 
 
-def parse_config(data: object, *, source: str = "config") -> Config:
+def parse_config(
+    data: object,
+    *,
+    source: str = "config",
+    default_download_folder: Path = DEFAULT_DOWNLOAD_FOLDER,
+) -> Config:
     """Validate already-loaded YAML data (pure); raise ConfigError listing every problem."""
-    return _parse_config(data, source=source)
+    return _parse_config(data, source=source, default_download_folder=default_download_folder)
 
 
 # ---- implementation below -------------------------------------------------------------------
@@ -352,7 +361,7 @@ def _region_from_queue_url(url: str) -> str | None:
 # ---- reading the file -----------------------------------------------------------------------
 
 
-def _load_config(path: Path) -> Config:
+def _load_config(path: Path, *, default_download_folder: Path) -> Config:
     name = str(path)
     text = _read_text(path)
     if not text.strip():
@@ -379,7 +388,7 @@ def _load_config(path: Path) -> Config:
         data = {}
     problems = _source_problems(root)
     try:
-        config = parse_config(data, source=name)
+        config = parse_config(data, source=name, default_download_folder=default_download_folder)
     except ConfigError as exc:
         # A key already reported from the text (e.g. a decimal mode) is not reported twice.
         reported = tuple(line.split(": ", 1)[0] + ": " for line in problems)
@@ -500,7 +509,7 @@ class _Problems:
         self.lines.append(f"{path}: {message}")
 
 
-def _parse_config(data: object, *, source: str) -> Config:
+def _parse_config(data: object, *, source: str, default_download_folder: Path) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"{source}: the top level must be a mapping of keys to values (key: value lines), "
@@ -575,6 +584,8 @@ def _parse_config(data: object, *, source: str) -> Config:
 
     if problems.lines:
         raise ConfigError(problems.lines)
+    if values.get("download_folder") is None:
+        values["download_folder"] = default_download_folder
     return Config(**{key: value for key, value in values.items() if value is not None})
 
 

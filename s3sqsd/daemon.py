@@ -28,10 +28,11 @@ from s3sqsd import __version__
 from s3sqsd.access import describe as describe_access
 from s3sqsd.aws import make_clients
 from s3sqsd.checksums import HostChecksums
-from s3sqsd.config import Config, ReconcileConfig, load_config
+from s3sqsd.config import Config, ReconcileConfig
 from s3sqsd.errors import ConfigError, LocalError
 from s3sqsd.fetcher import Fetcher
 from s3sqsd.fetchers import fetcher_for
+from s3sqsd.instances import Service
 from s3sqsd.listing import targets
 from s3sqsd.logs import add_secrets, set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
@@ -88,9 +89,9 @@ RESTART_ONLY = frozenset(
 class Daemon:
     """One run of the service, from start-up to exit status."""
 
-    def __init__(self, *, config: Config, config_path: Path) -> None:
+    def __init__(self, *, config: Config, service: Service) -> None:
         self._config = config
-        self._config_path = config_path
+        self._service = service  # the file a reload reads, and its default folder
         self._notifier = Notifier()
         self._stop = threading.Event()
         self._signals = 0
@@ -317,7 +318,7 @@ class Daemon:
     def _reload(self) -> WorkerSettings | None:
         self._notifier.reloading()
         try:
-            new = load_config(self._config_path)
+            new = self._service.load()
         except ConfigError as exc:
             for problem in exc.problems:
                 logger.error(
@@ -333,8 +334,9 @@ class Daemon:
         needs_restart = sorted(set(changed) & RESTART_ONLY)
         if needs_restart:
             logger.warning(
-                "changes to %s take effect only after a restart (systemctl restart s3sqsd)",
+                "changes to %s take effect only after a restart (systemctl restart %s)",
                 ", ".join(needs_restart),
+                self._service.unit,
                 extra={"event": "config.restart_required", "keys": needs_restart},
             )
         applied = sorted(set(changed) - RESTART_ONLY)

@@ -10,6 +10,7 @@ without it and says so once.
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import threading
 import time
@@ -271,10 +272,17 @@ def serve(metrics: Metrics, *, listen: str, importer: Callable[[], Any] | None =
     try:
         prometheus.start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
+        why = str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            # Two instances of s3sqsd@.service with the default listen address, typically.
+            why = (
+                "the address is in use (another s3sqsd instance or another program listens "
+                "there; give each instance its own metrics.listen port)"
+            )
         logger.error(
             "cannot serve metrics on %s: %s; running without metrics",
             listen,
-            exc,
+            why,
             extra={"event": "metrics.unavailable", "error": str(exc)},
         )
         return False

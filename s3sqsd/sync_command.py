@@ -28,12 +28,11 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 from s3sqsd.aws import make_clients
-from s3sqsd.config import load_config
 from s3sqsd.daemon import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE
 from s3sqsd.errors import ConfigError, LocalError
+from s3sqsd.instances import Service
 from s3sqsd.listing import targets
 from s3sqsd.logs import add_secrets, configure_logging, set_level
 from s3sqsd.progress import ClearBeforeLogging, LogProgress, Reporter, TerminalProgress
@@ -48,12 +47,14 @@ EXIT_INTERRUPTED = 130
 _WAIT_SECONDS = 0.2  # how often the main thread redraws or checks the progress
 
 
-def run_sync(path: Path, *, dry_run: bool, delete: bool, bucket: str | None, prefix: str) -> int:
+def run_sync(
+    service: Service, *, dry_run: bool, delete: bool, bucket: str | None, prefix: str
+) -> int:
     """The whole command; returns the exit status."""
     # JSON log lines go to stderr: stdout carries the dry run's plan, one line per action.
     configure_logging(level="info", stream=sys.stderr)
     try:
-        return _sync(path, dry_run=dry_run, delete=delete, bucket=bucket, prefix=prefix)
+        return _sync(service, dry_run=dry_run, delete=delete, bucket=bucket, prefix=prefix)
     except KeyboardInterrupt:  # before the engine started: nothing to stop
         return EXIT_INTERRUPTED
     except Exception:
@@ -65,9 +66,10 @@ def run_sync(path: Path, *, dry_run: bool, delete: bool, bucket: str | None, pre
         return EXIT_SOFTWARE
 
 
-def _sync(path: Path, *, dry_run: bool, delete: bool, bucket: str | None, prefix: str) -> int:
+def _sync(service: Service, *, dry_run: bool, delete: bool, bucket: str | None, prefix: str) -> int:
+    path = service.config_path
     try:
-        config = load_config(path)
+        config = service.load()
         wanted = targets(config, bucket=bucket, prefix=prefix)
         clients = make_clients(config)
     except ConfigError as exc:

@@ -7,6 +7,7 @@ so a harness bug cannot pass for a daemon bug.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -488,6 +489,18 @@ def test_check_config_missing_file(tmp_path: Path) -> None:
         assert result.returncode == 78, (args, result.stderr)
         assert str(missing) in result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_the_daemon_refuses_a_bad_instance_name_as_a_config_error() -> None:
+    """`systemctl start 's3sqsd@a b'` runs `s3sqsd --instance 'a\\x20b'`: 78 (no restart
+    loop) and one JSON config.invalid line for the journal, not argparse's usage (status 2)."""
+    run = run_cli(["--instance", "a\\x20b"], timeout=30)
+    assert run.returncode == 78, (run.stdout, run.stderr)
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert [line["event"] for line in lines] == ["config.invalid"], run.stdout
+    assert "is not an instance name" in lines[0]["message"]
+    assert "Traceback" not in run.stderr
 
 
 @pytest.mark.integration

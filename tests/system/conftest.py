@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -140,8 +142,11 @@ class Machine:
             env={"DEBIAN_FRONTEND": "noninteractive"},
         )  # fmt: skip
 
-    def configure(self, pipeline: Pipeline, **overrides: Any) -> dict[str, Any]:
-        """Point the service at ``pipeline`` on the emulator; returns the config written."""
+    def configure(
+        self, pipeline: Pipeline, *, path: str = CONFIG_PATH, **overrides: Any
+    ) -> dict[str, Any]:
+        """Point the service (or the instance reading ``path``) at ``pipeline`` on the
+        emulator; returns the config written."""
         config: dict[str, Any] = {
             "sqs_queue_url": pipeline.queue_url,
             "aws_region": REGION,
@@ -153,14 +158,14 @@ class Machine:
             "log_level": "info",
         }
         config.update(overrides)
-        self.write_config(config)
+        self.write_config(config, path=path)
         credentials = {**TEST_ENV, "AWS_EC2_METADATA_DISABLED": "true"}
         self.write(DEFAULTS_PATH, "".join(f"{k}={v}\n" for k, v in credentials.items()))
         return config
 
-    def write_config(self, config: dict[str, Any] | str) -> None:
+    def write_config(self, config: dict[str, Any] | str, *, path: str = CONFIG_PATH) -> None:
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
-        self.write(CONFIG_PATH, text)
+        self.write(path, text)
 
     def drop_in(self, name: str, text: str) -> None:
         self.write(f"/etc/systemd/system/{UNIT}.d/{name}.conf", text)
@@ -168,21 +173,21 @@ class Machine:
 
     # ---- service state -----------------------------------------------------------------------
 
-    def show(self, *properties: str) -> dict[str, str]:
-        return self.container.show(UNIT, *properties)
+    def show(self, *properties: str, unit: str = UNIT) -> dict[str, str]:
+        return self.container.show(unit, *properties)
 
-    def prop(self, name: str) -> str:
-        return self.show(name)[name]
+    def prop(self, name: str, *, unit: str = UNIT) -> str:
+        return self.show(name, unit=unit)[name]
 
-    def journal(self, *args: str) -> list[dict[str, Any]]:
-        """``journalctl -u s3sqsd -o json ARGS`` as a list of entries."""
-        out = self.run("journalctl", "-u", UNIT, "-o", "json", "--no-pager", *args).stdout
+    def journal(self, *args: str, unit: str = UNIT) -> list[dict[str, Any]]:
+        """``journalctl -u UNIT -o json ARGS`` as a list of entries."""
+        out = self.run("journalctl", "-u", unit, "-o", "json", "--no-pager", *args).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def daemon_records(self, *args: str) -> list[dict[str, Any]]:
+    def daemon_records(self, *args: str, unit: str = UNIT) -> list[dict[str, Any]]:
         """The daemon's own log lines (not systemd's about it), parsed as JSON objects."""
         records = []
-        for entry in self.journal(*args):
+        for entry in self.journal(*args, unit=unit):
             if entry.get("_TRANSPORT") != "stdout":
                 continue
             record = json.loads(message_text(entry))
@@ -191,26 +196,27 @@ class Machine:
         return records
 
     def wait_for_event(
-        self, event: str, *, timeout: float = 30.0, since: str = ""
+        self, event: str, *, timeout: float = 30.0, since: str = "", unit: str = UNIT
     ) -> dict[str, Any]:
         args = ("--since", since) if since else ()
 
         def find() -> dict[str, Any] | None:
-            return next((r for r in self.daemon_records(*args) if r.get("event") == event), None)
+            records = self.daemon_records(*args, unit=unit)
+            return next((r for r in records if r.get("event") == event), None)
 
         found: dict[str, Any] = wait_until(
             find, timeout=timeout, interval=0.3, what=f"log event {event!r}"
         )
         return found
 
-    def wait_active(self, *, timeout: float = 30.0) -> dict[str, str]:
+    def wait_active(self, *, timeout: float = 30.0, unit: str = UNIT) -> dict[str, str]:
         def running() -> dict[str, str] | None:
-            props = self.show("ActiveState", "SubState", "MainPID", "NRestarts")
+            props = self.show("ActiveState", "SubState", "MainPID", "NRestarts", unit=unit)
             ok = props["ActiveState"] == "active" and props["SubState"] == "running"
             return props if ok else None
 
         props: dict[str, str] = wait_until(
-            running, timeout=timeout, interval=0.2, what=f"{UNIT} active (running)"
+            running, timeout=timeout, interval=0.2, what=f"{unit} active (running)"
         )
         return props
 
@@ -220,15 +226,17 @@ class Machine:
 
     # ---- downloads ---------------------------------------------------------------------------
 
-    def downloaded(self, key: str) -> bytes | None:
+    def downloaded(self, key: str, *, folder: str = DOWNLOADS) -> bytes | None:
         try:
-            return self.container.read(f"{DOWNLOADS}/{key}")
+            return self.container.read(f"{folder}/{key}")
         except FileNotFoundError:
             return None
 
-    def wait_downloaded(self, objects: dict[str, bytes], *, timeout: float = 60.0) -> None:
+    def wait_downloaded(
+        self, objects: dict[str, bytes], *, timeout: float = 60.0, folder: str = DOWNLOADS
+    ) -> None:
         def all_there() -> bool:
-            return all(self.downloaded(key) == body for key, body in objects.items())
+            return all(self.downloaded(k, folder=folder) == body for k, body in objects.items())
 
         wait_until(all_there, timeout=timeout, interval=0.3, what=f"{len(objects)} downloads")
 
@@ -247,11 +255,29 @@ class Machine:
         return out.stdout.split()
 
     def diagnostics(self) -> str:
-        status = self.run("systemctl", "status", "--no-pager", "-l", UNIT, check=False)
+        """The status and journal of s3sqsd.service and of every instance of s3sqsd@.service."""
+        units = "s3sqsd*"
+        status = self.run("systemctl", "status", "--no-pager", "-l", units, check=False)
         journal = self.run(
-            "journalctl", "-u", UNIT, "--no-pager", "-n", "80", "-o", "cat", check=False
+            "journalctl", "-u", units, "--no-pager", "-n", "80", "-o", "cat", check=False
         )
         return f"{status.stdout}\n--- journal ---\n{journal.stdout}"
+
+
+def free_port() -> int:
+    """A TCP port free on the host now (the containers share the host's network)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    """The metrics page at 127.0.0.1:``port``, or "" while nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
 
 
 def message_text(entry: dict[str, Any]) -> str:

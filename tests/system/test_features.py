@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
-import urllib.request
 from collections.abc import Callable
 
 import pytest
 
 from tests.support.emulator import Pipeline, wait_until
-from tests.system.conftest import UNIT, Machine, message_text
+from tests.system.conftest import UNIT, Machine, free_port, message_text, scrape
 
 pytestmark = pytest.mark.system
 
 Upload = Callable[[Pipeline, dict[str, bytes]], dict[str, bytes]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_metrics_are_reachable_from_the_host(
@@ -32,15 +24,8 @@ def test_metrics_are_reachable_from_the_host(
     machine.run("systemctl", "enable", "--now", UNIT)
     machine.wait_downloaded(upload(pipeline, {"m.txt": b"metrics\n"}))
 
-    def scrape() -> str:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
-                return str(r.read().decode())
-        except OSError:
-            return ""
-
     text = wait_until(
-        lambda: (t := scrape()) and "s3sqsd_objects_downloaded_total 1.0" in t and t,
+        lambda: (t := scrape(port)) and "s3sqsd_objects_downloaded_total 1.0" in t and t,
         timeout=20,
         what="a scrape showing the download",
     )

@@ -14,6 +14,7 @@ from tests.system.machine import SYSTEM_PATH, missing_tools
 pytestmark = pytest.mark.system
 
 MAX_EXPOSURE = 2.0
+INSTANCE = "s3sqsd@feed.service"  # an instance of the template s3sqsd@.service
 
 
 def test_lintian_is_clean(host: Host, deb: Path) -> None:
@@ -49,20 +50,30 @@ def test_install_creates_user_and_files_but_does_not_start(machine: Machine) -> 
 
     assert machine.run("systemctl", "is-enabled", UNIT, check=False).stdout.strip() == "disabled"
     assert machine.prop("ActiveState") == "inactive"
+    # The template is installed and nothing of it enabled or started (no instance exists yet).
+    assert machine.exists("/lib/systemd/system/s3sqsd@.service")
+    instances = machine.run(
+        "systemctl", "list-units", "--all", "--plain", "--no-legend", "s3sqsd@*"
+    )
+    assert instances.stdout.strip() == ""
+    assert machine.run("find", "/etc/systemd/system", "-name", "s3sqsd@*").stdout == ""
     assert machine.run("s3sqsd", "--version").stdout.strip().startswith("s3sqsd ")
     assert machine.run("man", "-w", "8", "s3sqsd").returncode == 0
     assert machine.run("man", "-w", "5", "s3sqsd.yaml").returncode == 0
 
 
 def test_systemd_analyze_verify_prints_nothing(machine: Machine) -> None:
-    result = machine.run("systemd-analyze", "verify", f"/lib/systemd/system/{UNIT}", check=False)
-    assert result.returncode == 0
-    assert result.stdout == "", result.stdout
-    assert result.stderr == "", result.stderr
+    """The unit, and an instance of the template (a template itself cannot be verified)."""
+    for unit in (f"/lib/systemd/system/{UNIT}", INSTANCE):
+        result = machine.run("systemd-analyze", "verify", unit, check=False)
+        assert result.returncode == 0, (unit, result.stderr)
+        assert result.stdout == "", result.stdout
+        assert result.stderr == "", result.stderr
 
 
 def test_systemd_analyze_security_exposure(machine: Machine) -> None:
-    result = machine.run("systemd-analyze", "security", "--no-pager", UNIT)
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
-    assert match, result.stdout[-2000:]
-    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+    for unit in (UNIT, INSTANCE):
+        result = machine.run("systemd-analyze", "security", "--no-pager", unit)
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+        assert match, result.stdout[-2000:]
+        assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout

@@ -24,6 +24,7 @@ Upload = Callable[[Pipeline, dict[str, bytes]], dict[str, bytes]]
 
 # systemd's ExecMainCode: CLD_EXITED (the process called exit) vs CLD_KILLED (by a signal).
 CLD_EXITED = "1"
+INSTANCE = "s3sqsd@feed.service"
 
 
 def blobs(prefix: str, count: int, size: int) -> dict[str, bytes]:
@@ -234,7 +235,7 @@ def test_folder_outside_the_sandbox_is_one_clear_error(
 
 
 def test_upgrade_keeps_config_and_purge_keeps_downloads(
-    machine: Machine, pipeline: Pipeline, upload: Upload, upgrade_deb: Path
+    machine: Machine, pipeline: Pipeline, upload: Upload, upgrade_deb: Path, emulator: Emulator
 ) -> None:
     """Check 8: an upgrade keeps the edited config and restarts; purge keeps the downloads."""
     machine.configure(pipeline)
@@ -243,6 +244,13 @@ def test_upgrade_keeps_config_and_purge_keeps_downloads(
     objects = upload(pipeline, {"kept/forever.txt": b"survives purge\n"})
     machine.wait_downloaded(objects)
     old_pid = machine.wait_active()["MainPID"]
+    # An instance of s3sqsd@.service runs too: dh_installsystemd restarts only the plain unit,
+    # debian/postinst the instances; a stopped instance stays stopped.
+    machine.configure(emulator.pipeline(redrive=False), path="/etc/s3sqsd/feed.yaml")
+    machine.configure(emulator.pipeline(redrive=False), path="/etc/s3sqsd/idle.yaml")
+    machine.run("systemctl", "start", INSTANCE, "s3sqsd@idle.service")
+    machine.run("systemctl", "stop", "s3sqsd@idle.service")
+    old_instance_pid = machine.wait_active(unit=INSTANCE)["MainPID"]
 
     machine.install(upgrade_deb)
     version = machine.run("dpkg-query", "-W", "-f=${Version}", "s3sqsd").stdout
@@ -251,6 +259,9 @@ def test_upgrade_keeps_config_and_purge_keeps_downloads(
     assert not machine.exists(f"{CONFIG_PATH}.dpkg-dist")
     after = machine.wait_active()
     assert after["MainPID"] != old_pid, "an upgrade restarts a running service"
+    instance = machine.wait_active(unit=INSTANCE)
+    assert instance["MainPID"] != old_instance_pid, "an upgrade restarts a running instance"
+    assert machine.prop("ActiveState", unit="s3sqsd@idle.service") == "inactive"
     assert machine.run("systemctl", "is-enabled", UNIT).stdout.strip() == "enabled"
 
     machine.run("apt-get", "purge", "-y", "-q", "s3sqsd", env={"DEBIAN_FRONTEND": "noninteractive"})
@@ -259,7 +270,8 @@ def test_upgrade_keeps_config_and_purge_keeps_downloads(
         {"LoadState": "not-found", "ActiveState": "failed"},
     )
     assert machine.run("pgrep", "-f", "/usr/bin/s3sqsd", check=False).returncode == 1
-    assert not machine.exists("/etc/s3sqsd")
+    assert machine.exists("/etc/s3sqsd/feed.yaml"), "an instance's file is the operator's"
+    assert not machine.exists(CONFIG_PATH)
     assert not machine.exists("/etc/default/s3sqsd")
     assert machine.run("getent", "passwd", "s3sqsd", check=False).returncode != 0
     assert machine.downloaded("kept/forever.txt") == b"survives purge\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import re
+import shlex
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -22,9 +23,12 @@ from s3sqsd.config import (
     RetryConfig,
 )
 from s3sqsd.events import KeyDecodingPolicy
+from s3sqsd.instances import instance_service
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_FILE = REPO / "systemd" / "s3sqsd.service"
+TEMPLATE_FILE = REPO / "systemd" / "s3sqsd@.service"
+UNIT_FILES = (UNIT_FILE, TEMPLATE_FILE)
 DEBIAN = REPO / "packaging" / "debian"
 MAN = REPO / "packaging" / "man"
 
@@ -67,14 +71,15 @@ def default(cls: type, name: str) -> object:
     raise AssertionError(f"{cls.__name__} has no field {name}")
 
 
-@pytest.fixture(scope="module")
-def service() -> dict[str, list[str]]:
-    return parse_unit(UNIT_FILE)["Service"]
+@pytest.fixture(scope="module", params=UNIT_FILES, ids=lambda path: path.name)
+def service(request: pytest.FixtureRequest) -> dict[str, list[str]]:
+    """The [Service] section of each shipped unit: the plain one and the template."""
+    return parse_unit(request.param)["Service"]
 
 
 def one(service: dict[str, list[str]], key: str) -> str:
     values = service.get(key)
-    assert values, f"{UNIT_FILE.name} has no {key}="
+    assert values, f"the unit has no {key}="
     return values[-1]
 
 
@@ -98,10 +103,27 @@ class TestUnitMatchesConfig:
         """The loop pings every WatchdogSec/2; the long poll has its own thread."""
         assert 10 <= seconds(one(service, "WatchdogSec")) <= 120
 
-    def test_default_paths_match_the_unit(self, service: dict[str, list[str]]) -> None:
+    def test_default_paths_match_the_unit(self) -> None:
+        service = parse_unit(UNIT_FILE)["Service"]
         assert one(service, "ExecStart") == f"/usr/bin/s3sqsd --config {DEFAULT_CONFIG_PATH}"
         state = Path("/var/lib") / one(service, "StateDirectory")
         assert DEFAULT_DOWNLOAD_FOLDER.parent == state
+
+    @pytest.mark.parametrize("name", ["feed", "eu-west.inbox_2"])
+    def test_instance_paths_match_the_template(self, name: str) -> None:
+        """The file --instance NAME reads is /etc/s3sqsd/NAME.yaml, and its default folder is
+        inside the template's StateDirectory for that instance, which the sandbox may write."""
+        service = parse_unit(TEMPLATE_FILE)["Service"]
+        command = [arg.replace("%i", name) for arg in shlex.split(one(service, "ExecStart"))]
+        assert command == ["/usr/bin/s3sqsd", "--instance", name]
+        from s3sqsd.cli import _parser, _service
+
+        chosen = _service(_parser().parse_args(command[1:]))
+        assert chosen == instance_service(name)
+        assert chosen.config_path == DEFAULT_CONFIG_PATH.parent / f"{name}.yaml"
+        state = Path("/var/lib") / one(service, "StateDirectory").replace("%i", name)
+        assert chosen.default_download_folder == state / DEFAULT_DOWNLOAD_FOLDER.name
+        assert chosen.unit == f"s3sqsd@{name}"
 
 
 class TestUnitContract:
@@ -115,10 +137,9 @@ class TestUnitContract:
             ("Restart", "on-failure"),
             ("RestartPreventExitStatus", "78"),
             ("ExecReload", "/bin/kill -HUP $MAINPID"),
-            ("EnvironmentFile", "-/etc/default/s3sqsd"),
             ("User", "s3sqsd"),
             ("Group", "s3sqsd"),
-            ("StateDirectory", "s3sqsd"),
+            ("StateDirectoryMode", "0750"),
             ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
             ("NoNewPrivileges", "yes"),
             ("ProtectSystem", "strict"),
@@ -127,9 +148,61 @@ class TestUnitContract:
     def test_directive(self, service: dict[str, list[str]], key: str, value: str) -> None:
         assert one(service, key) == value
 
-    def test_documentation_names_the_man_page(self) -> None:
-        unit = parse_unit(UNIT_FILE)["Unit"]
+    @pytest.mark.parametrize("path", UNIT_FILES, ids=lambda path: path.name)
+    def test_documentation_names_the_man_page(self, path: Path) -> None:
+        unit = parse_unit(path)["Unit"]
         assert "man:s3sqsd(8)" in one(unit, "Documentation").split()
+
+    def test_plain_unit_state_and_environment(self) -> None:
+        service = parse_unit(UNIT_FILE)["Service"]
+        assert service["StateDirectory"] == ["s3sqsd"]
+        assert service["EnvironmentFile"] == ["-/etc/default/s3sqsd"]
+        assert "SyslogIdentifier" not in service  # the default: the program's name, s3sqsd
+
+
+class TestTemplateInStep:
+    """s3sqsd@.service is s3sqsd.service but for the lines that name the instance: a setting
+    (hardening, timeouts, restart policy) changed in one file and not the other fails here."""
+
+    # (section, key): what an instance has of its own; everything else is the same.
+    INSTANCE_LINES = {
+        ("Unit", "Description"): None,  # checked below: it names the instance
+        ("Service", "ExecStart"): ["/usr/bin/s3sqsd --instance %i"],
+        ("Service", "EnvironmentFile"): ["-/etc/default/s3sqsd", "-/etc/default/s3sqsd@%i"],
+        ("Service", "SyslogIdentifier"): ["s3sqsd@%i"],
+        ("Service", "StateDirectory"): ["s3sqsd-%i"],
+    }
+
+    def test_every_other_line_is_the_plain_units(self) -> None:
+        plain, template = parse_unit(UNIT_FILE), parse_unit(TEMPLATE_FILE)
+        assert plain.keys() == template.keys()
+        differ = []
+        for section in plain:
+            for key in plain[section].keys() | template[section].keys():
+                if (section, key) in self.INSTANCE_LINES:
+                    continue
+                if plain[section].get(key) != template[section].get(key):
+                    differ.append(
+                        (section, key, plain[section].get(key), template[section].get(key))
+                    )
+        assert differ == [], "s3sqsd.service and s3sqsd@.service drifted apart"
+
+    def test_the_instance_lines(self) -> None:
+        template = parse_unit(TEMPLATE_FILE)
+        for (section, key), wanted in self.INSTANCE_LINES.items():
+            if wanted is not None:
+                assert template[section].get(key) == wanted, key
+        assert "%i" in one(template["Unit"], "Description")
+
+    def test_the_template_names_no_fixed_state_or_config(self) -> None:
+        """No instance may fall back on the plain unit's file or folder by a leftover line."""
+        text = "\n".join(
+            line
+            for line in TEMPLATE_FILE.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        )
+        assert "/etc/s3sqsd/config.yaml" not in text
+        assert "/var/lib/s3sqsd/" not in text
 
     def test_exit_status_78_is_the_config_error_status(self) -> None:
         from s3sqsd.daemon import EXIT_CONFIG
@@ -138,6 +211,30 @@ class TestUnitContract:
 
 
 class TestPackaging:
+    def test_every_unit_is_installed(self) -> None:
+        """The .deb ships both units; dh_installsystemd enables and starts neither (it skips
+        templates, and --no-enable --no-start covers the plain unit)."""
+        installed = {
+            line.split()[0]
+            for line in (DEBIAN / "s3sqsd.install").read_text().splitlines()
+            if line.startswith("systemd/")
+        }
+        assert installed == {f"systemd/{path.name}" for path in (REPO / "systemd").glob("*")}
+        assert installed == {f"systemd/{path.name}" for path in UNIT_FILES}
+        rules = (DEBIAN / "rules").read_text()
+        assert re.search(r"dh_installsystemd .*--no-enable --no-start", rules)
+
+    @pytest.mark.parametrize(
+        ("script", "command"),
+        [
+            ("prerm", "deb-systemd-invoke stop s3sqsd.service 's3sqsd@*.service'"),
+            ("postinst", "deb-systemd-invoke try-restart 's3sqsd@*.service'"),
+        ],
+    )
+    def test_maintainer_scripts_handle_the_instances(self, script: str, command: str) -> None:
+        """dh_installsystemd writes nothing for a template's instances: these lines do."""
+        assert command in (DEBIAN / script).read_text()
+
     def test_changelog_version_is_the_python_version(self) -> None:
         first = (DEBIAN / "changelog").read_text().splitlines()[0]
         match = re.match(r"s3sqsd \(([^)]+)\)", first)
@@ -199,7 +296,8 @@ def test_every_config_key_is_in_the_man_page(key: str) -> None:
 
 def test_man_pages_have_the_sections_operators_need() -> None:
     page = (MAN / "s3sqsd.8").read_text()
-    for section in ("SYNOPSIS", "COMMANDS", "SIGNALS", '"EXIT STATUS"', "FILES"):
+    for section in ("SYNOPSIS", "COMMANDS", "INSTANCES", "SIGNALS", '"EXIT STATUS"', "FILES"):
         assert re.search(rf"^\.SH {section}$", page, re.M), section
-    for word in ("check\\-config", "\\-\\-version", "SIGHUP", "SIGTERM", "78"):
+    words = ("check\\-config", "\\-\\-version", "\\-\\-instance", "s3sqsd@.service")
+    for word in (*words, "metrics.listen", "SIGHUP", "SIGTERM", "78"):
         assert word in page, word

@@ -84,6 +84,22 @@ def test_original_four_key_config_keeps_working(tmp_path: Path) -> None:
     )
 
 
+def test_the_default_folder_is_the_callers(tmp_path: Path) -> None:
+    """An instance (s3sqsd --instance NAME) passes its own default folder; a file that names a
+    folder keeps it; parsing reads no environment to find it."""
+    instance = Path("/var/lib/s3sqsd-feed/downloads")
+    assert parse_config({"sqs_queue_url": QUEUE}, default_download_folder=instance) == Config(
+        sqs_queue_url=QUEUE, download_folder=instance
+    )
+    path = write(tmp_path, f"sqs_queue_url: {QUEUE}\n")
+    assert load_config(path, default_download_folder=instance).download_folder == instance
+    assert load_config(path).download_folder == DEFAULT_DOWNLOAD_FOLDER
+    named = parse_config(
+        {"sqs_queue_url": QUEUE, "download_folder": "/srv/in"}, default_download_folder=instance
+    )
+    assert named.download_folder == Path("/srv/in")
+
+
 def test_only_the_queue_url_gives_the_documented_defaults() -> None:
     """Defaults are the dataclass defaults, spelled out so a changed default is noticed."""
     config = parse_config({"sqs_queue_url": QUEUE})

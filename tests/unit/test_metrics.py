@@ -81,6 +81,26 @@ def test_missing_module_is_one_clear_line(caplog: pytest.LogCaptureFixture) -> N
     assert "python3-prometheus-client" in record.getMessage()
 
 
+def test_a_port_in_use_is_one_line_naming_metrics_listen(caplog: pytest.LogCaptureFixture) -> None:
+    """Two instances of s3sqsd@.service with the default address: the second says what to do,
+    in one line, and runs on without metrics (downloads never wait on the endpoint)."""
+    pytest.importorskip("prometheus_client")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        caplog.set_level(logging.INFO)
+        assert not serve(Metrics(), listen=listen)
+    [record] = [r for r in caplog.records if r.name == "s3sqsd.metrics"]
+    assert record.levelno == logging.ERROR
+    assert getattr(record, "event", "") == "metrics.unavailable"
+    text = record.getMessage()
+    assert listen in text
+    assert "in use" in text
+    assert "its own metrics.listen port" in text
+    assert "running without metrics" in text
+
+
 @pytest.mark.parametrize(
     ("listen", "expected"),
     [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("[::1]:9100", ("::1", 9100))],
