@@ -70,6 +70,7 @@ class RouteConfig:
     glob: str | None = None
     strip_prefix: bool = False
     on_download: CommandConfig | None = None
+    after_download: str | None = None  # AFTER_DOWNLOAD_CHOICES; None: the top-level one
 
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -133,6 +134,9 @@ class ReconcileConfig:
 
 UNROUTED_CHOICES = ("acknowledge", "dead_letter")
 ON_REMOVE_CHOICES = ("keep", "delete")
+# What happens to the source object once its file is in place (and on_download exited 0):
+# kept, or deleted in S3, exactly the version downloaded (sources.py).
+AFTER_DOWNLOAD_CHOICES = ("keep", "delete")
 # What to do with an object of which this host can verify nothing but the length (verify.py):
 # accept it with a warning, or refuse it (dead-lettered). docs/configuration.md argues the default.
 INTEGRITY_CHOICES = ("best_effort", "strict")
@@ -169,6 +173,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()  # empty: every object goes to download_folder
     unrouted: str = "acknowledge"  # with routes, an object no route takes: UNROUTED_CHOICES
     on_remove: str = "keep"  # what an ObjectRemoved event does locally: ON_REMOVE_CHOICES
+    after_download: str = "keep"  # the source object in S3: AFTER_DOWNLOAD_CHOICES
     integrity: str = "best_effort"  # a length-only object: INTEGRITY_CHOICES
     metrics: MetricsConfig | None = None  # None: no metrics endpoint
     large_objects: LargeObjectsConfig = field(default_factory=LargeObjectsConfig)
@@ -441,6 +446,7 @@ def _parse_config(data: object, *, source: str) -> Config:
         "routes": _routes,
         "unrouted": _choice(UNROUTED_CHOICES),
         "on_remove": _choice(ON_REMOVE_CHOICES),
+        "after_download": _choice(AFTER_DOWNLOAD_CHOICES),
         "integrity": _choice(INTEGRITY_CHOICES),
         "metrics": _metrics,
         "large_objects": _large_objects,
@@ -969,6 +975,11 @@ def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
     raw_command = value.get("on_download")
     if raw_command is not None:
         on_download = _command(problems, f"{path}.on_download", raw_command)
+    after_download = None
+    if value.get("after_download") is not None:
+        after_download = _choice(AFTER_DOWNLOAD_CHOICES)(
+            problems, f"{path}.after_download", value["after_download"]
+        )
     _unknown_keys(problems, value, f"{path}.", _ROUTE_KEYS)
     if len(problems.lines) != before or folder is None:
         return None
@@ -979,6 +990,7 @@ def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
         glob=glob,
         strip_prefix=strip,
         on_download=on_download,
+        after_download=after_download,
     )
 
 
