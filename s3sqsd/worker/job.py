@@ -146,7 +146,7 @@ class DownloadJob:
             assert target is not None
             self.metrics.inc("sources_deleted")
             logger.info(
-                "deleted the source %s (after_download: delete)",
+                "source %s deleted (after_download: delete): its file is in place",
                 shown(target),
                 extra={"event": "source.deleted", **fields},
             )
