@@ -7,7 +7,8 @@ credentials: no AWS call; the SQS endpoint unreachable: S3 on the same endpoint 
 so a dead endpoint is one FAIL line).
 
 Nothing is changed anywhere: SQS and S3 see only GetQueueAttributes, GetQueueUrl,
-HeadBucket and ListObjectsV2 (one key, for what ``s3sqsd sync`` needs); no message is received,
+HeadBucket, ListObjectsV2 (one key, for what ``s3sqsd sync`` needs) and, with
+``after_download: delete``, GetBucketVersioning (what the deletes need); no message is received,
 so none becomes in flight or counts a receive; the download folder is inspected with ``stat``,
 ``access`` and ``statvfs`` only, never created or written.
 Credentials are looked up, never printed (only the name of the source they came from).
@@ -234,10 +235,18 @@ def run_checks(
             skip_reason = f"not checked: the endpoint {s3_endpoint} is unreachable"
         add(*check_buckets(clients.s3, config.s3_bucket_name, skip_reason=skip_reason))
         add(*check_listings(clients.s3, config, skip_reason=skip_reason))
+        add(*_source_deletes(clients.s3, config, skip_reason=skip_reason))
     for folder in download_folders(config):  # one folder, or each route's
         add(check_folder(folder))
         add(check_free_space(folder))
     return Report(tuple(results))
+
+
+def _source_deletes(s3: Any, config: Config, *, skip_reason: str | None) -> tuple[CheckResult, ...]:
+    """after_download: delete's lines (preflight_sources.py, which imports this module)."""
+    from s3sqsd.preflight_sources import check_source_deletes
+
+    return check_source_deletes(s3, config, skip_reason=skip_reason)
 
 
 def check_checksums(host: HostChecksums, config: Config) -> CheckResult:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from s3sqsd import sources
 from s3sqsd.fetcher import Fetcher, FetchOutcome
 from s3sqsd.sources import Answer, Kept, Target, source_plan
+from tests.integration.test_preflight import run_check
+from tests.support.emulator import Emulator
 from tests.support.fetching import created, put
 
 pytestmark = pytest.mark.integration
@@ -32,6 +35,10 @@ def announced(bucket: str, key: str, answer: dict[str, Any], **fields: Any) -> A
         version_id=answer.get("VersionId"),
         **fields,
     )
+
+
+def exists(s3: Any, bucket: str, key: str) -> bool:
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount"))
 
 
 def versions(s3: Any, bucket: str, key: str) -> list[str]:
@@ -117,3 +124,44 @@ def test_a_retry_of_the_same_event_deletes_and_another_event_does_not(
     stale = fetcher.fetch(older, cancel=threading.Event())
     assert stale.outcome is FetchOutcome.STALE
     assert source_plan(older, stale) is Kept.STALE
+
+
+def test_check_says_what_each_bucket_needs_and_deletes_nothing(
+    emulator: Emulator, make_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """``s3sqsd check`` with after_download: delete: a source-delete line per bucket/prefix
+    (versioned: s3:DeleteObjectVersion; unversioned: If-Match), a skip, never a delete."""
+    pipeline = emulator.pipeline(via="direct")
+    s3 = emulator.client("s3")
+    archive = emulator.unique("bucket")
+    s3.create_bucket(Bucket=archive)
+    s3.put_bucket_versioning(Bucket=archive, VersioningConfiguration={"Status": "Enabled"})
+    put(s3, pipeline.bucket, "in/a.txt", b"a")
+    config = make_config(
+        pipeline,
+        download_folder=None,
+        s3_bucket_name=[pipeline.bucket, archive],
+        routes=[
+            {
+                "bucket": pipeline.bucket,
+                "prefix": "in/",
+                "download_folder": str(tmp_path / "in"),
+                "after_download": "delete",
+            },
+            {"bucket": archive, "download_folder": str(tmp_path / "archive")},  # top level's
+            {"download_folder": str(tmp_path / "rest")},  # each allowed bucket not yet named
+        ],
+        after_download="delete",
+    )
+    run = run_check(tmp_path, config)
+    lines = run.named("source-delete")
+    assert [line.verdict for line in lines] == ["skip"] * 3, run.stdout
+    inbox, versioned, rest = (line.detail for line in lines)
+    assert inbox.startswith(f"s3://{pipeline.bucket}/in/: unversioned: ")
+    assert "If-Match" in inbox
+    assert versioned.startswith(f"s3://{archive}/: versioned: ")
+    assert "s3:DeleteObjectVersion" in versioned
+    assert rest.startswith(f"s3://{pipeline.bucket}/: unversioned")  # then the allow-list
+    for detail in (inbox, versioned, rest):
+        assert detail.endswith("not tested: a check deletes nothing")
+    assert exists(s3, pipeline.bucket, "in/a.txt")

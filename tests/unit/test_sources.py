@@ -341,3 +341,33 @@ def test_the_daemon_keeps_every_field_of_a_placement_but_the_folder() -> None:
         if field.name != "folder":
             assert getattr(placed, field.name) == getattr(routed, field.name), field.name
     assert placed.after_download == "delete"
+
+
+# ---- s3sqsd check --------------------------------------------------------------------------
+
+
+def test_check_lines_name_each_place_that_deletes_and_never_test_it(s3: Any) -> None:
+    from s3sqsd.preflight_sources import check_source_deletes, deleting
+
+    assert list(deleting(parse_config({"sqs_queue_url": QUEUE}))) == []
+    anywhere = parse_config({"sqs_queue_url": QUEUE, "after_download": "delete"})
+    assert list(deleting(anywhere)) == [(None, None)]
+    (line,) = check_source_deletes(s3, anywhere)
+    assert (line.name, line.verdict.value) == ("source-delete", "skip")
+    assert line.detail.startswith("any bucket: events may name any bucket")
+
+    allowed = parse_config(
+        {"sqs_queue_url": QUEUE, "after_download": "delete", "s3_bucket_name": ["a", "b"]}
+    )
+    with Stubber(s3) as stub:
+        stub.add_client_error("get_bucket_versioning", "AccessDenied", http_status_code=403)
+        stub.add_response("get_bucket_versioning", {"Status": "Suspended"}, {"Bucket": "b"})
+        denied, suspended = check_source_deletes(s3, allowed)
+    assert denied.detail.startswith("s3://a/: versioning unknown (GetBucketVersioning: Access")
+    assert "s3:DeleteObjectVersion if the bucket is versioned" in denied.detail
+    assert suspended.detail.startswith("s3://b/: versioning suspended: ")
+    one = parse_config({"sqs_queue_url": QUEUE, "after_download": "delete", "s3_bucket_name": "a"})
+    (skipped,) = check_source_deletes(
+        s3, one, skip_reason="not checked: the endpoint is unreachable"
+    )
+    assert skipped.detail.startswith("s3://a/: not checked: the endpoint is unreachable")
