@@ -69,8 +69,8 @@ class RouteConfig:
     prefix: str | None = None
     glob: str | None = None
     strip_prefix: bool = False
-    on_download: CommandConfig | None = None
     after_download: str | None = None  # AFTER_DOWNLOAD_CHOICES; None: the top-level one
+    on_download: CommandConfig | None = None
 
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -971,15 +971,15 @@ def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
             )
         else:
             strip = raw_strip
-    on_download = None
-    raw_command = value.get("on_download")
-    if raw_command is not None:
-        on_download = _command(problems, f"{path}.on_download", raw_command)
     after_download = None
     if value.get("after_download") is not None:
         after_download = _choice(AFTER_DOWNLOAD_CHOICES)(
             problems, f"{path}.after_download", value["after_download"]
         )
+    on_download = None
+    raw_command = value.get("on_download")
+    if raw_command is not None:
+        on_download = _command(problems, f"{path}.on_download", raw_command)
     _unknown_keys(problems, value, f"{path}.", _ROUTE_KEYS)
     if len(problems.lines) != before or folder is None:
         return None
@@ -989,8 +989,8 @@ def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
         prefix=prefix,
         glob=glob,
         strip_prefix=strip,
-        on_download=on_download,
         after_download=after_download,
+        on_download=on_download,
     )
 
 
