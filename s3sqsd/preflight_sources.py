@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3sqsd.config import Config
 from s3sqsd.preflight import CheckResult, Verdict
-from s3sqsd.sources import AFTER_DOWNLOAD_DELETE
+from s3sqsd.sources import AFTER_DOWNLOAD_DELETE, client_for
 from s3sqsd.sqs import error_code
 
 NAME = "source-delete"
@@ -65,7 +65,7 @@ def check_source_deletes(
 
 def _needs(s3: Any, bucket: str) -> str:
     try:
-        status = s3.get_bucket_versioning(Bucket=bucket).get("Status")
+        status = client_for(s3, bucket).get_bucket_versioning(Bucket=bucket).get("Status")
     except (ClientError, BotoCoreError) as exc:
         return (
             f"versioning unknown (GetBucketVersioning: {error_code(exc)}); after_download: "

@@ -129,15 +129,16 @@ def delete_source(s3: Any, target: Target) -> Answer:
     Raises SourceDeleteError for a failure a retry may cure; every other answer is an
     ``Answer``. The texts never carry credentials (a presigned-URL query is hidden).
     """
+    client = client_for(s3, target.bucket)
     params: dict[str, Any] = {"Bucket": target.bucket, "Key": target.key}
     if target.by_version:
         params["VersionId"] = target.version_id
     elif target.etag is None:
         return Answer(Kept.UNCONDITIONAL_ONLY, "no ETag known to make the delete conditional")
     else:
-        params.update(if_match(s3, target.etag))
+        params.update(if_match(client, target.etag))
     try:
-        s3.delete_object(**params)
+        client.delete_object(**params)
     except ClientError as exc:
         return _refused(exc, target)
     except REMOTE_ERRORS as exc:
@@ -146,6 +147,14 @@ def delete_source(s3: Any, target: Target) -> Answer:
             f"{hide_url_queries(str(exc))}; the file is in place, the delete is retried"
         ) from exc
     return Answer(None)
+
+
+def client_for(s3: Any, bucket: str) -> Any:
+    """The boto3 client that calls on ``bucket`` go to: ``s3`` itself, or, for an object
+    that routes each bucket to a client of its own (``for_bucket``), that client; the
+    If-Match handlers and the IfMatch model check need the client, not the router."""
+    for_bucket = getattr(s3, "for_bucket", None)
+    return s3 if for_bucket is None else for_bucket(bucket)
 
 
 _TRANSIENT_WORDS = ("Throttl", "SlowDown", "Internal", "Timeout", "Unavailable", "Expired")

@@ -371,3 +371,28 @@ def test_check_lines_name_each_place_that_deletes_and_never_test_it(s3: Any) -> 
         s3, one, skip_reason="not checked: the endpoint is unreachable"
     )
     assert skipped.detail.startswith("s3://a/: not checked: the endpoint is unreachable")
+
+
+def test_a_router_of_per_bucket_clients_is_asked_for_the_buckets_client(s3: Any) -> None:
+    """An S3 object that sends each bucket's calls to a client of its own (``for_bucket``):
+    the delete, its If-Match and the check's GetBucketVersioning use that client."""
+    from s3sqsd.preflight_sources import check_source_deletes
+
+    asked: list[str] = []
+
+    class Router:
+        def for_bucket(self, bucket: str) -> Any:
+            asked.append(bucket)
+            return s3
+
+    with Stubber(s3) as stub:
+        native = {"IfMatch": '"e1"'} if sources.has_if_match(s3) else {}
+        stub.add_response("delete_object", {}, {"Bucket": "inbox", "Key": "a.csv", **native})
+        stub.add_response("get_bucket_versioning", {"Status": "Enabled"}, {"Bucket": "inbox"})
+        assert delete_source(Router(), UNVERSIONED) == Answer(None)
+        config = parse_config(
+            {"sqs_queue_url": QUEUE, "after_download": "delete", "s3_bucket_name": "inbox"}
+        )
+        (line,) = check_source_deletes(Router(), config)
+    assert "versioned: " in line.detail
+    assert asked == ["inbox", "inbox"]
