@@ -16,11 +16,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3sqsd.config import Config
-from s3sqsd.preflight import CheckResult, Verdict
 from s3sqsd.sources import AFTER_DOWNLOAD_DELETE, client_for
 from s3sqsd.sqs import error_code
 
-NAME = "source-delete"
 _UNTESTED = "not tested: a check deletes nothing"
 
 
@@ -45,10 +43,11 @@ def deleting(config: Config) -> Iterator[tuple[str | None, str | None]]:
                 yield name, prefix
 
 
-def check_source_deletes(
+def source_delete_lines(
     s3: Any, config: Config, *, skip_reason: str | None = None
-) -> tuple[CheckResult, ...]:
-    """One line per bucket/prefix with ``after_download: delete``; none without it."""
+) -> tuple[str, ...]:
+    """The detail of each ``source-delete`` line (a ``skip``: never tested), one per
+    bucket/prefix with ``after_download: delete``; none without it."""
     lines = []
     for bucket, prefix in deleting(config):
         where = f"s3://{bucket}/{prefix or ''}" if bucket else "any bucket"
@@ -57,9 +56,9 @@ def check_source_deletes(
                 "events may name any bucket (no s3_bucket_name): each needs s3:DeleteObject, "
                 "and s3:DeleteObjectVersion if versioned"
             )
-            lines.append(CheckResult(NAME, Verdict.SKIP, f"{where}: {detail}; {_UNTESTED}"))
+            lines.append(f"{where}: {detail}; {_UNTESTED}")
             continue
-        lines.append(CheckResult(NAME, Verdict.SKIP, f"{where}: {_needs(s3, bucket)}"))
+        lines.append(f"{where}: {_needs(s3, bucket)}")
     return tuple(lines)
 
 
