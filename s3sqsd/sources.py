@@ -36,7 +36,7 @@ message is retried, and its next delivery finds the file as this event's own and
 Debian bookworm's botocore (1.29) has no ``IfMatch`` parameter on DeleteObject; there the
 header is added the botocore way, by two handlers on the client's events for this operation
 only (the value travels in the call's own context, so threads sharing the client do not see
-each other's).
+each other's), registered when the fetchers are built (``prepare_if_match``).
 """
 
 from __future__ import annotations
@@ -212,6 +212,18 @@ def has_if_match(s3: Any) -> bool:
     """Whether this client's botocore knows DeleteObject's ``IfMatch`` (1.35.x and later)."""
     members = s3.meta.service_model.operation_model("DeleteObject").input_shape.members
     return "IfMatch" in members
+
+
+def prepare_if_match(s3: Any) -> None:
+    """Register ``if_match``'s handlers on each client of ``s3`` (a client, or an object that
+    routes buckets to clients and lists them: ``clients``) whose botocore lacks ``IfMatch``.
+    Called where the fetchers are built, before any thread uses the clients: botocore's event
+    emitter is not made to change while other threads emit on it. ``if_match`` registers
+    again as a fallback, which is then a no-op."""
+    clients = s3.clients() if hasattr(s3, "clients") else (s3,)
+    for client in clients:
+        if not has_if_match(client):
+            register_if_match(client)
 
 
 def register_if_match(s3: Any) -> None:

@@ -395,3 +395,26 @@ def test_a_router_of_per_bucket_clients_is_asked_for_the_buckets_client(s3: Any)
         (line,) = source_delete_lines(Router(), config)
     assert "versioned: " in line
     assert asked == ["inbox", "inbox"]
+
+
+def test_the_handlers_are_registered_on_every_client_before_any_thread_uses_it(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetcher_for registers them (botocore's emitter is not made to change while other
+    threads emit), on each client a router lists."""
+    from s3sqsd.fetchers import fetcher_for
+
+    other = boto3.session.Session(
+        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="eu-west-1"
+    ).client("s3")
+    registered: list[Any] = []
+    monkeypatch.setattr(sources, "has_if_match", lambda _s3: False)
+    monkeypatch.setattr(sources, "register_if_match", registered.append)
+
+    class Router:
+        def clients(self) -> tuple[Any, ...]:
+            return (s3, other)
+
+    config = parse_config({"sqs_queue_url": QUEUE})
+    fetcher_for(config, Path("/srv/in"), s3=Router(), parts=None, checksums=None)  # type: ignore[arg-type]
+    assert registered == [s3, other]
