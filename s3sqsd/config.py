@@ -142,6 +142,7 @@ class RouteConfig:
     prefix: str | None = None
     glob: str | None = None
     strip_prefix: bool = False
+    after_download: str | None = None  # AFTER_DOWNLOAD_CHOICES; None: the top-level one
     on_download: CommandConfig | None = None
     # The bucket's own identity and guards (they need ``bucket``): unset ones are the top level's.
     aws: RoleConfig | None = None
@@ -216,6 +217,9 @@ class ReconcileConfig:
 
 UNROUTED_CHOICES = ("acknowledge", "dead_letter")
 ON_REMOVE_CHOICES = ("keep", "delete")
+# What happens to the source object once its file is in place (and on_download exited 0):
+# kept, or deleted in S3, exactly the version downloaded (sources.py).
+AFTER_DOWNLOAD_CHOICES = ("keep", "delete")
 # What to do with an object of which this host can verify nothing but the length (verify.py):
 # accept it with a warning, or refuse it (dead-lettered). docs/configuration.md argues the default.
 INTEGRITY_CHOICES = ("best_effort", "strict")
@@ -252,6 +256,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()  # empty: every object goes to download_folder
     unrouted: str = "acknowledge"  # with routes, an object no route takes: UNROUTED_CHOICES
     on_remove: str = "keep"  # what an ObjectRemoved event does locally: ON_REMOVE_CHOICES
+    after_download: str = "keep"  # the source object in S3: AFTER_DOWNLOAD_CHOICES
     integrity: str = "best_effort"  # a length-only object: INTEGRITY_CHOICES
     metrics: MetricsConfig | None = None  # None: no metrics endpoint
     large_objects: LargeObjectsConfig = field(default_factory=LargeObjectsConfig)
@@ -549,6 +554,7 @@ def _parse_config(data: object, *, source: str, default_download_folder: Path) -
         "routes": _routes,
         "unrouted": _choice(UNROUTED_CHOICES),
         "on_remove": _choice(ON_REMOVE_CHOICES),
+        "after_download": _choice(AFTER_DOWNLOAD_CHOICES),
         "integrity": _choice(INTEGRITY_CHOICES),
         "metrics": _metrics,
         "large_objects": _large_objects,
@@ -1079,6 +1085,11 @@ def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
             )
         else:
             strip = raw_strip
+    after_download = None
+    if value.get("after_download") is not None:
+        after_download = _choice(AFTER_DOWNLOAD_CHOICES)(
+            problems, f"{path}.after_download", value["after_download"]
+        )
     on_download = None
     raw_command = value.get("on_download")
     if raw_command is not None:
@@ -1093,6 +1104,7 @@ def _route(problems: _Problems, path: str, value: object) -> RouteConfig | None:
         prefix=prefix,
         glob=glob,
         strip_prefix=strip,
+        after_download=after_download,
         on_download=on_download,
         **access,
     )

@@ -220,7 +220,8 @@ class Daemon:
         return EXIT_OK
 
     def _place(self, bucket: str, key: str) -> Placement[FetcherLike] | None:
-        """Route one object (loop thread): the start-up routes, the current on_download."""
+        """Route one object (loop thread): the start-up routes, the current on_download and
+        top-level after_download."""
         target = route(bucket, key, config=self._routing_config)
         if target is None:
             return None
@@ -228,6 +229,7 @@ class Daemon:
             folder=self._fetchers[target.folder],
             key_path=target.key_path,
             on_download=target.on_download,
+            after_download=target.after_download,
             route_index=target.route_index,
         )
 

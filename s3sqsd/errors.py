@@ -171,6 +171,17 @@ class CommandError(TransientError):
     reason = "command_failed"
 
 
+class SourceDeleteError(TransientError):
+    """``after_download: delete``: the DeleteObject of the source failed in a way worth
+    retrying (network, throttling, 5xx). The file is in place; the message is retried like any
+    transient failure, and its next delivery finds the file already there (this event's own)
+    and tries the delete again. Refusals that retrying cannot cure (access denied, a store
+    without conditional deletes) are not errors: the source is kept with a warning
+    (sources.py)."""
+
+    reason = "source_delete_failed"
+
+
 class QueueError(TransientError):
     """An SQS call failed (endpoint down, throttling, credentials). Raised by the calls that
     answer as a whole, not by one message's download: a failed ReceiveMessage is retried by

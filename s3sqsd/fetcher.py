@@ -9,6 +9,7 @@
 - provenance.py: the record each file carries and the pure rules that read it (stale,
   duplicate, removable);
 - pathlocks.py: one lock per final path; removal.py: ``on_remove: delete``;
+- sources.py: ``after_download: delete``, the source's DeleteObject (``delete_source``);
 - outcomes.py: what a fetch or a removal reports.
 
 The order of one fetch: the bytes go to a temp file in ``root/.s3sqsd-tmp`` whose removal is
@@ -60,9 +61,11 @@ from s3sqsd.provenance import (
     newer_verdict,
     read_provenance,
     removal_verdict,
+    same_event,
     skip_verdict,
 )
 from s3sqsd.removal import Remover
+from s3sqsd.sources import Answer, Target, delete_source
 from s3sqsd.staging import Staging
 from s3sqsd.verify import REMOTE_ERRORS, remote_error, s3_url
 
@@ -263,6 +266,11 @@ class Fetcher:
         (``on_remove: delete``; the rules: removal.py)."""
         return self._remover.remove(record, key_path=key_path)
 
+    def delete_source(self, target: Target) -> Answer:
+        """``after_download: delete``: delete ``target`` in S3 with the client the GET used
+        (sources.py: exactly that version, or conditionally on its ETag)."""
+        return delete_source(self._s3, target)
+
     def _skip(
         self, path: Path, obj: ObjectCreated, origin: Origin
     ) -> tuple[FetchOutcome, Provenance | None] | None:
@@ -342,7 +350,14 @@ class Fetcher:
         if have is None:  # CONFLICT with a file that has no record
             return FetchResult(outcome, path, 0, None, None, _ms(started))
         return FetchResult(
-            outcome, path, have.size, have.etag, have.version_id, _ms(started), meta=have.meta
+            outcome,
+            path,
+            have.size,
+            have.etag,
+            have.version_id,
+            _ms(started),
+            meta=have.meta,
+            same_event=outcome is FetchOutcome.DUPLICATE and same_event(obj, have=have),
         )
 
     def _sync_directory(self, path: Path, obj: ObjectCreated) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from s3sqsd.checksums import HostChecksums
 from s3sqsd.config import Config
 from s3sqsd.fetcher import Fetcher, FolderRole
+from s3sqsd.sources import prepare_if_match
 
 
 def fetcher_for(
@@ -25,6 +26,7 @@ def fetcher_for(
     """A Fetcher into ``folder`` (not prepared yet); ``parts``: the caller's ranged-GET pool;
     ``role``: the daemon's (the folder taken for this process) or a sync's (beside a daemon)."""
     large = config.large_objects
+    prepare_if_match(s3)  # after_download: delete, on bookworm's botocore (sources.py)
     return Fetcher(
         s3=s3,
         root=folder,

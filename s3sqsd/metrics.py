@@ -79,6 +79,18 @@ DEFINITIONS = (
     ),
     Definition("records_ignored", COUNTER, "Records that announce no creation (removals...)."),
     Definition("objects_removed", COUNTER, "Local files removed by on_remove: delete."),
+    Definition(
+        "sources_deleted",
+        COUNTER,
+        "Source objects deleted in S3 after their download (after_download: delete).",
+    ),
+    Definition(
+        "sources_kept",
+        COUNTER,
+        "Source objects after_download: delete left in S3, by reason: stale, duplicate, "
+        "not_announced, changed, absent, unconditional_only, access_denied, refused.",
+        ("reason",),
+    ),
     Definition("receive_errors", COUNTER, "Failed ReceiveMessage calls."),
     Definition(
         "reconcile_passes",

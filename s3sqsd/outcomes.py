@@ -52,3 +52,7 @@ class FetchResult:
     # S3's facts of the object in place: the GET's for DOWNLOADED, the record's for DUPLICATE
     # (empty for a record of an earlier version), for ``on_download``.
     meta: ObjectMeta = NO_META
+    # For DUPLICATE: the file's record is this very event's (an earlier attempt at it, or S3
+    # delivering the same notification again: ``provenance.same_event``), so the event's own
+    # work may be completed (``after_download: delete``). A DOWNLOADED result is always its own.
+    same_event: bool = False

@@ -7,7 +7,8 @@ credentials: no AWS call; the SQS endpoint unreachable: S3 on the same endpoint 
 so a dead endpoint is one FAIL line).
 
 Nothing is changed anywhere: SQS and S3 see only GetQueueAttributes, GetQueueUrl,
-HeadBucket and ListObjectsV2 (one key, for what ``s3sqsd sync`` needs); no message is received,
+HeadBucket, ListObjectsV2 (one key, for what ``s3sqsd sync`` needs) and, with
+``after_download: delete``, GetBucketVersioning (what the deletes need); no message is received,
 so none becomes in flight or counts a receive; the download folder is inspected with ``stat``,
 ``access`` and ``statvfs`` only, never created or written.
 Credentials are looked up, never printed (only the name of the source they came from).
@@ -215,10 +216,20 @@ def run_checks(
             )
         )
         add(*check_listings(clients.s3, config, skip_reason=skip_reason))
+        add(*_source_deletes(clients.s3, config, skip_reason=skip_reason))
     for folder in download_folders(config):  # one folder, or each route's
         add(check_folder(folder))
         add(check_free_space(folder))
     return Report(tuple(results))
+
+
+def _source_deletes(s3: Any, config: Config, *, skip_reason: str | None) -> tuple[CheckResult, ...]:
+    """after_download: delete's ``source-delete`` lines (preflight_sources.py), each a skip:
+    what the deletes need is said, never tested."""
+    from s3sqsd.preflight_sources import source_delete_lines
+
+    lines = source_delete_lines(s3, config, skip_reason=skip_reason)
+    return tuple(CheckResult("source-delete", Verdict.SKIP, detail) for detail in lines)
 
 
 def check_checksums(host: HostChecksums, config: Config) -> CheckResult:

@@ -257,6 +257,29 @@ def skip_verdict(obj: ObjectCreated, *, have: Provenance | None) -> FetchOutcome
     return None
 
 
+def same_event(obj: ObjectCreated, *, have: Provenance | None) -> bool:
+    """Whether the file whose record is ``have`` was downloaded for this very event (pure): an
+    earlier attempt at the same message, or S3 delivering the same notification again. The
+    same object (bucket, key, ETag, and version when the event names one) and the same
+    sequencer; where the store sends no sequencer, none recorded and the same event time.
+    A file a listing wrote (no sequencer, its LastModified as the time), or one from another
+    event announcing the same object, is not."""
+    if have is None or (have.bucket, have.key) != (obj.bucket, obj.key):
+        return False
+    event_etag = strip_etag(obj.etag)
+    if event_etag is None or have.etag != event_etag:
+        return False
+    if obj.version_id is not None and have.version_id != obj.version_id:
+        return False
+    if obj.sequencer is not None:
+        return have.sequencer == obj.sequencer
+    return (
+        have.sequencer is None
+        and obj.event_time is not None
+        and (have.event_time == obj.event_time)
+    )
+
+
 class Origin(enum.Enum):
     """Where a candidate for a path comes from; the rules differ only for a file s3sqsd did
     not write (or another object's): an event replaces it, as it always has, a listing never

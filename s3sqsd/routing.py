@@ -51,6 +51,7 @@ class Placement(Generic[Folder]):
     key_path: str | None = None  # None: the key itself; else the key without the route's
     # prefix, "" being the route folder's own marker
     on_download: CommandConfig | None = None  # resolved: the route's, else the top-level one
+    after_download: str = "keep"  # resolved likewise: "delete" deletes the source (sources.py)
     route_index: int | None = None  # index into config.routes; None without routes
 
     def local_path(self: Placement[Path], *, bucket: str, key: str) -> Path | None:
@@ -71,7 +72,11 @@ class Placement(Generic[Folder]):
 def route(obj_bucket: str, obj_key: str, *, config: Config) -> Placement[Path] | None:
     """The placement of the object ``obj_bucket``/``obj_key`` (decoded), or None: no route."""
     if not config.routes:
-        return Placement(folder=config.download_folder, on_download=config.on_download)
+        return Placement(
+            folder=config.download_folder,
+            on_download=config.on_download,
+            after_download=config.after_download,
+        )
     for index, rule in enumerate(config.routes):
         if matches(rule, obj_bucket, obj_key):
             key_path = None
@@ -82,6 +87,7 @@ def route(obj_bucket: str, obj_key: str, *, config: Config) -> Placement[Path] |
                 folder=rule.download_folder,
                 key_path=key_path,
                 on_download=on_download,
+                after_download=rule.after_download or config.after_download,
                 route_index=index,
             )
     return None

@@ -1,5 +1,5 @@
 """One message's work on a download thread: fetch or remove each item, run ``on_download``,
-log and count the result.
+delete the source (``after_download: delete``), log and count the result.
 
 A download thread makes no SQS call and the job never sees a lease: a ``DownloadJob`` gets
 the message, its items and what it may use (the metrics, the drain's cancel event) when it is
@@ -17,13 +17,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from s3sqsd.delivery import deliver
-from s3sqsd.errors import FetchError, MessageError
-from s3sqsd.events import object_url
+from s3sqsd.errors import DownloadCancelledError, FetchError, MessageError
+from s3sqsd.events import ObjectCreated, object_url
 from s3sqsd.metrics import Metrics, wall_clock
 from s3sqsd.outcomes import FetchOutcome, FetchResult, RemoveOutcome
+from s3sqsd.sources import AFTER_DOWNLOAD_DELETE, Answer, Kept, log_kept, shown, source_plan
 from s3sqsd.sqs import Message
+from s3sqsd.verify import strip_etag
 from s3sqsd.worker.lease import Outcome
-from s3sqsd.worker.plan import Item, RemoveItem
+from s3sqsd.worker.plan import FetcherLike, Item, RemoveItem
 from s3sqsd.worker.settings import WorkerSettings
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
@@ -73,6 +75,10 @@ class DownloadJob:
                     message_id=message.message_id,
                     measure=self._measure,
                 )
+                if result.outcome is FetchOutcome.DOWNLOADED:
+                    downloaded += 1
+                if placement.after_download == AFTER_DOWNLOAD_DELETE:
+                    self._delete_source(placement.folder, obj, result)
             except MessageError as exc:
                 return Outcome(error=exc, downloaded=downloaded)
             except Exception as exc:  # a bug must not kill the thread or lose the message
@@ -92,8 +98,6 @@ class DownloadJob:
                     ),
                     downloaded=downloaded,
                 )
-            if result.outcome is FetchOutcome.DOWNLOADED:
-                downloaded += 1
         return Outcome(downloaded=downloaded)
 
     def _remove(self, item: RemoveItem) -> None:
@@ -116,6 +120,40 @@ class DownloadJob:
             outcome.name.lower(),
             extra={"event": "object.kept", "outcome": outcome.name.lower(), **fields},
         )
+
+    def _delete_source(self, fetcher: FetcherLike, obj: ObjectCreated, result: FetchResult) -> None:
+        """``after_download: delete``, once the file is in place and its command exited 0:
+        the source goes if this event's own object is on disk (sources.py), else it stays
+        and one ``source.kept`` line says why. Raises SourceDeleteError (transient) or
+        DownloadCancelledError; a refusal a retry cannot change is a warning, not a failure."""
+        plan = source_plan(obj, result)
+        if plan is None:
+            return
+        fields: dict[str, str | None] = {
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "message_id": self.message.message_id,
+        }
+        if isinstance(plan, Kept):
+            answer, target = Answer(plan), None
+        else:
+            if self.cancel.is_set():
+                raise DownloadCancelledError(f"delete of {shown(plan)} cancelled")
+            answer, target = fetcher.delete_source(plan), plan
+        fields["version_id"] = target.version_id if target else obj.version_id
+        fields["etag"] = target.etag if target else strip_etag(obj.etag)
+        if answer.kept is None:
+            assert target is not None
+            self.metrics.inc("sources_deleted")
+            logger.info(
+                "source %s deleted (after_download: delete): its file is in place",
+                shown(target),
+                extra={"event": "source.deleted", **fields},
+            )
+            return
+        self.metrics.inc("sources_kept", reason=answer.kept.value)
+        source = shown(target) if target else object_url(obj.bucket, obj.key)
+        log_kept(logger, source, answer.kept, detail=answer.detail, fields=fields)
 
     def _measure(self, result: FetchResult) -> None:
         message = self.message

@@ -26,6 +26,7 @@ from s3sqsd.events import (
 from s3sqsd.outcomes import FetchResult, RemoveOutcome
 from s3sqsd.provenance import Origin
 from s3sqsd.routing import Placement
+from s3sqsd.sources import Answer, Target
 from s3sqsd.worker.settings import WorkerSettings
 
 
@@ -40,6 +41,8 @@ class FetcherLike(Protocol):
     ) -> FetchResult: ...
 
     def remove(self, record: OtherRecord, *, key_path: str | None = None) -> RemoveOutcome: ...
+
+    def delete_source(self, target: Target) -> Answer: ...
 
 
 # The daemon's routing (``routing.route``, the folder's Fetcher swapped in); None: no route.
