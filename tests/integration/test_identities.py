@@ -9,7 +9,6 @@ the ``AssumeRole`` calls asked for. The tests' own setup calls go straight to mo
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import socket
@@ -22,9 +21,9 @@ import pytest
 
 from tests.support.daemon import (
     DaemonProcess,
+    announce,
     put_objects,
     run_cli,
-    s3_notification_body,
     visible_files,
     wait_queue_empty,
     write_config,
@@ -182,17 +181,8 @@ def test_a_route_s_role_is_its_bucket_s_only(
     daemon = spawn_daemon(config)
     put_objects(s3, pipeline.bucket, {"own.txt": b"own"})
     data = b"from the partner"
-    etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
     put_objects(s3, partner_bucket, {"p/x.txt": data})
-    emulator.client("sqs").send_message(
-        QueueUrl=pipeline.queue_url,
-        MessageBody=s3_notification_body(
-            partner_bucket,
-            "p/x.txt",
-            size=len(data),
-            etag=etag,
-        ),
-    )
+    announce(emulator.client("sqs"), pipeline.queue_url, partner_bucket, "p/x.txt", data)
     daemon.wait_for_event("object.downloaded", count=2, timeout=30)
     wait_queue_empty(emulator, pipeline.queue_url)
     assert daemon.stop() == 0
