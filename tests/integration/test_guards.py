@@ -4,7 +4,7 @@ on every S3 call the daemon, its reconcile pass, ``s3sqsd sync`` and ``s3sqsd ch
 moto 5.2.5 enforces none of them: it serves a GET with a wrong ``ExpectedBucketOwner``, a GET
 of a Requester Pays bucket without ``RequestPayer`` (it does not even keep the bucket's
 payment setting), and an SSE-C object without its key or with a wrong one
-(``test_moto_enforces_no_guard`` keeps that claim honest). LocalStack 4.14 enforces SSE-C on
+(``assert_moto_enforces_no_guard`` keeps that claim honest). LocalStack 4.14 enforces SSE-C on
 GET and HEAD (tests/localstack/test_sse_c.py) but neither of the other two on object calls. So
 here a recording proxy in front of moto proves each guard's header is on each call that
 takes it, with the value of the call's bucket; a key file that cannot be used stops the start.
@@ -84,6 +84,27 @@ def assert_guarded(events: list[Event], owners: dict[str, str]) -> None:
             assert SSE_KEY_HEADER not in event.headers, shown
 
 
+def assert_moto_enforces_no_guard(emulator: Emulator) -> None:
+    """Why the test records headers rather than watching moto refuse: moto serves a wrong
+    owner, a Requester Pays bucket without the header, an SSE-C object without its key. (If a
+    moto upgrade starts enforcing one, this fails: then test the refusal itself.)"""
+    s3 = emulator.client("s3")
+    bucket = emulator.unique("unguarded")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_request_payment(Bucket=bucket, RequestPaymentConfiguration={"Payer": "Requester"})
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"plain")
+    s3.put_object(
+        Bucket=bucket,
+        Key="sse-c",
+        Body=b"encrypted",
+        SSECustomerAlgorithm="AES256",
+        SSECustomerKey=SSE_KEY,
+    )
+    wrong_owner = s3.get_object(Bucket=bucket, Key="plain", ExpectedBucketOwner=OTHER_OWNER)
+    assert wrong_owner["Body"].read() == b"plain"
+    assert s3.get_object(Bucket=bucket, Key="sse-c")["Body"].read() == b"encrypted"
+
+
 def test_every_s3_call_carries_its_bucket_s_guards(
     emulator: Emulator,
     make_config: Callable[..., dict[str, Any]],
@@ -94,6 +115,7 @@ def test_every_s3_call_carries_its_bucket_s_guards(
     """The daemon (its reconcile pass at start, event downloads, a large object's HEAD and
     ranged GETs), then ``s3sqsd sync`` into fresh folders, then ``s3sqsd check``: every S3
     call sends the top-level guards, but a route's bucket sends the route's owner."""
+    assert_moto_enforces_no_guard(emulator)
     pipeline = emulator.pipeline()
     s3 = emulator.client("s3")
     partner = emulator.unique("partner")
@@ -158,27 +180,6 @@ def test_every_s3_call_carries_its_bucket_s_guards(
     by_check = [e for e in proxy.events()[done:] if e.service == "s3"]
     assert {"HeadBucket", "ListObjectsV2"} <= {e.operation for e in by_check}, result.stdout
     assert_guarded(by_check, owners)
-
-
-def test_moto_enforces_no_guard(emulator: Emulator) -> None:
-    """Why the test above records headers rather than watching moto refuse: moto serves a
-    wrong owner, a Requester Pays bucket without the header, an SSE-C object without its key.
-    (If a moto upgrade starts enforcing one, this fails: then test the refusal itself.)"""
-    s3 = emulator.client("s3")
-    bucket = emulator.unique("unguarded")
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_request_payment(Bucket=bucket, RequestPaymentConfiguration={"Payer": "Requester"})
-    s3.put_object(Bucket=bucket, Key="plain", Body=b"plain")
-    s3.put_object(
-        Bucket=bucket,
-        Key="sse-c",
-        Body=b"encrypted",
-        SSECustomerAlgorithm="AES256",
-        SSECustomerKey=SSE_KEY,
-    )
-    wrong_owner = s3.get_object(Bucket=bucket, Key="plain", ExpectedBucketOwner=OTHER_OWNER)
-    assert wrong_owner["Body"].read() == b"plain"
-    assert s3.get_object(Bucket=bucket, Key="sse-c")["Body"].read() == b"encrypted"
 
 
 @pytest.mark.parametrize("problem", ["group-readable", "wrong-length", "missing", "directory"])

@@ -5,8 +5,8 @@ unreachable endpoint, endpoints that refuse the request the way AWS does, a conf
 kill -9 and restart, a forced exit on a second signal. Checked in stdout, stderr and the
 dead-letter queue's message attributes. The assumed role's credentials (every set moto issued,
 read from its backend) and the SSE-C key are checked there too, and in an ``on_download``
-hook's environment, the metrics and the STATUS= lines. (The journal is the same stdout under systemd; a
-journald check needs the system tests.)
+hook's environment, the metrics and the STATUS= lines. (The journal is the same stdout under
+systemd; a journald check needs the system tests.)
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ def put_sse_c(s3: Any, bucket: str, key: str, data: bytes) -> None:
     )
 
 
-def test_localstack_refuses_an_sse_c_object_without_its_key(localstack: LocalStack) -> None:
-    """The premise of the tests below: without the key, or with another, the GET is refused."""
+def assert_localstack_refuses_sse_c_without_its_key(localstack: LocalStack) -> None:
+    """The premise of the test: without the key, or with another, the GET is refused."""
     s3 = localstack.client("s3")
     bucket = localstack.unique("ssec-probe")
     s3.create_bucket(Bucket=bucket)
@@ -65,6 +65,7 @@ def test_the_key_file_s_key_downloads_and_another_is_refused(
     an SSE-C ETag is no MD5 of the bytes). With a wrong key (a route's, for its bucket) the
     GET is refused: one clear line naming the bucket, the message dead-lettered as
     ``object_inaccessible``, and the daemon goes on with another bucket's object."""
+    assert_localstack_refuses_sse_c_without_its_key(localstack)
     pipeline = localstack.pipeline()
     assert pipeline.dlq_url is not None
     s3 = localstack.client("s3")
