@@ -3,16 +3,21 @@ AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (the emulator accepts any), ``log_le
 and every path that writes something unusual: downloads, dead letters, retries, a reload, an
 unreachable endpoint, endpoints that refuse the request the way AWS does, a config error, a
 kill -9 and restart, a forced exit on a second signal. Checked in stdout, stderr and the
-dead-letter queue's message attributes. (The journal is the same stdout under systemd; a
-journald check needs the system tests.)
+dead-letter queue's message attributes. The assumed role's credentials (every set moto issued,
+read from its backend) and the SSE-C key are checked there too, and in an ``on_download``
+hook's environment, the metrics and the STATUS= lines. (The journal is the same stdout under
+systemd; a journald check needs the system tests.)
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +43,8 @@ from tests.support.daemon import (
     write_config,
 )
 from tests.support.emulator import Emulator, Pipeline
+from tests.support.notify import NotifySocket
+from tests.support.sts import assumed_roles
 
 pytestmark = pytest.mark.integration
 
@@ -411,3 +418,102 @@ def test_forced_exit_on_a_second_signal(
         assert daemon.wait_exit(timeout=10) == 1
     assert daemon.events("daemon.forced_exit")
     assert_no_leak(daemon)
+
+
+# ---- assumed-role credentials and the SSE-C key ------------------------------------------------
+
+SSE_C_KEY = b"canary-ssec-Zp4Kq9Wm2Rt7Yx1Bn6Vc"
+ROLE_ARN = "arn:aws:iam::123456789012:role/s3sqsd-canary"
+
+
+def _scrape(url: str) -> str:
+    target = urlsplit(url)
+    connection = http.client.HTTPConnection(target.netloc, timeout=5)
+    try:
+        connection.request("GET", target.path)
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
+def test_assumed_role_credentials_and_the_sse_c_key_never_leak(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    notify_socket: NotifySocket,
+    download_folder: Path,
+    tmp_path: Path,
+) -> None:
+    """A role refreshed on every use (``duration_seconds: 900``: dozens of secret keys and
+    session tokens) and an SSE-C key sent on every GET; debug logs, downloads with an
+    ``on_download`` hook, a failing download dead-lettered, metrics and STATUS=. No secret
+    key, session token or access key id moto issued for the role, no form of the SSE-C key
+    (raw, base64, hex) and none of the host's credentials appear in the output, the hook's
+    environment, the metrics, the STATUS= lines or the dead letters."""
+    assert len(SSE_C_KEY) == 32
+    pipeline = emulator.pipeline()
+    assert pipeline.dlq_url is not None
+    key_path = tmp_path / "sse-c.key"
+    key_path.write_bytes(SSE_C_KEY)
+    key_path.chmod(0o400)
+    hook_env = tmp_path / "hook-env.txt"
+    session = f"canary-{os.getpid()}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = make_config(
+        pipeline,
+        dead_letter_queue_url=pipeline.dlq_url,
+        retry={"max_attempts": 2, "base_delay_seconds": 1, "max_delay_seconds": 2},
+        aws={"role_arn": ROLE_ARN, "role_session_name": session, "duration_seconds": 900},
+        sse_customer_key_file=str(key_path),
+        on_download={"command": ["/bin/sh", "-c", f"env >> {hook_env}"], "timeout_seconds": 10},
+        metrics={"listen": f"127.0.0.1:{port}"},
+    )
+    daemon = _spawn(spawn_daemon, config, notify=notify_socket)
+    daemon.wait_for_event("daemon.ready", timeout=30)
+    put_objects(emulator.client("s3"), pipeline.bucket, {"one.txt": b"one", "d/two": b"two"})
+    emulator.client("sqs").send_message(
+        QueueUrl=pipeline.queue_url,
+        MessageBody=s3_notification_body(pipeline.bucket, "never/uploaded.txt"),
+    )
+    daemon.wait_for_event("object.downloaded", count=2, timeout=30)
+    daemon.wait_for_event("message.dead_lettered", timeout=60)
+    wait_queue_empty(emulator, pipeline.queue_url)
+    metrics = _scrape(f"http://127.0.0.1:{port}/metrics")
+    assert "s3sqsd_objects_downloaded_total 2.0" in metrics
+    assert daemon.stop() == 0
+    assert daemon.events("message.received"), "debug lines were not written"
+
+    issued = [r for r in assumed_roles() if r.session_name == session]
+    assert len(issued) >= 3, "the role was not refreshed"
+    secrets = {
+        "sse-c raw": SSE_C_KEY.decode(),
+        "sse-c base64": base64.b64encode(SSE_C_KEY).decode(),
+        "sse-c hex": SSE_C_KEY.hex(),
+        "sse-c HEX": SSE_C_KEY.hex().upper(),
+    }
+    for n, role in enumerate(issued):
+        secrets[f"secret key {n}"] = role.secret_access_key
+        secrets[f"session token {n}"] = role.session_token
+        secrets[f"session token {n} tail"] = role.session_token[-24:]
+        secrets[f"access key id {n}"] = role.access_key_id
+    hook_environment = hook_env.read_text()
+    assert "S3SQSD_" in hook_environment, "the hook did not run"
+    dead = _dead_letters(emulator, pipeline.dlq_url, 1)
+    places = {
+        "output": "\n".join(daemon_output(daemon)),
+        "hook environment": hook_environment,
+        "metrics": metrics,
+        "STATUS=": "\n".join(notify_socket.messages()),
+        "dead letters": json.dumps(dead),
+    }
+    assert notify_socket.values("STATUS")
+    found = [
+        f"{what} in {where}"
+        for where, text in places.items()
+        for what, secret in secrets.items()
+        if secret in text
+    ]
+    assert found == []
+    assert [where for where, text in places.items() if leaks([text])] == []

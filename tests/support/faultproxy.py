@@ -28,7 +28,9 @@ upstream connection per request. Responses to HEAD, 1xx, 204 and 304 have no bod
 ``stop_listening()`` / ``start_listening()`` take the endpoint away and bring it back on the
 same port (connections are refused meanwhile; open ones are reset), for outage tests.
 
-Every decision is counted (``counts``, ``faults``) so a test can prove a fault really happened.
+Every decision is counted (``counts``, ``faults``) so a test can prove a fault really happened,
+and every request is recorded (``events``: its operation, its headers and, but for S3, its body)
+so a test can prove what a client sent and with which access key it signed.
 Random choices come from one seeded ``random.Random``. Bounded: one thread per connection,
 sockets with timeouts, and ``close()`` ends everything.
 """
@@ -80,6 +82,7 @@ CLIENT_IDLE_TIMEOUT = 120.0  # a keep-alive client connection idle this long is 
 UPSTREAM_TIMEOUT = 120.0  # longer than any long poll the tests use
 
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/([a-z0-9-]+)/aws4_request")
+_KEY_ID = re.compile(r"Credential=([^/,\s]+)/")
 
 
 class _Closed(Exception):
@@ -168,6 +171,15 @@ class Event:
     path: str
     fault: str | None
     status: int | None = None
+    # The request's headers (names lower-cased) and, for a service other than S3, its body
+    # (an SQS or STS form or JSON document): what a test checks was sent.
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def access_key_id(self) -> str | None:
+        """The access key id that signed the request (from its SigV4 ``Credential=``)."""
+        match = _KEY_ID.search(self.headers.get("authorization", ""))
+        return match.group(1) if match else None
 
 
 @dataclass
@@ -650,7 +662,13 @@ class FaultProxy:
             return False
         decision = self._decide(request)
         event = Event(
-            time.monotonic(), request.service, request.operation, request.path[:200], None
+            time.monotonic(),
+            request.service,
+            request.operation,
+            request.path[:200],
+            None,
+            headers={name.lower(): value for name, value in request.headers},
+            body=b"" if request.service == "s3" else request.body,
         )
         event.fault = decision.fault
         self._record(event)
