@@ -16,7 +16,20 @@ call on its client that accepts them (botocore's ``provide-client-params`` event
 validation), so no call site can forget one; buckets.py picks the client by the call's bucket.
 
 The network keys (``aws.ca_bundle``, ``proxy_url``, ``proxy_ca_bundle``, ``use_fips_endpoint``,
-``use_dualstack_endpoint``, ``sts_regional_endpoints``) map to botocore's own options.
+``use_dualstack_endpoint``, ``sts_regional_endpoints``) map to botocore's own options, on every
+client: S3, SQS, and the STS client that assumes roles. Botocore's behaviour with them, checked
+on 1.29 (Debian bookworm) and 1.44 and pinned by tests/unit/test_network.py:
+
+- ``proxies`` given in the client's Config are used for every request of that client, and the
+  environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``) is then not read at all. Without
+  them, botocore reads the environment once per client, for the client's endpoint.
+- The FIPS and dual-stack flags, and ``sts_regional_endpoints``, change only endpoints that
+  botocore resolves: a client given an endpoint URL ignores them.
+- ``legacy`` STS is the global ``sts.amazonaws.com`` only in the regions that had it before
+  regional STS existed (botocore's ruleset lists them); other regions, and FIPS, stay regional.
+
+A CA bundle that cannot be read, or holds no certificate, stops the daemon at start
+(``ca_bundle_problems``); ``s3sqsd check`` shows it as a FAIL.
 """
 
 from __future__ import annotations
@@ -26,11 +39,13 @@ import binascii
 import functools
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 import botocore.session
@@ -112,11 +127,13 @@ class Aws:
         self.sts_endpoint = endpoint_for(
             "sts", config.aws.sts_endpoint_url or config.endpoint_url, environ=environ
         )
+        self._botocore = self._botocore_session()
         self.session = boto3.session.Session(
-            botocore_session=self._botocore_session(), region_name=config.region
+            botocore_session=self._botocore, region_name=config.region
         )
         self._sessions: dict[RoleConfig, Any] = {}
         self._keys: dict[str, bytes] = {}
+        add_secrets(*proxy_secrets(config.aws.proxy_url))
 
     # ---- identities ------------------------------------------------------------------------
 
@@ -178,6 +195,17 @@ class Aws:
             verify=self._verify(),
             config=self._boto_config(_STS_OPTIONS),
         )
+
+    def sts_client(self) -> Any:
+        """The STS client roles are assumed with (the host's credentials): ``s3sqsd check``
+        shows its endpoint."""
+        return self._sts_creator()("sts")
+
+    def default_ca_bundle(self) -> str | None:
+        """The CA bundle botocore uses without ``aws.ca_bundle`` (``AWS_CA_BUNDLE``, or
+        ``ca_bundle`` in the AWS config file); None: its built-in default."""
+        value = self._botocore.get_config_variable("ca_bundle")
+        return str(value) if value else None
 
     def caller_identity(self, role: RoleConfig | None, **options: Any) -> str:
         """The ARN ``sts:GetCallerIdentity`` answers for ``role``'s credentials (assuming the
@@ -253,6 +281,64 @@ class Aws:
 
     def _boto_config(self, options: Mapping[str, Any]) -> BotoConfig:
         return BotoConfig(user_agent_extra=USER_AGENT, **network_options(self._network), **options)
+
+
+def proxy_secrets(proxy_url: str | None) -> tuple[str, ...]:
+    """The password (as written and decoded) and user:password of ``proxy_url``, for the log
+    redactor; () without one."""
+    if not proxy_url:
+        return ()
+    parts = urlsplit(proxy_url)
+    if not parts.password:
+        return ()
+    userinfo = parts.netloc.rpartition("@")[0]
+    return tuple(dict.fromkeys((parts.password, unquote(parts.password), userinfo)))
+
+
+def shown_proxy(proxy_url: str) -> str:
+    """``proxy_url`` without its user and password: scheme, host and port."""
+    parts = urlsplit(proxy_url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    port = f":{parts.port}" if parts.port else ""
+    credentials = " (with credentials)" if parts.username or parts.password else ""
+    return f"{parts.scheme}://{host}{port}{credentials}"
+
+
+def ca_bundle_problems(aws: AwsConfig) -> list[str]:
+    """Why ``aws.ca_bundle`` or ``aws.proxy_ca_bundle`` cannot be used, one line each naming the
+    key and the file; [] when both can (or are unset). Each must be a readable file of PEM
+    certificates, loaded here as botocore will load it."""
+    problems = []
+    for name, path in (
+        ("aws.ca_bundle", aws.ca_bundle),
+        ("aws.proxy_ca_bundle", aws.proxy_ca_bundle),
+    ):
+        if path is None:
+            continue
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except ssl.SSLError as exc:
+            problems.append(f"{name}: {path}: holds no usable PEM certificate ({exc.reason})")
+        except OSError as exc:
+            problems.append(f"{name}: {path}: cannot be read ({exc.strerror})")
+    return problems
+
+
+def resolved_endpoint(client: Any, operation: str, params: Mapping[str, Any] | None = None) -> str:
+    """Where ``client`` sends ``operation`` (with ``params``): the answer of botocore's endpoint
+    ruleset, which applies the FIPS, dual-stack and STS flags (``meta.endpoint_url`` does not
+    always: S3 in us-east-1 with FIPS). Local, no request is made. Botocore 1.28+ has the
+    resolver (a private attribute, pinned by tests/unit/test_network.py); failing that, the
+    client's endpoint."""
+    resolver = getattr(client, "_ruleset_resolver", None)
+    try:
+        model = client.meta.service_model.operation_model(operation)
+        endpoint = resolver.construct_endpoint(model, dict(params or {}), {}) if resolver else None
+    except Exception:  # noqa: BLE001 - only a description; the client's own URL will do
+        endpoint = None
+    if endpoint is not None:
+        return str(endpoint.url)
+    return str(client.meta.endpoint_url)
 
 
 def network_options(aws: AwsConfig) -> dict[str, Any]:
@@ -346,7 +432,10 @@ def read_sse_key(path: Path) -> bytes:
 
 
 def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) -> Clients:
-    """Build the daemon's S3 and SQS clients."""
+    """Build the daemon's S3 and SQS clients. An unusable CA bundle is a ConfigError."""
+    problems = ca_bundle_problems(config.aws)
+    if problems:
+        raise ConfigError(problems)
     aws = Aws(config, environ=environ)
     s3 = aws.s3(
         connect_timeout=3,

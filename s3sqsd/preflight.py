@@ -178,9 +178,9 @@ def run_checks(
         add(
             describe_network(
                 config,
-                s3_endpoint=clients.s3_endpoint,
-                sqs_endpoint=clients.sqs_endpoint,
-                sts_endpoint=clients.aws.sts_endpoint,
+                clients.aws,
+                s3=clients.s3.for_bucket(next(iter(config.s3_bucket_name), "")),
+                sqs=clients.sqs,
             )
         )
         if credentials.verdict is not Verdict.FAIL:

@@ -10,8 +10,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import get_environ_proxies
 
 from s3sqsd.access import AccessPlan
+from s3sqsd.aws import ca_bundle_problems, resolved_endpoint, shown_proxy
 from s3sqsd.config import Config, RoleConfig
 from s3sqsd.preflight_result import CheckResult, Verdict, error_text
 
@@ -67,46 +69,86 @@ def check_identities(
     return tuple(results)
 
 
-def describe_network(
-    config: Config, *, s3_endpoint: str | None, sqs_endpoint: str | None, sts_endpoint: str | None
-) -> CheckResult:
-    """What is in effect: endpoints, FIPS and dual-stack, proxy (never its credentials), CA
-    bundles and STS. A CA bundle or proxy CA bundle that cannot be read is a FAIL."""
-    aws = config.aws
-    flavour = [
+def describe_network(config: Config, aws: Any, *, s3: Any, sqs: Any) -> CheckResult:
+    """What is in effect: each service's endpoint as botocore resolves it (FIPS, dual-stack,
+    STS regional or global), the proxy (never its credentials) and where it comes from, and the
+    CA certificates. ``s3``, ``sqs``: the clients the checks use (``s3`` the default bucket's);
+    the STS client is the one that assumes roles. A CA bundle that cannot be used is a FAIL."""
+    network = config.aws
+    problems = ca_bundle_problems(network)
+    if problems:
+        return CheckResult("network", Verdict.FAIL, "; ".join(problems))
+    sts = aws.sts_client()
+    bucket = next(iter(config.s3_bucket_name), None)
+    if aws.s3_endpoint is not None:
+        s3_url = aws.s3_endpoint
+    elif bucket:  # virtual-hosted addressing: the bucket's own host name
+        s3_url = resolved_endpoint(s3, "HeadBucket", {"Bucket": bucket})
+    else:
+        s3_url = resolved_endpoint(s3, "ListBuckets")
+    endpoints = {
+        "S3": (s3, s3_url),
+        "SQS": (sqs, aws.sqs_endpoint or resolved_endpoint(sqs, "GetQueueAttributes")),
+        "STS": (sts, aws.sts_endpoint or resolved_endpoint(sts, "GetCallerIdentity")),
+    }
+    parts = [f"{service} {url}" for service, (_, url) in endpoints.items()]
+    if aws.sts_endpoint is None:
+        parts[-1] += f" (sts_regional_endpoints: {network.sts_regional_endpoints})"
+    flags = [
         name
         for name, on in (
-            ("FIPS", aws.use_fips_endpoint),
-            ("dual-stack", aws.use_dualstack_endpoint),
+            ("FIPS", network.use_fips_endpoint),
+            ("dual-stack", network.use_dualstack_endpoint),
         )
         if on
     ]
-    kind = f"AWS {' '.join(flavour)} endpoints" if flavour else "AWS endpoints"
-    parts = []
-    for service, endpoint in (("S3", s3_endpoint), ("SQS", sqs_endpoint), ("STS", sts_endpoint)):
-        parts.append(f"{service} {endpoint or kind}")
-    if sts_endpoint is None:
-        parts[-1] += f" ({aws.sts_regional_endpoints})"
-    if aws.proxy_url:
-        proxy = urlsplit(aws.proxy_url)
-        port = f":{proxy.port}" if proxy.port else ""
-        shown = f"{proxy.scheme}://{proxy.hostname}{port}"
-        parts.append(f"proxy {shown}")
+    if flags:
+        custom = [
+            service
+            for service, given in (
+                ("S3", aws.s3_endpoint),
+                ("SQS", aws.sqs_endpoint),
+                ("STS", aws.sts_endpoint),
+            )
+            if given
+        ]
+        ignored = f" (not for {', '.join(custom)}: endpoint URL set)" if custom else ""
+        parts.append(f"{' and '.join(flags)} endpoints{ignored}")
+    parts.append(_proxy_in_effect(network.proxy_url, endpoints))
+    if network.ca_bundle is not None:
+        parts.append(f"CA certificates {network.ca_bundle} (aws.ca_bundle)")
     else:
-        parts.append("no proxy configured (HTTPS_PROXY in the environment still applies)")
-    problems = []
-    for name, path in (
-        ("aws.ca_bundle", aws.ca_bundle),
-        ("aws.proxy_ca_bundle", aws.proxy_ca_bundle),
-    ):
-        if path is None:
-            continue
-        parts.append(f"{name} {path}")
-        try:
-            with open(path, "rb") as handle:
-                handle.read(1)
-        except OSError as exc:
-            problems.append(f"{name} {path} cannot be read ({exc.strerror})")
-    if problems:
-        return CheckResult("network", Verdict.FAIL, "; ".join(problems))
+        default = aws.default_ca_bundle()
+        parts.append(
+            f"CA certificates {default} (AWS_CA_BUNDLE or the AWS config file)"
+            if default
+            else "botocore's default CA certificates"
+        )
+    if network.proxy_ca_bundle is not None:
+        parts.append(f"proxy CA certificates {network.proxy_ca_bundle} (aws.proxy_ca_bundle)")
     return CheckResult("network", Verdict.OK, "; ".join(parts))
+
+
+def _proxy_in_effect(proxy_url: str | None, endpoints: Mapping[str, tuple[Any, str]]) -> str:
+    """The proxy each client uses: ``aws.proxy_url`` for all, else what botocore took from the
+    environment for the client's endpoint (``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY``
+    names its host), credentials never shown."""
+    if proxy_url:
+        return (
+            f"proxy {shown_proxy(proxy_url)} for every call (aws.proxy_url; HTTPS_PROXY and "
+            "NO_PROXY are not read)"
+        )
+    used: dict[str, list[str]] = {}
+    for service, (client, _) in endpoints.items():
+        endpoint = str(client.meta.endpoint_url)
+        proxy = get_environ_proxies(endpoint).get(urlsplit(endpoint).scheme)
+        used.setdefault(shown_proxy(proxy) if proxy else "", []).append(service)
+    if list(used) == [""]:
+        return "no proxy (none configured, none in the environment)"
+    shown = [
+        f"proxy {proxy} from the environment for {', '.join(services)}"
+        if proxy
+        else f"no proxy for {', '.join(services)} (NO_PROXY)"
+        for proxy, services in used.items()
+    ]
+    return "; ".join(shown)

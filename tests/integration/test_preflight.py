@@ -206,8 +206,8 @@ def test_good_setup_every_line_ok_and_nothing_changed(
     assert run.one("credentials").detail == "found (source: env)"
     endpoint = config["endpoint_url"]
     assert run.one("network").detail == (
-        f"S3 {endpoint}; SQS {endpoint}; STS {endpoint}; no proxy configured (HTTPS_PROXY in "
-        "the environment still applies)"
+        f"S3 {endpoint}; SQS {endpoint}; STS {endpoint}; no proxy (none configured, none in "
+        "the environment); botocore's default CA certificates"
     )
     assert run.one("identity").detail.startswith(
         "queue, buckets: the host's own credentials, as arn:aws:"

@@ -515,20 +515,24 @@ class TcpForwarder:
                 continue
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            client.settimeout(None)
-            with self._lock:
-                self._sockets += [client, upstream]
-                self.connections += 1
-            for src, dst, rate in ((client, upstream, None), (upstream, client, self.rate)):
-                threading.Thread(
-                    target=self._pipe, args=(src, dst, rate), name="forwarder-pipe", daemon=True
-                ).start()
+            self._connected(client)
+
+    def _connected(self, client: socket.socket) -> None:
+        """Relay a new connection (on the accept thread: keep it short)."""
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        client.settimeout(None)
+        with self._lock:
+            self._sockets += [client, upstream]
+            self.connections += 1
+        for src, dst, rate in ((client, upstream, None), (upstream, client, self.rate)):
+            threading.Thread(
+                target=self._pipe, args=(src, dst, rate), name="forwarder-pipe", daemon=True
+            ).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, rate: float | None) -> None:
         chunk = 65536 if rate is None else max(1024, min(65536, int(rate / 20)))

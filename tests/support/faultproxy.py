@@ -25,6 +25,13 @@ Content-Length) or connection close. werkzeug answers every request with ``Conne
 the proxy drops that header and keeps the client's connection alive (as AWS does), opening one
 upstream connection per request. Responses to HEAD, 1xx, 204 and 304 have no body.
 
+It is also a forward proxy for that one upstream, as a client's ``proxies`` (botocore's
+``Config(proxies=...)``, s3sqsd's ``aws.proxy_url``) uses it: a request in absolute form
+(``GET http://127.0.0.1:PORT/bucket/key``) is relayed in origin form, and ``CONNECT host:port``
+opens a tunnel (an ``https://`` endpoint behind the proxy); either is refused with 502 for any
+other authority than the upstream's, so nothing leaves 127.0.0.1. ``Proxy-Authorization`` is
+taken off the forwarded request and kept on its ``Event``, with the authority asked for.
+
 ``stop_listening()`` / ``start_listening()`` take the endpoint away and bring it back on the
 same port (connections are refused meanwhile; open ones are reset), for outage tests.
 
@@ -144,6 +151,8 @@ class Request:
     operation: str = ""
     protocol: str = ""  # "rest-xml" (S3), "json" or "query" (SQS)
     path: str = ""  # decoded path, for ``Rule.match``
+    proxied: str | None = None  # the authority of an absolute-form or CONNECT request
+    proxy_authorization: str | None = None  # its Proxy-Authorization header
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -175,6 +184,8 @@ class Event:
     # (an SQS or STS form or JSON document): what a test checks was sent.
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    proxied: str | None = None  # forward proxy use: the authority asked for (None: not)
+    proxy_authorization: str | None = None
 
     def access_key_id(self) -> str | None:
         """The access key id that signed the request (from its SigV4 ``Credential=``)."""
@@ -642,6 +653,15 @@ class FaultProxy:
         except ValueError as exc:
             raise _Closed from exc
         headers = _read_headers(conn)
+        proxied, proxy_authorization = None, _get(headers, "Proxy-Authorization")
+        if method == "CONNECT":
+            proxied = target
+        elif target.startswith(("http://", "https://")):  # absolute form: used as a proxy
+            parts = urlsplit(target)
+            proxied = parts.netloc
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if proxied is not None:
+            headers = _without(headers, "Proxy-Authorization", "Proxy-Connection")
         if (_get(headers, "Expect") or "").lower() == "100-continue":
             conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             headers = _without(headers, "Expect")
@@ -652,7 +672,9 @@ class FaultProxy:
         else:
             body = conn.read_exact(int(_get(headers, "Content-Length") or "0"))
         request = Request(method, target, version, headers, body)
-        identify(request)
+        request.proxied, request.proxy_authorization = proxied, proxy_authorization
+        if method != "CONNECT":
+            identify(request)
         return request
 
     def _one_exchange(self, client: _Conn) -> bool:
@@ -660,17 +682,15 @@ class FaultProxy:
         request = self._read_request(client)
         if request is None:
             return False
+        if request.proxied is not None and request.proxied != f"{self.target[0]}:{self.target[1]}":
+            self._record(self._event(request, None, status=502))
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return False
+        if request.method == "CONNECT":
+            self._tunnel(client, request)
+            return False
         decision = self._decide(request)
-        event = Event(
-            time.monotonic(),
-            request.service,
-            request.operation,
-            request.path[:200],
-            None,
-            headers={name.lower(): value for name, value in request.headers},
-            body=b"" if request.service == "s3" else request.body,
-        )
-        event.fault = decision.fault
+        event = self._event(request, decision.fault)
         self._record(event)
         if decision.delay > 0:
             self._stop.wait(decision.delay)
@@ -706,6 +726,47 @@ class FaultProxy:
                 )
                 and not client_wants_close
             )
+        finally:
+            upstream.close()
+            with self._lock:
+                self._conns.discard(upstream)
+
+    @staticmethod
+    def _event(request: Request, fault: str | None, status: int | None = None) -> Event:
+        operation = request.operation or request.method
+        path = request.path if request.method != "CONNECT" else request.target
+        return Event(
+            time.monotonic(),
+            request.service,
+            operation,
+            path[:200],
+            fault,
+            status=status,
+            proxied=request.proxied,
+            proxy_authorization=request.proxy_authorization,
+            headers={name.lower(): value for name, value in request.headers},
+            body=b"" if request.service == "s3" else request.body,
+        )
+
+    def _tunnel(self, client: _Conn, request: Request) -> None:
+        """``CONNECT``: relay bytes both ways until either side closes (no faults inside)."""
+        upstream = self._connect()
+        event = self._event(request, None, status=200 if upstream else 502)
+        self._record(event)
+        if upstream is None:
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return
+        try:
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            if client.buffer:
+                upstream.sendall(bytes(client.buffer))
+                client.buffer.clear()
+            back = threading.Thread(
+                target=_splice, args=(upstream, client), name="faultproxy-tunnel", daemon=True
+            )
+            back.start()
+            _splice(client, upstream)
+            back.join(timeout=UPSTREAM_TIMEOUT)
         finally:
             upstream.close()
             with self._lock:
@@ -811,6 +872,18 @@ class FaultProxy:
             client.close()
             return False
         return keep_alive
+
+
+def _splice(src: _Conn, dst: _Conn) -> None:
+    """Copy ``src`` to ``dst`` until ``src`` ends, then end ``dst``'s sending side."""
+    try:
+        while chunk := src.read_some(CHUNK):
+            dst.sendall(chunk)
+    except _Closed:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.sock.shutdown(socket.SHUT_WR)
 
 
 @contextlib.contextmanager

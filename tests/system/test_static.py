@@ -18,9 +18,11 @@ import s3sqsd
 from s3sqsd.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_DOWNLOAD_FOLDER,
+    AwsConfig,
     Config,
     LargeObjectsConfig,
     RetryConfig,
+    RoleConfig,
 )
 from s3sqsd.events import KeyDecodingPolicy
 from s3sqsd.instances import instance_service
@@ -281,6 +283,10 @@ def config_keys() -> list[str]:
             keys += [f"key_decoding.{f.name}" for f in fields(KeyDecodingPolicy)]
         elif item.name == "large_objects":
             keys += [f"large_objects.{f.name}" for f in fields(LargeObjectsConfig)]
+        elif item.name == "aws":
+            network = [f.name for f in fields(AwsConfig) if f.name not in ("role", "sqs_role")]
+            role = [f.name for f in fields(RoleConfig)]
+            keys += ["aws", "aws.sqs", *(f"aws.{name}" for name in (*role, *network))]
         else:
             keys.append(item.name)
     return keys
