@@ -132,8 +132,15 @@ class Receivers:
         self._capacity.resize(settings.capacity)
 
     def pause_until(self, when: float) -> None:
-        """No receive before ``when`` (a local failure: the disk is full, say)."""
-        self._paused_until = when
+        """No receive before ``when`` (a local failure: the disk is full, say).
+
+        A pause already running is not made longer: while kept messages fail again one after
+        the other, each failure would push the end further, and messages still in the queue
+        (the other objects on that disk) would not be received for as long as the failures
+        go on. Each pause ends at the first failure's retry, and the receiver polls then.
+        """
+        if self._paused_until <= self._clock():
+            self._paused_until = when
 
     def _receive_loop(self, index: int) -> None:
         """One poller. Several (``pollers``) share the capacity and one failure state, so an

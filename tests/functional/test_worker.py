@@ -431,6 +431,31 @@ class TestFailures:
         assert dlq.sent == []
         assert queue.receive_counts[message_id] == 11  # received once, never again
 
+    def test_kept_messages_failing_in_turn_do_not_stop_receiving_for_good(self) -> None:
+        """Two kept messages keep failing locally, one after the other. Each failure pauses
+        receiving, but a failure during a pause does not make it longer: the pause ends at
+        the first failure's retry, and a message sent meanwhile is received (and, its own
+        disk being fine, downloaded) while the other two still fail."""
+        failures = {"a": 0, "b": 0}
+
+        def a_and_b_fail(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            if obj.key in failures:
+                failures[obj.key] += 1
+                raise LocalError(f"s3://inbox/{obj.key}: Read-only file system")
+            return ok(obj)
+
+        settings = WorkerSettings(
+            workers=2, wait_time_seconds=1, base_delay_seconds=0.5, max_delay_seconds=1
+        )
+        queue = StubQueue()
+        queue.put(s3_body("a"))
+        queue.put(s3_body("b"))
+        with running(queue, ScriptedFetcher(a_and_b_fail), settings=settings):
+            wait_until(lambda: min(failures.values()) >= 2, timeout=15, what="a and b kept")
+            later = queue.put(s3_body("c"))
+            wait_until(lambda: later in queue.deleted, timeout=20, what="c received and done")
+        assert queue.deleted == [later]  # a and b: still in hand
+
     def test_failed_delete_is_retried(self) -> None:
         queue = StubQueue()
         message_id = queue.put(s3_body("a"))
