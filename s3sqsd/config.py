@@ -100,6 +100,11 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 MiB = 1 << 20
 S3_MAX_OBJECT_BYTES = 5 << 40  # 5 TiB
+# The lowest bandwidth limit: a throttled GET is read 256 KiB at a time (limits.py), and below
+# 64 KiB/s each read would wait over 4 s (many times that with downloads sharing the limit),
+# long enough for the connection to sit unread until a server or proxy drops it. A slower
+# link wants fewer ``workers``, not a lower limit.
+MIN_BANDWIDTH_BYTES_PER_SECOND = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,8 @@ class Config:
     metrics: MetricsConfig | None = None  # None: no metrics endpoint
     large_objects: LargeObjectsConfig = field(default_factory=LargeObjectsConfig)
     reconcile: ReconcileConfig | None = None  # None: no periodic pass (SIGUSR1 still runs one)
+    max_bandwidth_bytes_per_second: int | None = None  # one limit for every GET; None: none
+    min_free_bytes: int | None = None  # downloads wait below this free space; None: no floor
 
     @property
     def s3_endpoint(self) -> str | None:
@@ -445,6 +452,12 @@ def _parse_config(data: object, *, source: str) -> Config:
         "metrics": _metrics,
         "large_objects": _large_objects,
         "reconcile": _reconcile,
+        "max_bandwidth_bytes_per_second": _int_range(
+            MIN_BANDWIDTH_BYTES_PER_SECOND,
+            1 << 40,
+            note="bytes per second, 64 KiB/s to 1 TiB/s; leave it unset for no limit",
+        ),
+        "min_free_bytes": _int_range(0, 1 << 50, note="bytes, up to 1 PiB"),
     }
     for key, check in checks.items():
         raw = data.get(key)
