@@ -23,6 +23,7 @@ from s3sqsd.errors import (
     DownloadCancelledError,
     FetchError,
     LocalError,
+    LowSpaceError,
     MessageError,
     ObjectAccessError,
     QueueError,
@@ -455,6 +456,54 @@ class TestFailures:
             later = queue.put(s3_body("c"))
             wait_until(lambda: later in queue.deleted, timeout=20, what="c received and done")
         assert queue.deleted == [later]  # a and b: still in hand
+
+    def test_waiting_for_disk_space_holds_receiving_and_is_said_once(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """min_free_bytes refuses the download: the message stays in hand and is tried again
+        (not counted as a failure), receiving is held for as long as it waits (a message sent
+        meanwhile is not received), one warning and one info line frame it, and the paused
+        gauge says so; once there is room, both messages are downloaded."""
+        monkeypatch.setattr("s3sqsd.worker.failures.SPACE_RECHECK_SECONDS", 0.2)
+        caplog.set_level(logging.INFO, logger="s3sqsd")
+        full = threading.Event()
+        full.set()
+        tries: list[str] = []
+
+        def below_the_floor(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            if not full.is_set():
+                return ok(obj)
+            tries.append(obj.key)
+            raise LowSpaceError(
+                f"/srv/in: 1.0 MiB free; s3://inbox/{obj.key} would leave less than "
+                "min_free_bytes: waiting for space",
+                folder=Path("/srv/in"),
+                free=1 << 20,
+                size=10,
+                floor=2 << 20,
+            )
+
+        queue = StubQueue()
+        first = queue.put(s3_body("a"))
+        settings = replace(SETTINGS, workers=1)
+        with running(queue, ScriptedFetcher(below_the_floor), settings=settings) as (worker, _):
+            wait_until(lambda: len(tries) >= 3, timeout=15, what="a tried again")
+            wait_until(lambda: queue.receiving == 0, timeout=15, what="the open poll over")
+            polls = len(queue.requested)
+            second = queue.put(s3_body("b"))
+            wait_until(lambda: len(tries) >= 6, timeout=15, what="a tried again, more")
+            assert len(queue.requested) == polls  # held: no receive while a waits
+            assert set(tries) == {"a"}
+            assert worker.metrics.get("paused", reason="disk") == 1
+            assert worker.metrics.get("messages_failed") == 0
+            full.clear()
+            wait_until(lambda: set(queue.deleted) == {first, second}, timeout=15, what="both")
+            assert worker.metrics.get("paused", reason="disk") == 0
+        assert queue.receive_counts[first] == 1
+        events = [getattr(r, "event", "") for r in caplog.records]
+        assert events.count("disk.low_space") == 1
+        assert events.count("disk.space_recovered") == 1
+        assert "local.storage_error" not in events
 
     def test_failed_delete_is_retried(self) -> None:
         queue = StubQueue()
