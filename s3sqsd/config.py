@@ -184,6 +184,11 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 MiB = 1 << 20
 S3_MAX_OBJECT_BYTES = 5 << 40  # 5 TiB
+# The lowest bandwidth limit: a throttled GET is read 256 KiB at a time (limits.py), and below
+# 64 KiB/s each read would wait over 4 s (many times that with downloads sharing the limit),
+# long enough for the connection to sit unread until a server or proxy drops it. A slower
+# link wants fewer ``workers``, not a lower limit.
+MIN_BANDWIDTH_BYTES_PER_SECOND = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +271,8 @@ class Config:
     expected_bucket_owner: str | None = None
     request_payer: str | None = None
     sse_customer_key_file: Path | None = None
+    max_bandwidth_bytes_per_second: int | None = None  # one limit for every GET; None: none
+    min_free_bytes: int | None = None  # downloads wait below this free space; None: no floor
 
     @property
     def guards(self) -> BucketGuards:
@@ -563,6 +570,12 @@ def _parse_config(data: object, *, source: str, default_download_folder: Path) -
         "expected_bucket_owner": _account_id,
         "request_payer": _request_payer,
         "sse_customer_key_file": _absolute_file,
+        "max_bandwidth_bytes_per_second": _int_range(
+            MIN_BANDWIDTH_BYTES_PER_SECOND,
+            1 << 40,
+            note="bytes per second, 64 KiB/s to 1 TiB/s; leave it unset for no limit",
+        ),
+        "min_free_bytes": _int_range(0, 1 << 50, note="bytes, up to 1 PiB"),
     }
     for key, check in checks.items():
         raw = data.get(key)

@@ -33,6 +33,7 @@ from s3sqsd.errors import ConfigError, LocalError
 from s3sqsd.fetcher import Fetcher
 from s3sqsd.fetchers import fetcher_for
 from s3sqsd.instances import Service
+from s3sqsd.limits import Limits
 from s3sqsd.listing import targets
 from s3sqsd.logs import add_secrets, set_level, stdout_is_journal
 from s3sqsd.metrics import Metrics, serve
@@ -82,6 +83,7 @@ RESTART_ONLY = frozenset(
         "pollers",
         "integrity",
         "reconcile",
+        "max_bandwidth_bytes_per_second",  # s3transfer's LeakyBucket has no settable rate
     }
 )
 
@@ -99,6 +101,7 @@ class Daemon:
         self._fetchers: dict[Path, Fetcher] = {}
         self._routing_config = config
         self._reconciler: Reconciler | None = None
+        self._limits = Limits.none()
 
     def run(self) -> int:
         # First of all: a SIGTERM during start-up must drain (here: stop before receiving),
@@ -128,6 +131,9 @@ class Daemon:
         fetchers: dict[Path, Fetcher] = {}
         large = config.large_objects
         parts = parts_executor(large.concurrency)
+        metrics = Metrics()
+        # One bandwidth limit and one free-space floor for every fetcher (limits.py).
+        limits = self._limits = Limits.from_config(config, metrics=metrics)
         checksums = HostChecksums.detect()
         logger.info(
             "checksums: this host %s; objects only their length can verify are %s (integrity: %s)",
@@ -142,7 +148,9 @@ class Daemon:
             },
         )
         for folder in download_folders(config):
-            fetcher = fetcher_for(config, folder, s3=clients.s3, parts=parts, checksums=checksums)
+            fetcher = fetcher_for(
+                config, folder, s3=clients.s3, parts=parts, checksums=checksums, limits=limits
+            )
             try:
                 swept = fetcher.prepare()
             except LocalError as exc:
@@ -171,7 +179,6 @@ class Daemon:
             if config.dead_letter_queue_url
             else None
         )
-        metrics = Metrics()
         serving = config.metrics is not None and serve(metrics, listen=config.metrics.listen)
         worker = Worker(
             receive_queue=Queue(client=clients.sqs_receive, url=config.sqs_queue_url),
@@ -343,6 +350,7 @@ class Daemon:
             )
         applied = sorted(set(changed) - RESTART_ONLY)
         set_level(new.log_level)
+        self._limits.update(new)
         self._config = new
         # Folders and routes keep their start-up values (fetchers are built for them); the
         # rest of the routing (on_download) follows the new file.

@@ -28,6 +28,7 @@ from s3sqsd.errors import (
     UnverifiableError,
 )
 from s3sqsd.events import ObjectCreated
+from s3sqsd.limits import Throttle
 from s3sqsd.objectmeta import NO_META, ObjectMeta
 from s3sqsd.parts import Layout, check_again, layout, pin
 from s3sqsd.ranged import fetch_ranged
@@ -78,8 +79,10 @@ class Downloader:
         parts_window: int,
         checksums: HostChecksums,
         integrity_strict: bool,
+        throttle: Throttle | None = None,
     ) -> None:
-        """See ``Fetcher``; ``temp_dir`` is named in the text of a failed write."""
+        """See ``Fetcher``; ``temp_dir`` is named in the text of a failed write; every body
+        is read through ``throttle`` when there is one (limits.py)."""
         if chunk_size <= 0 or part_size <= 0 or parts_window <= 0:
             raise ValueError("chunk_size, part_size and parts_window must be positive")
         self._s3 = s3
@@ -91,6 +94,7 @@ class Downloader:
         self._parts_window = parts_window
         self._checksums = checksums
         self._strict = integrity_strict
+        self._throttle = throttle
 
     @property
     def checksums(self) -> HostChecksums:
@@ -123,8 +127,13 @@ class Downloader:
             digests = Digests(
                 expected, host=self._checksums, layout=None if sizes is None else sizes.sizes
             )
+            source = body
+            if self._throttle is not None:
+                source = self._throttle.wrap(
+                    body, length=expected.content_length, interrupt=(cancel,)
+                )
             try:
-                size = self._receive(body, fd, path, digests, obj, cancel)
+                size = self._receive(source, fd, path, digests, obj, cancel)
             except PartsMismatchError as exc:
                 assert sizes is not None  # only per-part checks raise it
                 check_again(
@@ -201,6 +210,7 @@ class Downloader:
             write_error=lambda exc: self._write_failed(exc, obj, path),
             expect=self.expect,
             host=self._checksums,
+            throttle=self._throttle,
         )
         return Got(
             size=result.size,

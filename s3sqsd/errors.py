@@ -20,6 +20,8 @@ worker/loop.py), so the classification *is* the failure policy:
   the message stays in hand (its visibility renewed, so its receive count does not grow), is
   tried again after a backoff that grows with the local failures in a row, and receiving
   pauses meanwhile. At start (``Fetcher.prepare``) it stops the daemon with exit status 78.
+  ``LowSpaceError`` (the download would take its folder below ``min_free_bytes``) is one:
+  kept the same way, but tried again every few seconds and not counted as a failure.
 - ``ConfigError``: at start the daemon refuses to start (exit status 78); on a reload the new
   configuration is refused and the running one kept.
 - Any other ``MessageError`` is dead-lettered at once, like a permanent one.
@@ -28,6 +30,8 @@ Every error that concerns an object names it as ``s3://bucket/key`` in its text.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class S3sqsdError(Exception):
@@ -204,6 +208,27 @@ class LocalError(MessageError):
     """
 
     reason = "local_storage"
+
+
+class LowSpaceError(LocalError):
+    """Writing the object would leave its folder with less free space than ``min_free_bytes``
+    (limits.SpaceFloor), so its download does not start.
+
+    A local failure like the others (the message is kept in hand, receiving pauses), with
+    three differences: it is no failure of the download, so it is not counted as one; the
+    message is tried again every few seconds, not after a growing backoff, so downloads
+    resume soon after space comes back; and it is logged once when the waiting starts and
+    once when it ends (worker/spacewait.py), not once per try.
+    """
+
+    reason = "low_disk_space"
+
+    def __init__(self, text: str, *, folder: Path, free: int, size: int, floor: int) -> None:
+        super().__init__(text)
+        self.folder = folder
+        self.free = free
+        self.size = size
+        self.floor = floor
 
 
 class ListingError(S3sqsdError):

@@ -48,6 +48,7 @@ from s3sqsd.download import Downloader
 from s3sqsd.errors import DownloadCancelledError
 from s3sqsd.events import ObjectCreated, OtherRecord, is_removal
 from s3sqsd.folder import DownloadFolder, FolderRole, local_error, unwritable
+from s3sqsd.limits import Limits
 from s3sqsd.outcomes import FetchOutcome, FetchResult, RemoveOutcome
 from s3sqsd.pathlocks import PathEntry, PathLocks
 from s3sqsd.paths import local_path
@@ -110,6 +111,7 @@ class Fetcher:
         integrity_strict: bool = False,
         file_mtime: str = FILE_MTIME_LAST_MODIFIED,
         role: FolderRole = FolderRole.DAEMON,
+        limits: Limits | None = None,
     ) -> None:
         """``parts``: the executor ranged GETs run on (its owner shuts it down); without one
         every object is one GET. Objects whose event size is ``ranged_threshold`` or more
@@ -127,13 +129,18 @@ class Fetcher:
         which runs beside a daemon on the same folder: temp files in a sub-folder of its own,
         no folder lock, and its fetches are listing candidates (``Origin.LISTING``) unless a
         call says otherwise. Both take the per-path locks across processes (folder.py,
-        pathlocks.py). A sync calls ``close`` at its end."""
+        pathlocks.py). A sync calls ``close`` at its end.
+
+        ``limits``: the process's bandwidth limit and free-space floor (limits.py), shared
+        by every fetcher; none by default."""
         if file_mtime not in FILE_MTIME_CHOICES:
             raise ValueError(f"file_mtime must be one of {', '.join(FILE_MTIME_CHOICES)}")
         self._s3 = s3
         self._root = Path(root)
         self._folder = DownloadFolder(root=self._root, directory_mode=directory_mode, role=role)
         self._origin = Origin.LISTING if role is FolderRole.SYNC else Origin.EVENT
+        limits = limits or Limits.none()
+        self._floor = limits.floor
         self._download = Downloader(
             s3=s3,
             temp_dir=self._folder.work_dir,
@@ -144,6 +151,7 @@ class Fetcher:
             parts_window=parts_window,
             checksums=checksums if checksums is not None else HostChecksums.detect(),
             integrity_strict=integrity_strict,
+            throttle=limits.throttle,
         )
         self._labels = ProvenanceLabels()
         self._staging = Staging(
@@ -231,6 +239,7 @@ class Fetcher:
                 return self._skipped(skip, path, obj, started)
             if cancel.is_set():
                 raise DownloadCancelledError(f"download of {s3_url(obj)} cancelled")
+            self._floor.check(self._root, obj)  # min_free_bytes: LowSpaceError
             with self._staging.open(obj) as temp:
                 got = self._download.download(obj, fd=temp.fd, path=path, cancel=cancel)
                 candidate = temp.seal(

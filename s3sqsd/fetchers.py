@@ -11,6 +11,7 @@ from typing import Any
 from s3sqsd.checksums import HostChecksums
 from s3sqsd.config import Config
 from s3sqsd.fetcher import Fetcher, FolderRole
+from s3sqsd.limits import Limits
 from s3sqsd.sources import prepare_if_match
 
 
@@ -21,10 +22,13 @@ def fetcher_for(
     s3: Any,
     parts: Executor,
     checksums: HostChecksums,
+    limits: Limits,
     role: FolderRole = FolderRole.DAEMON,
 ) -> Fetcher:
     """A Fetcher into ``folder`` (not prepared yet); ``parts``: the caller's ranged-GET pool;
-    ``role``: the daemon's (the folder taken for this process) or a sync's (beside a daemon)."""
+    ``limits``: the caller's bandwidth limit and free-space floor (``Limits.from_config``,
+    one for all its fetchers); ``role``: the daemon's (the folder taken for this process) or
+    a sync's (beside a daemon)."""
     large = config.large_objects
     prepare_if_match(s3)  # after_download: delete, on bookworm's botocore (sources.py)
     return Fetcher(
@@ -40,4 +44,5 @@ def fetcher_for(
         parts_window=2 * large.concurrency,
         checksums=checksums,
         integrity_strict=config.integrity == "strict",
+        limits=limits,
     )

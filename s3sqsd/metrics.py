@@ -117,6 +117,19 @@ DEFINITIONS = (
         ("state",),
     ),
     Definition(
+        "disk_free_bytes",
+        GAUGE,
+        "Free bytes an unprivileged process may use in each download folder (statvfs), "
+        "measured only with min_free_bytes set.",
+        ("folder",),
+    ),
+    Definition(
+        "paused",
+        GAUGE,
+        "1 while receiving is held for a reason (disk: messages wait for min_free_bytes).",
+        ("reason",),
+    ),
+    Definition(
         "last_download_timestamp_seconds",
         GAUGE,
         "Unix time of the last object written to its final path.",

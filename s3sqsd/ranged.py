@@ -45,6 +45,7 @@ from typing import Any
 from s3sqsd.checksums import Hasher, HostChecksums
 from s3sqsd.errors import DownloadCancelledError, FetchError, IntegrityError, PartsMismatchError
 from s3sqsd.events import ObjectCreated
+from s3sqsd.limits import Throttle
 from s3sqsd.objectmeta import NO_META, ObjectMeta
 from s3sqsd.parts import check_again, layout, pin
 from s3sqsd.verify import (
@@ -130,13 +131,15 @@ def fetch_ranged(
     write_error: Callable[[OSError], Exception],
     expect: Callable[[Any, ObjectCreated], Expected],
     host: HostChecksums,
+    throttle: Throttle | None = None,
 ) -> RangedResult:
     """Download ``obj`` into ``fd`` (an empty temp file) and verify it; see the module text.
 
     Remote failures raise FetchError/ObjectAccessError, mismatches IntegrityError, write
     failures ``write_error(exc)`` (the caller's classification, naming its paths).
     ``expect`` turns the HEAD into what the bytes must match (and may refuse the object:
-    ``integrity: strict``); ``host`` computes the digests.
+    ``integrity: strict``); ``host`` computes the digests; every range is read through
+    ``throttle`` when there is one (limits.py; a stop ends its waits).
     """
     head_params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key, "ChecksumMode": "ENABLED"}
     if obj.version_id:
@@ -167,6 +170,7 @@ def fetch_ranged(
         chunk_size=chunk_size,
         cancel=cancel,
         write_error=write_error,
+        throttle=throttle,
     )
     digests = Digests(expected, host=host, layout=None if sizes is None else sizes.sizes)
     by_part = aligned(None if sizes is None else sizes.sizes, part_size)
@@ -248,6 +252,7 @@ class _Job:
     chunk_size: int
     cancel: threading.Event
     write_error: Callable[[OSError], Exception]
+    throttle: Throttle | None = None  # max_bandwidth_bytes_per_second (limits.py)
     stop: threading.Event = field(default_factory=threading.Event)  # set when it is over
 
     def _check_going(self) -> None:
@@ -266,6 +271,10 @@ class _Job:
         except REMOTE_ERRORS as exc:
             raise remote_error(exc, self.obj) from exc
         body = response["Body"]
+        source = body
+        if self.throttle is not None:
+            length = part.end + 1 - part.start
+            source = self.throttle.wrap(body, length=length, interrupt=(self.cancel, self.stop))
         try:
             got = _CONTENT_RANGE.fullmatch(str(response.get("ContentRange") or ""))
             if got is None or tuple(map(int, got.groups())) != (part.start, part.end, self.size):
@@ -279,7 +288,7 @@ class _Job:
             while offset <= part.end:
                 self._check_going()
                 try:
-                    chunk = body.read(min(self.chunk_size, part.end + 1 - offset))
+                    chunk = source.read(min(self.chunk_size, part.end + 1 - offset))
                 except REMOTE_ERRORS as exc:
                     raise remote_error(exc, self.obj) from exc
                 if not chunk:

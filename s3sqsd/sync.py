@@ -47,6 +47,7 @@ from s3sqsd.errors import DownloadCancelledError, ListingError, MessageError
 from s3sqsd.events import ObjectCreated, object_url
 from s3sqsd.fetcher import Fetcher, FolderRole
 from s3sqsd.fetchers import fetcher_for
+from s3sqsd.limits import Limits
 from s3sqsd.listing import PAGE_SIZE, Listed, Target, list_pages
 from s3sqsd.outcomes import FetchOutcome
 from s3sqsd.paths import TEMP_DIR_NAME
@@ -143,19 +144,28 @@ def sync_fetchers(
     parts: Executor,
     checksums: HostChecksums | None = None,
     prepare: bool = True,
+    limits: Limits | None = None,
 ) -> dict[Path, Fetcher]:
     """The fetchers of a sync, one per download folder (routing.download_folders), built as
     the daemon builds its own (fetchers.py) in the sync role, and prepared unless ``prepare``
     is False (a dry run creates nothing). The sync role works beside a running daemon: its temp
     files live in a sub-folder of its own, and the per-path locks and compare-before-rename
     (fetcher.py) order its renames against the daemon's. Raises LocalError when a folder cannot
-    be used. ``close`` each fetcher when the sync is over.
+    be used. ``close`` each fetcher when the sync is over. ``limits`` (default: the config's)
+    is shared by them all: one bandwidth limit for the whole sync.
     """
     host = checksums if checksums is not None else HostChecksums.detect()
+    shared = limits if limits is not None else Limits.from_config(config)
     made: dict[Path, Fetcher] = {}
     for folder in download_folders(config):
         fetcher = fetcher_for(
-            config, folder, s3=s3, parts=parts, checksums=host, role=FolderRole.SYNC
+            config,
+            folder,
+            s3=s3,
+            parts=parts,
+            checksums=host,
+            limits=shared,
+            role=FolderRole.SYNC,
         )
         if prepare:
             fetcher.prepare()

@@ -4,7 +4,9 @@
   message's: the message is kept in hand, its visibility renewed, and tried again after a
   delay that grows with consecutive local failures; receiving pauses meanwhile. Returning it
   instead would raise SQS's ApproximateReceiveCount, and a queue redrive policy would then
-  dead-letter messages for a full disk.
+  dead-letter messages for a full disk. A download refused by ``min_free_bytes``
+  (``LowSpaceError``) is kept the same way, but is no failure: not counted, not logged here
+  (spacewait.py says it once), and tried again every ``SPACE_RECHECK_SECONDS``.
 - A *transient* failure (``TransientError``) is retried after a capped, jittered exponential
   delay (a visibility change, never a sleep); the attempt number is SQS's receive count, so it
   survives restarts. Past ``retry.max_attempts`` it is dead-lettered.
@@ -21,10 +23,16 @@ import random
 from dataclasses import dataclass
 
 from s3sqsd.backoff import retry_delay
-from s3sqsd.errors import AttemptsExhaustedError, LocalError, MessageError, TransientError
+from s3sqsd.errors import (
+    AttemptsExhaustedError,
+    LocalError,
+    LowSpaceError,
+    MessageError,
+    TransientError,
+)
 from s3sqsd.metrics import Metrics
 from s3sqsd.sqs import Message
-from s3sqsd.worker.settings import WorkerSettings
+from s3sqsd.worker.settings import SPACE_RECHECK_SECONDS, WorkerSettings
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
 logger = logging.getLogger("s3sqsd.worker")
@@ -61,6 +69,13 @@ class FailurePolicy:
 
     def decide(self, message: Message, exc: MessageError) -> Verdict:
         settings = self._settings
+        if isinstance(exc, LowSpaceError):
+            logger.debug(
+                "%s",
+                exc,
+                extra={"event": "local.waiting_for_space", "message_id": message.message_id},
+            )
+            return Verdict(Action.KEEP, exc, SPACE_RECHECK_SECONDS)
         self._metrics.inc("messages_failed", reason=exc.reason)
         self._metrics.last_error = str(exc)[:200]
         if isinstance(exc, LocalError):

@@ -34,12 +34,15 @@ class Heartbeat:
         in_hand: Callable[[], int],
         receivers_healthy: Callable[[float], bool],
         queue_depth_every_seconds: float | None,
+        paused: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """``paused``: why receiving is held, for the STATUS line (None: it is not)."""
         self._queue = queue
         self._notifier = notifier
         self._metrics = metrics
         self._in_hand = in_hand
         self._receivers_healthy = receivers_healthy
+        self._paused = paused
         # Queue depth costs an API call: read only when metrics are served, at most this often.
         self._queue_depth_every = queue_depth_every_seconds
         self._queue_depth_at = -math.inf
@@ -75,6 +78,9 @@ class Heartbeat:
             f"failed {m.get('messages_failed'):.0f}, "
             f"dead-lettered {m.get('messages_dead_lettered'):.0f}"
         )
+        paused = self._paused()
+        if paused:
+            text += f"; {paused}"
         if m.last_error:
             text += f"; last error: {m.last_error[:120]}"
         return text

@@ -41,7 +41,8 @@ Design (read this before changing anything here):
   ``retry.max_attempts`` it is dead-lettered. A permanent failure: dead-lettered at once. A
   local failure (disk full, read-only): the message stays in hand (its visibility renewed, so
   SQS's receive count does not grow and a queue redrive policy cannot dead-letter it), is tried
-  again after a delay, and receiving pauses meanwhile.
+  again after a delay, and receiving pauses meanwhile. A download that ``min_free_bytes`` refuses
+  is kept the same way; receiving is held while any message waits for space (``spacewait``).
 - **Dead-lettering.** With ``dead_letter_queue_url``: send the original body there with the
   reason in message attributes, then delete it here. Without: leave it for the queue's own redrive
   policy (returned with the maximum retry delay, so it does not hot-loop until then).
@@ -93,6 +94,7 @@ from s3sqsd.worker.settings import (
     WorkerSettings,
 )
 from s3sqsd.worker.settle import Settler
+from s3sqsd.worker.spacewait import SpaceWait
 
 # The logger keeps the name it had when the worker was one module: it is in every JSON log line
 # ("logger"), and operators filter on it.
@@ -161,6 +163,7 @@ class Worker:
             metrics=self.metrics,
             rng=rng or random.Random(),  # noqa: S311 - jitter, not cryptography
         )
+        self._space = SpaceWait(metrics=self.metrics, hold=self._receiving.hold, clock=clock)
         self._heartbeat = Heartbeat(
             queue=control_queue,
             notifier=notifier,
@@ -168,6 +171,7 @@ class Worker:
             in_hand=lambda: len(self._leases),
             receivers_healthy=self._receiving.healthy,
             queue_depth_every_seconds=queue_depth_every_seconds,
+            paused=self._space.status,
         )
 
     # ---- called from signal handlers (must stay trivial) ------------------------------------
@@ -202,6 +206,7 @@ class Worker:
                 # kept one is let go now, with its capacity; work in progress finishes, and its
                 # delete then fails the same way.
                 self._leases.forget(self._leases.kept(self._renewer.renew(now)))
+                self._space.sweep(self._leases.holds)
                 if deadline is None:  # messages kept after a local failure, once their time comes
                     for lease in self._leases.in_stage(Stage.KEPT):
                         if now >= lease.retry_at:
@@ -316,6 +321,7 @@ class Worker:
             outcome = future.result()
         except Exception as exc:  # noqa: BLE001 - DownloadJob.run catches everything; a last defence
             outcome = Outcome(error=FetchError(f"download task failed: {exc!r}"))
+        self._space.finished(lease, outcome.error)
         if outcome.error is None:
             self._failures.succeeded()
             self._settler.done(lease)
@@ -337,6 +343,7 @@ class Worker:
         else:
             lease.keep(until=self._clock() + verdict.delay)
             self._receiving.pause_until(lease.retry_at)
+            self._space.kept(lease, verdict.error)
 
     # ---- reload and shutdown (loop thread) ---------------------------------------------------
 
@@ -345,13 +352,8 @@ class Worker:
         if new is None:
             return
         self._settings = new
-        for part in (
-            self._downloads,
-            self._receiving,
-            self._settler,
-            self._renewer,
-            self._failures,
-        ):
+        parts = (self._downloads, self._receiving, self._settler, self._renewer, self._failures)
+        for part in parts:
             part.update(new)
 
     def _begin_drain(self) -> None:

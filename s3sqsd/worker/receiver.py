@@ -21,7 +21,12 @@ from s3sqsd.sqs import error_code
 from s3sqsd.worker.inbox import Inbox, Received, ReceiveFailed
 from s3sqsd.worker.lease import Capacity
 from s3sqsd.worker.ports import QueueLike
-from s3sqsd.worker.settings import MAX_LOOP_SLEEP_SECONDS, WorkerSettings, least_batch
+from s3sqsd.worker.settings import (
+    HOLD_POLL_SECONDS,
+    MAX_LOOP_SLEEP_SECONDS,
+    WorkerSettings,
+    least_batch,
+)
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
 logger = logging.getLogger("s3sqsd.worker")
@@ -103,6 +108,7 @@ class Receivers:
         self._stop = threading.Event()
         self._capacity = capacity
         self._paused_until = 0.0
+        self._held = False  # messages wait for disk space (spacewait.py)
         self._receive_state = _ReceiveState(clock)
         self._alive = [clock()] * pollers  # each receiver's last sign of progress
         self._threads = [
@@ -132,8 +138,19 @@ class Receivers:
         self._capacity.resize(settings.capacity)
 
     def pause_until(self, when: float) -> None:
-        """No receive before ``when`` (a local failure: the disk is full, say)."""
-        self._paused_until = when
+        """No receive before ``when`` (a local failure: the disk is full, say).
+
+        A pause already running is not made longer: while kept messages fail again one after
+        the other, each failure would push the end further, and messages still in the queue
+        (the other objects on that disk) would not be received for as long as the failures
+        go on. Each pause ends at the first failure's retry, and the receiver polls then.
+        """
+        if self._paused_until <= self._clock():
+            self._paused_until = when
+
+    def hold(self, held: bool) -> None:
+        """No receive at all while ``held`` (messages wait for disk space), until released."""
+        self._held = held
 
     def _receive_loop(self, index: int) -> None:
         """One poller. Several (``pollers``) share the capacity and one failure state, so an
@@ -143,8 +160,8 @@ class Receivers:
         while not self._stop.is_set():
             self._alive[index] = self._clock()
             pause = self._paused_until - self._clock()
-            if pause > 0:
-                self._stop.wait(min(pause, 1.0))
+            if pause > 0 or self._held:
+                self._stop.wait(min(pause, 1.0) if pause > 0 else HOLD_POLL_SECONDS)
                 continue
             wanted = self._reserve(timeout=MAX_LOOP_SLEEP_SECONDS)
             if wanted == 0:

@@ -24,6 +24,11 @@ MAX_DELETE_TRIES = 3
 DELETE_LINGER_SECONDS = 0.2
 # Past the drain deadline, how long cancelled downloads and the last deletes may still take.
 ABANDON_GRACE_SECONDS = 3.0
+# A message kept because its download would go below min_free_bytes is tried again this often:
+# the try costs a statvfs, and downloads resume within this long after space comes back.
+SPACE_RECHECK_SECONDS = 5.0
+# While receiving is held (messages wait for disk space), a receiver looks again this often.
+HOLD_POLL_SECONDS = 0.25
 # SQS message attributes are small: the error text sent with a dead letter is cut to this.
 DLQ_ERROR_TEXT_LIMIT = 1000
 

@@ -23,6 +23,7 @@ from s3sqsd.errors import (
     DownloadCancelledError,
     FetchError,
     LocalError,
+    LowSpaceError,
     MessageError,
     ObjectAccessError,
     QueueError,
@@ -430,6 +431,79 @@ class TestFailures:
         assert len(calls) == 3
         assert dlq.sent == []
         assert queue.receive_counts[message_id] == 11  # received once, never again
+
+    def test_kept_messages_failing_in_turn_do_not_stop_receiving_for_good(self) -> None:
+        """Two kept messages keep failing locally, one after the other. Each failure pauses
+        receiving, but a failure during a pause does not make it longer: the pause ends at
+        the first failure's retry, and a message sent meanwhile is received (and, its own
+        disk being fine, downloaded) while the other two still fail."""
+        failures = {"a": 0, "b": 0}
+
+        def a_and_b_fail(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            if obj.key in failures:
+                failures[obj.key] += 1
+                raise LocalError(f"s3://inbox/{obj.key}: Read-only file system")
+            return ok(obj)
+
+        settings = WorkerSettings(
+            workers=2, wait_time_seconds=1, base_delay_seconds=0.5, max_delay_seconds=1
+        )
+        queue = StubQueue()
+        queue.put(s3_body("a"))
+        queue.put(s3_body("b"))
+        with running(queue, ScriptedFetcher(a_and_b_fail), settings=settings):
+            wait_until(lambda: min(failures.values()) >= 2, timeout=15, what="a and b kept")
+            later = queue.put(s3_body("c"))
+            wait_until(lambda: later in queue.deleted, timeout=20, what="c received and done")
+        assert queue.deleted == [later]  # a and b: still in hand
+
+    def test_waiting_for_disk_space_holds_receiving_and_is_said_once(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """min_free_bytes refuses the download: the message stays in hand and is tried again
+        (not counted as a failure), receiving is held for as long as it waits (a message sent
+        meanwhile is not received), one warning and one info line frame it, and the paused
+        gauge says so; once there is room, both messages are downloaded."""
+        monkeypatch.setattr("s3sqsd.worker.failures.SPACE_RECHECK_SECONDS", 0.2)
+        caplog.set_level(logging.INFO, logger="s3sqsd")
+        full = threading.Event()
+        full.set()
+        tries: list[str] = []
+
+        def below_the_floor(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            if not full.is_set():
+                return ok(obj)
+            tries.append(obj.key)
+            raise LowSpaceError(
+                f"/srv/in: 1.0 MiB free; s3://inbox/{obj.key} would leave less than "
+                "min_free_bytes: waiting for space",
+                folder=Path("/srv/in"),
+                free=1 << 20,
+                size=10,
+                floor=2 << 20,
+            )
+
+        queue = StubQueue()
+        first = queue.put(s3_body("a"))
+        settings = replace(SETTINGS, workers=1)
+        with running(queue, ScriptedFetcher(below_the_floor), settings=settings) as (worker, _):
+            wait_until(lambda: len(tries) >= 3, timeout=15, what="a tried again")
+            wait_until(lambda: queue.receiving == 0, timeout=15, what="the open poll over")
+            polls = len(queue.requested)
+            second = queue.put(s3_body("b"))
+            wait_until(lambda: len(tries) >= 6, timeout=15, what="a tried again, more")
+            assert len(queue.requested) == polls  # held: no receive while a waits
+            assert set(tries) == {"a"}
+            assert worker.metrics.get("paused", reason="disk") == 1
+            assert worker.metrics.get("messages_failed") == 0
+            full.clear()
+            wait_until(lambda: set(queue.deleted) == {first, second}, timeout=15, what="both")
+            assert worker.metrics.get("paused", reason="disk") == 0
+        assert queue.receive_counts[first] == 1
+        events = [getattr(r, "event", "") for r in caplog.records]
+        assert events.count("disk.low_space") == 1
+        assert events.count("disk.space_recovered") == 1
+        assert "local.storage_error" not in events
 
     def test_failed_delete_is_retried(self) -> None:
         queue = StubQueue()

@@ -547,3 +547,35 @@ def test_reload_to_a_longer_long_poll_does_not_time_out(
     assert daemon.events("sqs.receive.failed") == []
     assert visible_files(download_folder) == {"after-reload.txt": b"long poll"}
     assert daemon.stop() == 0
+
+
+def test_a_reload_moves_the_free_space_floor_and_keeps_the_bandwidth_limit(
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    download_folder: Path,
+) -> None:
+    """min_free_bytes of 1 PiB: no disk has that much, so the object waits, in hand. A reload
+    lowering it to 0 lets it through at once, without a restart; the bandwidth limit changed
+    in the same file is restart-only and says so."""
+    pipeline = emulator.pipeline()
+    config = make_config(pipeline, min_free_bytes=1 << 50, max_bandwidth_bytes_per_second=1 << 30)
+    daemon = spawn_daemon(config)
+    daemon.wait_for_event("daemon.ready", timeout=30)
+    put_objects(emulator.client("s3"), pipeline.bucket, {"waits.txt": b"for space"})
+    daemon.wait_for_event("disk.low_space", timeout=30)
+    assert daemon.events("object.downloaded") == []
+    write_config(
+        daemon.config_path,
+        {**config, "min_free_bytes": 0, "max_bandwidth_bytes_per_second": 1 << 20},
+    )
+    daemon.signal(signal.SIGHUP)
+    reloaded = daemon.wait_for_event("config.reloaded", timeout=30)
+    assert reloaded["keys"] == ["min_free_bytes"]
+    (restart,) = daemon.events("config.restart_required")
+    assert restart["keys"] == ["max_bandwidth_bytes_per_second"]
+    daemon.wait_for_event("object.downloaded", key="waits.txt", timeout=30)
+    daemon.wait_for_event("disk.space_recovered", timeout=10)
+    wait_queue_empty(emulator, pipeline.queue_url)
+    assert visible_files(download_folder) == {"waits.txt": b"for space"}
+    assert daemon.stop() == 0

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tests.support.daemon import (
     DaemonProcess,
     TcpForwarder,
     attribute,
+    closed_port,
     final_path,
     put_objects,
     receive_all,
@@ -39,6 +41,7 @@ from tests.support.daemon import (
 )
 from tests.support.emulator import Emulator, Pipeline, wait_until
 from tests.support.mounts import Mounts
+from tests.support.notify import NotifySocket
 
 pytestmark = pytest.mark.integration
 
@@ -308,6 +311,111 @@ def test_local_failures_do_not_reach_the_redrive_policy(
     mounts.remount(folder, "size=8m")
     daemon.wait_for_event("object.downloaded", key=key, timeout=30)
     assert final_path(folder, key).read_bytes() == body
+    assert daemon.stop() == 0
+
+
+# ---- min_free_bytes: a floor under the free space ------------------------------------------
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_below_min_free_bytes_messages_stay_in_hand_until_space_comes_back(
+    mounts: Mounts,
+    emulator: Emulator,
+    make_config: Callable[..., dict[str, Any]],
+    spawn_daemon: Callable[..., DaemonProcess],
+    notify_socket: NotifySocket,
+) -> None:
+    """A 16 MiB tmpfs, 10 MiB of it taken by another file, and min_free_bytes 8 MiB: the
+    announced objects are not downloaded and their messages stay in hand (received once,
+    never deleted or dead-lettered, nothing written), with one warning, the paused gauge and
+    the STATUS line saying so. Once the other file is gone, everything is downloaded, with
+    one info line. (The bandwidth limit, high here, is on: the downloads go through it.)"""
+    pytest.importorskip("prometheus_client")
+    disk = mounts.tmpfs("disk", size="16m")
+    folder = disk / "downloads"
+    filler = disk / "other-service.bin"
+    filler.write_bytes(os.urandom(10 * MiB))
+    pipeline = _pipeline_without_redrive(emulator)
+    assert pipeline.dlq_url is not None
+    port = closed_port()
+    daemon = spawn_daemon(
+        make_config(
+            pipeline,
+            download_folder=str(folder),
+            dead_letter_queue_url=pipeline.dlq_url,
+            min_free_bytes=8 * MiB,
+            max_bandwidth_bytes_per_second=1 << 30,
+            workers=2,
+            log_level="debug",
+            metrics={"listen": f"127.0.0.1:{port}"},
+        ),
+        notify=notify_socket,
+    )
+    daemon.wait_for_event("daemon.ready", timeout=30)
+    objects = {"a.txt": b"small", "b/c.bin": os.urandom(100_000), "d.bin": os.urandom(MiB)}
+    put_objects(emulator.client("s3"), pipeline.bucket, objects)
+
+    def waits(key: str) -> int:
+        return len(
+            [r for r in daemon.events("local.waiting_for_space") if f"/{key} (" in r["message"]]
+        )
+
+    daemon.wait_for_event("disk.low_space", timeout=30)
+    waiting = [key for key in objects if waits(key)]
+    daemon.wait_for(
+        lambda: all(waits(key) >= 3 for key in waiting),
+        timeout=60,
+        what="the waiting downloads tried again, twice",
+    )
+    (low,) = daemon.events("disk.low_space")
+    assert low["level"] == "warning"
+    assert low["path"] == str(folder)
+    assert low["min_free_bytes"] == 8 * MiB
+    assert "min_free_bytes" in low["message"]
+    wait_until(
+        lambda: any("waiting for disk space" in v for v in notify_socket.values("STATUS")),
+        timeout=10,
+        what="STATUS saying why",
+    )
+    text = wait_until(
+        lambda: (t := _scrape(port)) and 's3sqsd_paused{reason="disk"} 1.0' in t and t,
+        timeout=10,
+        what="the paused gauge",
+    )
+    assert f's3sqsd_disk_free_bytes{{folder="{folder}"}}' in text
+    # Kept in hand: nothing downloaded or written, received once, nothing settled, no
+    # failure counted and no error logged per try.
+    assert daemon.events("object.downloaded") == []
+    assert visible_files(folder) == {}
+    assert temp_files(folder) == []
+    waiting_ids = {str(r["message_id"]) for r in daemon.events("local.waiting_for_space")}
+    assert set(_received_counts(daemon, waiting_ids)) == {1}
+    assert daemon.events("message.deleted") == []
+    assert daemon.events("message.dead_lettered") == []
+    assert daemon.events("local.storage_error") == []
+    assert "s3sqsd_messages_failed_total{" not in text
+    assert sum(emulator.queue_counts(pipeline.queue_url)) == len(objects)
+    assert emulator.queue_counts(pipeline.dlq_url) == (0, 0)
+
+    filler.unlink()  # the other service frees its space
+    for key in objects:
+        daemon.wait_for_event("object.downloaded", key=key, timeout=60)
+    wait_queue_empty(emulator, pipeline.queue_url, timeout=30)
+    assert visible_files(folder) == objects
+    recovered = daemon.wait_for_event("disk.space_recovered", timeout=10)
+    assert recovered["level"] == "info"
+    assert len(daemon.events("disk.space_recovered")) == 1
+    assert len(daemon.events("disk.low_space")) == 1
+    wait_until(
+        lambda: 's3sqsd_paused{reason="disk"} 0.0' in _scrape(port),
+        timeout=10,
+        what="the paused gauge back to 0",
+    )
+    assert emulator.queue_counts(pipeline.dlq_url) == (0, 0)
     assert daemon.stop() == 0
 
 

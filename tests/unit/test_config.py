@@ -1748,3 +1748,57 @@ def test_shipped_examples_are_valid() -> None:
         assert isinstance(data, dict)
         data["sqs_queue_url"] = QUEUE
         assert parse_config(data) != Config(sqs_queue_url=QUEUE)
+
+
+# ---- max_bandwidth_bytes_per_second, min_free_bytes -------------------------------------------
+
+
+def test_bandwidth_limit_and_free_space_floor_default_to_none() -> None:
+    config = parse_config({"sqs_queue_url": QUEUE})
+    assert (config.max_bandwidth_bytes_per_second, config.min_free_bytes) == (None, None)
+    config = parse_config(
+        {"sqs_queue_url": QUEUE, "max_bandwidth_bytes_per_second": 65536, "min_free_bytes": 0}
+    )
+    assert (config.max_bandwidth_bytes_per_second, config.min_free_bytes) == (65536, 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (
+            "max_bandwidth_bytes_per_second",
+            65535,
+            "max_bandwidth_bytes_per_second: must be an integer from 65536 to 1099511627776 "
+            "(bytes per second, 64 KiB/s to 1 TiB/s; leave it unset for no limit), got 65535",
+        ),
+        (
+            "max_bandwidth_bytes_per_second",
+            "10485760",
+            "max_bandwidth_bytes_per_second: must be an integer from 65536 to 1099511627776 "
+            "(bytes per second, 64 KiB/s to 1 TiB/s; leave it unset for no limit), got "
+            "'10485760' (a string; remove the quotes)",
+        ),
+        (
+            "max_bandwidth_bytes_per_second",
+            1.5e6,
+            "max_bandwidth_bytes_per_second: must be an integer from 65536 to 1099511627776 "
+            "(bytes per second, 64 KiB/s to 1 TiB/s; leave it unset for no limit), got 1500000.0",
+        ),
+        (
+            "min_free_bytes",
+            -1,
+            "min_free_bytes: must be an integer from 0 to 1125899906842624 (bytes, up to 1 PiB), "
+            "got -1",
+        ),
+        (
+            "min_free_bytes",
+            True,
+            "min_free_bytes: must be an integer from 0 to 1125899906842624 (bytes, up to 1 PiB), "
+            "got true",
+        ),
+    ],
+)
+def test_bandwidth_limit_and_free_space_floor_are_whole_bytes_in_range(
+    key: str, value: object, expected: str
+) -> None:
+    assert problems_of({"sqs_queue_url": QUEUE, key: value}) == (expected,)

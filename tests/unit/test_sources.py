@@ -403,6 +403,7 @@ def test_the_handlers_are_registered_on_every_client_before_any_thread_uses_it(
     """fetcher_for registers them (botocore's emitter is not made to change while other
     threads emit), on each client a router lists."""
     from s3sqsd.fetchers import fetcher_for
+    from s3sqsd.limits import Limits
 
     other = boto3.session.Session(
         aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="eu-west-1"
@@ -416,5 +417,12 @@ def test_the_handlers_are_registered_on_every_client_before_any_thread_uses_it(
             return (s3, other)
 
     config = parse_config({"sqs_queue_url": QUEUE})
-    fetcher_for(config, Path("/srv/in"), s3=Router(), parts=None, checksums=None)  # type: ignore[arg-type]
+    fetcher_for(
+        config,
+        Path("/srv/in"),
+        s3=Router(),
+        parts=None,  # type: ignore[arg-type]
+        checksums=None,  # type: ignore[arg-type]
+        limits=Limits.none(),
+    )
     assert registered == [s3, other]
