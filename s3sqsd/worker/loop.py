@@ -80,8 +80,7 @@ from s3sqsd.worker.inbox import (
     Received,
     ReceiveFailed,
 )
-from s3sqsd.worker.job import Downloads
-from s3sqsd.worker.lease import Capacity, Lease, Leases, Outcome, Stage
+from s3sqsd.worker.lease import Lease, Leases, Outcome, Stage
 from s3sqsd.worker.plan import FetcherLike, Place
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.receiver import Receivers
@@ -93,6 +92,7 @@ from s3sqsd.worker.settings import (
     WorkerSettings,
 )
 from s3sqsd.worker.settle import Settler
+from s3sqsd.worker.tuning import Tuner
 
 # The logger keeps the name it had when the worker was one module: it is in every JSON log line
 # ("logger"), and operators filter on it.
@@ -102,7 +102,8 @@ logger = logging.getLogger("s3sqsd.worker")
 class Worker:
     """Runs the loop until ``stop`` is set and the drain is over. Its own state: the leases in
     hand; it owns and starts and stops the other thread kinds (``Receivers``, ``Downloads``,
-    ``Settler``) and loop-thread helpers (``Renewer``, ``FailurePolicy``, ``Heartbeat``)."""
+    ``Settler``) and loop-thread helpers (``Renewer``, ``FailurePolicy``, ``Heartbeat``,
+    ``Tuner``: the concurrency, and the ``Capacity`` and ``Downloads`` it sizes)."""
 
     def __init__(
         self,
@@ -132,9 +133,9 @@ class Worker:
         self._reload_requested = threading.Event()
         self._sweep_at = 0.0  # next walk of the leases for local retries
         self.metrics = metrics or Metrics()
-        self._capacity = Capacity(limit=settings.capacity)
+        self._tuner = Tuner(settings=settings, pollers=pollers, metrics=self.metrics, clock=clock)
+        self._capacity, self._downloads = self._tuner.capacity, self._tuner.downloads
         self._leases = Leases(capacity=self._capacity)
-        self._downloads = Downloads(workers=settings.workers, metrics=self.metrics)
         self._receiving = Receivers(
             queue=receive_queue,
             dead_letter_queue=dead_letter_queue,
@@ -184,8 +185,8 @@ class Worker:
 
     def run(self, *, stop: threading.Event) -> None:
         """Receive and work until ``stop`` is set; then drain and return."""
-        self._receiving.start()
-        self._heartbeat.ready(workers=self._settings.workers)
+        self._tuner.start(self._receiving)  # the receivers, polling for the tuner's target
+        self._heartbeat.ready(workers="auto" if self._settings.auto else self._tuner.target)
         deadline: float | None = None
         while True:
             self._wait_and_dispatch(deadline)
@@ -207,6 +208,7 @@ class Worker:
                         if now >= lease.retry_at:
                             self._submit(lease)
             self._heartbeat.beat(now)
+            self._tuner.tick(now)
             if stop.is_set() and deadline is None:
                 deadline = now + self._settings.shutdown_timeout_seconds
                 self._begin_drain()
@@ -290,8 +292,8 @@ class Worker:
             self._submit(lease)
 
     def _submit(self, lease: Lease) -> None:
-        when_done = functools.partial(self._post_done, lease)
-        lease.start(self._downloads.submit(lease.message, lease.items, when_done=when_done))
+        done, lane = functools.partial(self._post_done, lease), self._tuner.lane(lease)
+        lease.start(self._downloads.submit(lease.message, lease.items, lane=lane, when_done=done))
 
     def _post_done(self, lease: Lease, future: Future[Outcome]) -> None:
         """Runs in the download thread (or here, if already done): hand the lease back.
@@ -346,7 +348,7 @@ class Worker:
             return
         self._settings = new
         for part in (
-            self._downloads,
+            self._tuner,
             self._receiving,
             self._settler,
             self._renewer,
