@@ -803,7 +803,8 @@ def test_error_text_joins_the_problems() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"workers": 0})
     assert str(info.value) == (
-        "sqs_queue_url: required key is missing; workers: must be auto or an integer from 1 to 256, got 0"
+        "sqs_queue_url: required key is missing; "
+        "workers: must be auto or an integer from 1 to 256, got 0"
     )
 
 
