@@ -3,11 +3,14 @@
 Design (read this before changing anything here):
 
 - **Five kinds of thread.** *Receiver* threads (one per ``pollers``, 1 by default) do nothing
-  but long-poll ReceiveMessage; they share the capacity and one failure state. N
-  *download* threads (a bounded pool) run the fetcher: S3 GETs and local disk work, never an SQS
-  call. *Part* threads (``parts_executor``, ``large_objects.concurrency`` of them, shared by
-  every download) run the ranged GETs of large objects for the download threads waiting on them;
-  they never wait on anything but S3, so a download thread waiting on them cannot deadlock.
+  but long-poll ReceiveMessage; they share the capacity and one failure state. *Download*
+  threads (``slots``: a lane for small objects, whose cap is ``workers`` or the ``workers:
+  auto`` target, and one for large objects) run the fetcher: S3 GETs and local disk work, never
+  an SQS call. The ``tuning.Tuner`` sizes the lanes, the capacity and the pollers
+  (``concurrency`` has the rules). *Part* threads (``parts_executor``,
+  ``large_objects.concurrency`` of them, shared by every download) run the ranged GETs of large
+  objects for the download threads waiting on them; they never wait on anything but S3, so a
+  download thread waiting on them cannot deadlock.
   The *loop* thread (the caller of ``Worker.run``, the process's main thread) makes every
   decision and every other SQS call (visibility, dead-letter send) but one: the deletes, which
   one *settler* thread makes, a batch at a time, handing each answer back to the loop (at
@@ -22,8 +25,9 @@ Design (read this before changing anything here):
   thread has made progress recently, so a hung receiver stops the pings too).
 - **Leases.** Every message in hand has a lease (receipt handle, receive time, visible-until).
   The receiver reserves capacity before each poll, so the daemon never has more messages in work
-  or waiting for it than ``workers`` plus a small prefetch (``workers`` more, at most 10): a
-  message is never received long before a thread can work on it. A message whose work is over
+  or waiting for it than ``workers`` plus a small prefetch (``workers`` more, at most 10 per
+  poller), and a place lent to each large message in its lane: a message is never received
+  long before a thread can work on it. A message whose work is over
   gives its capacity back at once; only its (batched) delete is left. Every lease, started or
   still queued, is renewed (ChangeMessageVisibility back to ``visibility_timeout_seconds``) once
   half of it has run out, within SQS's 12 h cap counted from the receive (``renewal``). A lease
