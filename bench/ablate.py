@@ -81,8 +81,8 @@ EDITS: dict[str, list[tuple[str, str, str]]] = {
     "checksum": [
         (
             "s3sqsd/aws.py",
-            "        max_pool_connections=MAX_WORKERS + config.large_objects.concurrency + 2,\n",
-            "        max_pool_connections=MAX_WORKERS + config.large_objects.concurrency + 2,\n"
+            "        max_pool_connections=s3_pool_size(config),\n",
+            "        max_pool_connections=s3_pool_size(config),\n"
             "        response_checksum_validation='when_required',  # ablated\n",
         ),
         (

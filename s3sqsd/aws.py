@@ -60,7 +60,15 @@ from botocore.exceptions import NoCredentialsError, NoRegionError
 
 from s3sqsd.access import AccessPlan, BucketAccess, plan_access
 from s3sqsd.buckets import BucketClients
-from s3sqsd.config import MAX_WAIT_TIME_SECONDS, MAX_WORKERS, AwsConfig, Config, RoleConfig
+from s3sqsd.config import (
+    LARGE_SLOTS,
+    MAX_WAIT_TIME_SECONDS,
+    MAX_WORKERS,
+    AwsConfig,
+    Config,
+    ReconcileConfig,
+    RoleConfig,
+)
 from s3sqsd.errors import ConfigError
 from s3sqsd.logs import add_secrets
 
@@ -431,6 +439,23 @@ def read_sse_key(path: Path) -> bytes:
     return key
 
 
+def s3_pool_size(config: Config) -> int:
+    """Connections the S3 client keeps for reuse: one per thread that may call S3 at once.
+
+    urllib3 (botocore's pool is not blocking) opens a connection for every thread that finds
+    the pool empty, and closes the ones given back to a full pool ("Connection pool is full,
+    discarding connection"): a pool smaller than the threads means a new TCP and TLS handshake
+    per request for the excess. The client is built once and a reload may raise ``workers``
+    or ``max_workers`` up to ``MAX_WORKERS``, so it is sized for that; it costs nothing until
+    used (urllib3 opens connections only as threads need them). The threads: the small lane's
+    slots, the large lane's (``LARGE_SLOTS``; each does its HEAD and the reads of its ranges
+    on the part threads, ``large_objects.concurrency``), and a reconcile pass's download
+    threads and lister.
+    """
+    reconcile = config.reconcile.workers if config.reconcile else ReconcileConfig().workers
+    return MAX_WORKERS + LARGE_SLOTS + config.large_objects.concurrency + reconcile + 1
+
+
 def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) -> Clients:
     """Build the daemon's S3 and SQS clients. An unusable CA bundle is a ConfigError."""
     problems = ca_bundle_problems(config.aws)
@@ -441,10 +466,7 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         connect_timeout=3,
         read_timeout=60,
         retries={"mode": "standard", "total_max_attempts": 3},
-        # The clients are built once, but a reload may raise ``workers``: sized for the most
-        # it can be, plus the ranged GETs' threads (a restart-only setting). urllib3 opens
-        # connections only as they are used; this only bounds how many it keeps for reuse.
-        max_pool_connections=MAX_WORKERS + config.large_objects.concurrency + 2,
+        max_pool_connections=s3_pool_size(config),
     )
     sqs_role = aws.plan.sqs_role
     sqs_receive = aws.client(

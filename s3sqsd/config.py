@@ -183,6 +183,12 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 MiB = 1 << 20
+AUTO = "auto"  # workers: auto
+AUTO_START_WORKERS = 8  # where workers: auto starts (the fixed default before it existed)
+DEFAULT_MIN_WORKERS = 4
+# Large objects downloading at once in their own lane (worker/concurrency.py: *Fairness*).
+LARGE_SLOTS = 4
+DEFAULT_MAX_WORKERS = 64  # docs/configuration.md argues it
 S3_MAX_OBJECT_BYTES = 5 << 40  # 5 TiB
 # The lowest bandwidth limit: a throttled GET is read 256 KiB at a time (limits.py), and below
 # 64 KiB/s each read would wait over 4 s (many times that with downloads sharing the limit),
@@ -246,7 +252,11 @@ class Config:
     s3_endpoint_url: str | None = None
     sqs_endpoint_url: str | None = None
     dead_letter_queue_url: str | None = None
-    workers: int = 8
+    # Downloads at once: "auto" (the worker's concurrency controller, within min_workers and
+    # max_workers), or a fixed count.
+    workers: int | str = AUTO
+    min_workers: int = DEFAULT_MIN_WORKERS  # with workers: auto, the fewest downloads at once
+    max_workers: int = DEFAULT_MAX_WORKERS  # with workers: auto, the most
     pollers: int = 1  # receiver threads long-polling at once
     wait_time_seconds: int = 20
     visibility_timeout_seconds: int = 120
@@ -278,6 +288,14 @@ class Config:
     def guards(self) -> BucketGuards:
         """The top level's guards: every bucket's, unless a route with a bucket says otherwise."""
         return guards_of(self)
+
+    @property
+    def start_workers(self) -> int:
+        """The fixed ``workers``; with ``auto``, where the controller starts (also what
+        ``s3sqsd sync`` uses: a one-off run has no time to climb)."""
+        if isinstance(self.workers, int):
+            return self.workers
+        return max(self.min_workers, min(self.max_workers, AUTO_START_WORKERS))
 
     @property
     def s3_endpoint(self) -> str | None:
@@ -319,7 +337,7 @@ def parse_config(
 # Limits that come from SQS itself.
 _MAX_WAIT_TIME_SECONDS = 20  # ReceiveMessage long-poll maximum
 MAX_WAIT_TIME_SECONDS = _MAX_WAIT_TIME_SECONDS  # what a reload may raise wait_time_seconds to
-MAX_WORKERS = 256  # what a reload may raise workers to
+MAX_WORKERS = 256  # what a reload may raise workers (and max_workers) to
 _MAX_VISIBILITY_SECONDS = SQS_MAX_VISIBILITY_SECONDS  # ChangeMessageVisibility maximum: 12 hours
 _MAX_FILE_BYTES = 1024 * 1024  # a configuration file is a few KiB; refuse anything absurd
 _MAX_SHOWN_CHARS = 200  # longer values are described, never echoed
@@ -544,7 +562,9 @@ def _parse_config(data: object, *, source: str, default_download_folder: Path) -
         "s3_endpoint_url": _endpoint_url,
         "sqs_endpoint_url": _endpoint_url,
         "dead_letter_queue_url": _queue_url,
-        "workers": _int_range(1, MAX_WORKERS),
+        "workers": _workers,
+        "min_workers": _int_range(1, MAX_WORKERS),
+        "max_workers": _int_range(1, MAX_WORKERS),
         "pollers": _int_range(1, 32),
         "wait_time_seconds": _int_range(
             1, _MAX_WAIT_TIME_SECONDS, note="the SQS long-poll maximum; short polling is refused"
@@ -588,6 +608,13 @@ def _parse_config(data: object, *, source: str, default_download_folder: Path) -
         problems.add(
             "dead_letter_queue_url", "must differ from sqs_queue_url (it is the same queue)"
         )
+
+    least = values.get("min_workers") or DEFAULT_MIN_WORKERS
+    most = values.get("max_workers") or DEFAULT_MAX_WORKERS
+    if least > most and values.get("min_workers") is not None:
+        problems.add("min_workers", f"must not be above max_workers ({most}), got {least}")
+    elif least > most:
+        problems.add("max_workers", f"must be at least min_workers ({least}), got {most}")
 
     _route_problems(problems, data, values)
     if values.get("reconcile") is not None and not values.get("s3_bucket_name"):
@@ -790,6 +817,19 @@ def _int_range(
         return value
 
     return check
+
+
+def _workers(problems: _Problems, path: str, value: object) -> int | str | None:
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        problems.add(
+            path,
+            f"must be auto or an integer from 1 to {MAX_WORKERS}, got {_show(value)}"
+            + _quoted_number_hint(value),
+        )
+        return None
+    return value
 
 
 def _seconds_range(low: float, high: float) -> Callable[[_Problems, str, object], float | None]:

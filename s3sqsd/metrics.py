@@ -109,6 +109,12 @@ DEFINITIONS = (
         "Unix time of the end of the last complete reconcile pass.",
     ),
     Definition("downloads_in_flight", GAUGE, "Messages being downloaded now."),
+    Definition(
+        "workers_target",
+        GAUGE,
+        "Downloads of objects below large_objects.threshold_bytes allowed at once: workers, "
+        "or the workers: auto controller's current target.",
+    ),
     Definition("messages_in_hand", GAUGE, "Messages received and not yet settled."),
     Definition(
         "queue_messages",

@@ -49,10 +49,10 @@ class Heartbeat:
         self._last_ping = 0.0
         self._last_status_at = 0.0
 
-    def ready(self, *, workers: int) -> None:
+    def ready(self, *, workers: int | str) -> None:
         self._notifier.ready(self.status_text())
         logger.info(
-            "s3sqsd is running: queue %s, %d download threads",
+            "s3sqsd is running: queue %s, download threads: %s",
             self._queue.url,
             workers,
             extra={"event": "daemon.ready", "queue_url": self._queue.url},
@@ -74,7 +74,8 @@ class Heartbeat:
     def status_text(self) -> str:
         m = self._metrics
         text = (
-            f"in flight {self._in_hand()}, downloaded {m.get('objects_downloaded'):.0f}, "
+            f"in flight {self._in_hand()}, workers {m.get('workers_target'):.0f}, "
+            f"downloaded {m.get('objects_downloaded'):.0f}, "
             f"failed {m.get('messages_failed'):.0f}, "
             f"dead-lettered {m.get('messages_dead_lettered'):.0f}"
         )

@@ -10,10 +10,11 @@ makes that boundary a constructor instead of a section comment.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from s3sqsd.delivery import deliver
@@ -26,7 +27,7 @@ from s3sqsd.sqs import Message
 from s3sqsd.verify import strip_etag
 from s3sqsd.worker.lease import Outcome
 from s3sqsd.worker.plan import FetcherLike, Item, RemoveItem
-from s3sqsd.worker.settings import WorkerSettings
+from s3sqsd.worker.slots import LANES, LARGE, SMALL, Slots
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
 logger = logging.getLogger("s3sqsd.worker")
@@ -55,7 +56,7 @@ class DownloadJob:
 
     def _work_on(self) -> Outcome:
         message = self.message
-        downloaded = 0
+        downloaded = size = 0
         for item in self.items:
             if isinstance(item, RemoveItem):
                 try:
@@ -77,6 +78,7 @@ class DownloadJob:
                 )
                 if result.outcome is FetchOutcome.DOWNLOADED:
                     downloaded += 1
+                    size += result.size
                 if placement.after_download == AFTER_DOWNLOAD_DELETE:
                     self._delete_source(placement.folder, obj, result)
             except MessageError as exc:
@@ -98,7 +100,7 @@ class DownloadJob:
                     ),
                     downloaded=downloaded,
                 )
-        return Outcome(downloaded=downloaded)
+        return Outcome(downloaded=downloaded, size=size)
 
     def _remove(self, item: RemoveItem) -> None:
         message = self.message
@@ -172,63 +174,72 @@ class DownloadJob:
 
 
 class Downloads:
-    """The download threads: a bounded pool, resized on a reload, and the drain's cancel event.
+    """The download threads (``slots.Slots``: a small lane and a large lane, their caps changed
+    by the concurrency tuner), the drain's cancel event, and what finished in each lane.
 
     Owned by the worker, which submits each message's job here and reads the outcome from the
-    future. A resize swaps in a new pool and lets the old one finish what it runs (its threads
-    end with their tasks); ``shutdown`` ends them all. (The part threads of ranged downloads
-    are the daemon's: it creates them for the fetchers and shuts them down after the worker.)
+    future. (The part threads of ranged downloads are the daemon's: it creates them for the
+    fetchers and shuts them down after the worker.)
     """
 
-    def __init__(self, *, workers: int, metrics: Metrics) -> None:
+    def __init__(self, *, small: int, large: int, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._pool = self._new_pool(workers)
-        self._workers = workers
-        self._old_pools: list[ThreadPoolExecutor] = []
+        self._slots: Slots[Outcome] = Slots({SMALL: small, LARGE: large})
         self.cancel = threading.Event()
         # Every job not finished yet, whatever became of its lease: after the drain gives up,
         # the leases are gone but a download stuck in a socket read still holds its thread.
         self._unfinished: set[Future[Outcome]] = set()
-        self._unfinished_lock = threading.Lock()
-
-    @staticmethod
-    def _new_pool(workers: int) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3sqsd-download")
+        self._lock = threading.Lock()
+        # Per lane: messages whose download succeeded, and their bytes (running totals).
+        self._done = dict.fromkeys(LANES, 0)
+        self._bytes = dict.fromkeys(LANES, 0)
 
     def submit(
         self,
         message: Message,
         items: tuple[Item, ...],
         *,
+        lane: str = SMALL,
         when_done: Callable[[Future[Outcome]], None],
     ) -> Future[Outcome]:
         job = DownloadJob(message=message, items=items, metrics=self._metrics, cancel=self.cancel)
-        future = self._pool.submit(job.run)
-        with self._unfinished_lock:
+        future = self._slots.submit(lane, job.run)
+        with self._lock:
             self._unfinished.add(future)
-        future.add_done_callback(self._finished)
+        future.add_done_callback(functools.partial(self._finished, lane))
         future.add_done_callback(when_done)
         return future
 
-    def _finished(self, future: Future[Outcome]) -> None:
-        with self._unfinished_lock:
+    def _finished(self, lane: str, future: Future[Outcome]) -> None:
+        outcome = None
+        if not future.cancelled() and future.exception() is None:
+            outcome = future.result()
+        with self._lock:
             self._unfinished.discard(future)
+            if outcome is not None and outcome.error is None:
+                self._done[lane] += 1
+                self._bytes[lane] += outcome.size
+
+    def completed(self, lane: str = SMALL) -> tuple[int, int]:
+        """Messages of ``lane`` downloaded so far, and their bytes (running totals)."""
+        with self._lock:
+            return self._done[lane], self._bytes[lane]
 
     def running(self) -> int:
         """Jobs running now on a download thread (not queued, not finished)."""
-        with self._unfinished_lock:
+        with self._lock:
             return sum(1 for future in self._unfinished if future.running())
 
-    def update(self, settings: WorkerSettings) -> None:
-        """A reload: a new pool if ``workers`` changed."""
-        workers = settings.workers
-        if workers == self._workers:
-            return
-        self._old_pools.append(self._pool)
-        self._pool.shutdown(wait=False)
-        self._pool = self._new_pool(workers)
-        self._workers = workers
+    def full(self, lane: str = SMALL) -> bool:
+        """Every slot of ``lane`` is busy."""
+        return self._slots.full(lane)
+
+    def resize(self, lane: str, cap: int) -> None:
+        """A new cap for ``lane``: running downloads go on; more or fewer start from now."""
+        self._slots.resize(lane, cap)
+
+    def cap(self, lane: str = SMALL) -> int:
+        return self._slots.cap(lane)
 
     def shutdown(self) -> None:
-        for pool in [*self._old_pools, self._pool]:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._slots.shutdown()

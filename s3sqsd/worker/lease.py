@@ -25,6 +25,7 @@ class Outcome:
 
     error: MessageError | None = None
     downloaded: int = 0
+    size: int = 0  # bytes of the objects downloaded (workers: auto weighs throughput by them)
 
 
 class Stage(enum.Enum):
@@ -81,6 +82,7 @@ class Lease:
     delete_queued_at: float = 0.0  # in DELETE_QUEUED: when (the linger counts from it)
     delete_tries: int = 0
     holds_capacity: bool = True  # guarded by ``Capacity``; see the class docstring
+    lent: bool = False  # a large message: its place is one of the large lane's (``Capacity.lend``)
 
     def _move(self, move: str) -> None:
         allowed, to = _MOVES[move]
@@ -127,18 +129,40 @@ class Capacity:
     """How many messages may be in hand, and how many are: the one state three kinds of
     thread write (receivers reserve, download threads and the loop give back), all under one
     condition. A lease's place is given back once, whoever comes first (``give_back``).
+
+    The limit is the small lane's slots plus its prefetch (``resize``); a large message's place
+    is lent on top of it, up to ``lane`` of them (``lend``), so large objects in hand never
+    take the places the small ones are received into (``concurrency``: *Fairness*).
     """
 
-    def __init__(self, *, limit: int) -> None:
+    def __init__(self, *, limit: int, lane: int = 0) -> None:
         self._condition = threading.Condition()
         self._limit = limit
+        self._lane = lane
+        self._lent = 0
         self._reserved = 0
 
-    def resize(self, limit: int) -> None:
-        """A reload: the next reservation uses the new limit; waiting receivers look again."""
+    def resize(self, limit: int, *, lane: int | None = None) -> None:
+        """A new limit (the tuner, a reload): the next reservation uses it; waiting receivers
+        look again. Places reserved beyond a lowered limit are simply not given out again."""
         with self._condition:
             self._limit = limit
+            if lane is not None:
+                self._lane = lane
             self._condition.notify_all()
+
+    def limit(self) -> int:
+        """The small lane's places (slots and prefetch), without those lent."""
+        return self._limit
+
+    def lend(self, lease: Lease) -> None:
+        """A large message (loop thread): its place becomes one of the large lane's, if one
+        is left, and a place for a small message comes free."""
+        with self._condition:
+            if lease.holds_capacity and not lease.lent and self._lent < self._lane:
+                lease.lent = True
+                self._lent += 1
+                self._condition.notify_all()
 
     def reserve(self, *, least: int, most: int, timeout: float) -> int:
         """Reserve between ``least`` and ``most`` places, waiting up to ``timeout`` for
@@ -151,7 +175,7 @@ class Capacity:
             return wanted
 
     def free(self) -> int:
-        return self._limit - self._reserved
+        return self._limit + self._lent - self._reserved
 
     def unreserve(self, count: int) -> None:
         """Places reserved for a receive that brought fewer messages (or failed)."""
@@ -168,6 +192,8 @@ class Capacity:
             if lease.holds_capacity:
                 lease.holds_capacity = False
                 self._reserved -= 1
+                if lease.lent:
+                    self._lent -= 1
                 self._condition.notify_all()
 
 

@@ -3,11 +3,14 @@
 Design (read this before changing anything here):
 
 - **Five kinds of thread.** *Receiver* threads (one per ``pollers``, 1 by default) do nothing
-  but long-poll ReceiveMessage; they share the capacity and one failure state. N
-  *download* threads (a bounded pool) run the fetcher: S3 GETs and local disk work, never an SQS
-  call. *Part* threads (``parts_executor``, ``large_objects.concurrency`` of them, shared by
-  every download) run the ranged GETs of large objects for the download threads waiting on them;
-  they never wait on anything but S3, so a download thread waiting on them cannot deadlock.
+  but long-poll ReceiveMessage; they share the capacity and one failure state. *Download*
+  threads (``slots``: a lane for small objects, whose cap is ``workers`` or the ``workers:
+  auto`` target, and one for large objects) run the fetcher: S3 GETs and local disk work, never
+  an SQS call. The ``tuning.Tuner`` sizes the lanes, the capacity and the pollers
+  (``concurrency`` has the rules). *Part* threads (``parts_executor``,
+  ``large_objects.concurrency`` of them, shared by every download) run the ranged GETs of large
+  objects for the download threads waiting on them; they never wait on anything but S3, so a
+  download thread waiting on them cannot deadlock.
   The *loop* thread (the caller of ``Worker.run``, the process's main thread) makes every
   decision and every other SQS call (visibility, dead-letter send) but one: the deletes, which
   one *settler* thread makes, a batch at a time, handing each answer back to the loop (at
@@ -22,8 +25,9 @@ Design (read this before changing anything here):
   thread has made progress recently, so a hung receiver stops the pings too).
 - **Leases.** Every message in hand has a lease (receipt handle, receive time, visible-until).
   The receiver reserves capacity before each poll, so the daemon never has more messages in work
-  or waiting for it than ``workers`` plus a small prefetch (``workers`` more, at most 10): a
-  message is never received long before a thread can work on it. A message whose work is over
+  or waiting for it than ``workers`` plus a small prefetch (``workers`` more, at most 10 per
+  poller), and a place lent to each large message in its lane: a message is never received
+  long before a thread can work on it. A message whose work is over
   gives its capacity back at once; only its (batched) delete is left. Every lease, started or
   still queued, is renewed (ChangeMessageVisibility back to ``visibility_timeout_seconds``) once
   half of it has run out, within SQS's 12 h cap counted from the receive (``renewal``). A lease
@@ -81,8 +85,7 @@ from s3sqsd.worker.inbox import (
     Received,
     ReceiveFailed,
 )
-from s3sqsd.worker.job import Downloads
-from s3sqsd.worker.lease import Capacity, Lease, Leases, Outcome, Stage
+from s3sqsd.worker.lease import Lease, Leases, Outcome, Stage
 from s3sqsd.worker.plan import FetcherLike, Place
 from s3sqsd.worker.ports import QueueLike
 from s3sqsd.worker.receiver import Receivers
@@ -95,6 +98,7 @@ from s3sqsd.worker.settings import (
 )
 from s3sqsd.worker.settle import Settler
 from s3sqsd.worker.spacewait import SpaceWait
+from s3sqsd.worker.tuning import Tuner
 
 # The logger keeps the name it had when the worker was one module: it is in every JSON log line
 # ("logger"), and operators filter on it.
@@ -104,7 +108,8 @@ logger = logging.getLogger("s3sqsd.worker")
 class Worker:
     """Runs the loop until ``stop`` is set and the drain is over. Its own state: the leases in
     hand; it owns and starts and stops the other thread kinds (``Receivers``, ``Downloads``,
-    ``Settler``) and loop-thread helpers (``Renewer``, ``FailurePolicy``, ``Heartbeat``)."""
+    ``Settler``) and loop-thread helpers (``Renewer``, ``FailurePolicy``, ``Heartbeat``,
+    ``Tuner``: the concurrency, and the ``Capacity`` and ``Downloads`` it sizes)."""
 
     def __init__(
         self,
@@ -134,9 +139,9 @@ class Worker:
         self._reload_requested = threading.Event()
         self._sweep_at = 0.0  # next walk of the leases for local retries
         self.metrics = metrics or Metrics()
-        self._capacity = Capacity(limit=settings.capacity)
+        self._tuner = Tuner(settings=settings, pollers=pollers, metrics=self.metrics, clock=clock)
+        self._capacity, self._downloads = self._tuner.capacity, self._tuner.downloads
         self._leases = Leases(capacity=self._capacity)
-        self._downloads = Downloads(workers=settings.workers, metrics=self.metrics)
         self._receiving = Receivers(
             queue=receive_queue,
             dead_letter_queue=dead_letter_queue,
@@ -188,8 +193,8 @@ class Worker:
 
     def run(self, *, stop: threading.Event) -> None:
         """Receive and work until ``stop`` is set; then drain and return."""
-        self._receiving.start()
-        self._heartbeat.ready(workers=self._settings.workers)
+        self._tuner.start(self._receiving)  # the receivers, polling for the tuner's target
+        self._heartbeat.ready(workers="auto" if self._settings.auto else self._tuner.target)
         deadline: float | None = None
         while True:
             self._wait_and_dispatch(deadline)
@@ -212,6 +217,7 @@ class Worker:
                         if now >= lease.retry_at:
                             self._submit(lease)
             self._heartbeat.beat(now)
+            self._tuner.tick(now)
             if stop.is_set() and deadline is None:
                 deadline = now + self._settings.shutdown_timeout_seconds
                 self._begin_drain()
@@ -295,8 +301,8 @@ class Worker:
             self._submit(lease)
 
     def _submit(self, lease: Lease) -> None:
-        when_done = functools.partial(self._post_done, lease)
-        lease.start(self._downloads.submit(lease.message, lease.items, when_done=when_done))
+        done, lane = functools.partial(self._post_done, lease), self._tuner.lane(lease)
+        lease.start(self._downloads.submit(lease.message, lease.items, lane=lane, when_done=done))
 
     def _post_done(self, lease: Lease, future: Future[Outcome]) -> None:
         """Runs in the download thread (or here, if already done): hand the lease back.
@@ -352,7 +358,7 @@ class Worker:
         if new is None:
             return
         self._settings = new
-        parts = (self._downloads, self._receiving, self._settler, self._renewer, self._failures)
+        parts = (self._tuner, self._receiving, self._settler, self._renewer, self._failures)
         for part in parts:
             part.update(new)
 

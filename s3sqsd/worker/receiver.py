@@ -25,7 +25,7 @@ from s3sqsd.worker.settings import (
     HOLD_POLL_SECONDS,
     MAX_LOOP_SLEEP_SECONDS,
     WorkerSettings,
-    least_batch,
+    least_for,
 )
 
 # The worker's logger name, kept from when it was one module: it is in every JSON log line.
@@ -110,19 +110,36 @@ class Receivers:
         self._paused_until = 0.0
         self._held = False  # messages wait for disk space (spacewait.py)
         self._receive_state = _ReceiveState(clock)
-        self._alive = [clock()] * pollers  # each receiver's last sign of progress
-        self._threads = [
-            threading.Thread(
-                target=self._receive_loop,
-                args=(index,),
-                name="s3sqsd-receiver" if pollers == 1 else f"s3sqsd-receiver-{index}",
-                daemon=True,
-            )
-            for index in range(pollers)
-        ]
+        self._alive: list[float] = []  # each receiver's last sign of progress
+        self._threads: list[threading.Thread] = []
+        self._active = pollers  # how many poll; the others (workers: auto) wait their turn
+        self._target = settings.workers  # the small lane's slots: the prefetch is the rest
+        self._started = False
 
     def start(self) -> None:
-        for thread in self._threads:
+        self._started = True
+        self._add_threads()
+
+    def follow(self, *, target: int, pollers: int) -> None:
+        """The concurrency tuner's target (loop thread): how many of the capacity's places are
+        slots, and how many receivers poll. A receiver beyond ``pollers`` finishes its open
+        poll and waits; more receivers are started when needed, never ended."""
+        self._target = target
+        self._active = max(1, pollers)
+        if self._started:
+            self._add_threads()
+
+    def _add_threads(self) -> None:
+        while len(self._threads) < self._active:
+            index = len(self._threads)
+            self._alive.append(self._clock())
+            thread = threading.Thread(
+                target=self._receive_loop,
+                args=(index,),
+                name="s3sqsd-receiver" if index == 0 else f"s3sqsd-receiver-{index}",
+                daemon=True,
+            )
+            self._threads.append(thread)
             thread.start()
 
     def stop(self) -> None:
@@ -133,9 +150,13 @@ class Receivers:
         return self._stop.is_set()
 
     def update(self, settings: WorkerSettings) -> None:
-        """A reload: the next poll uses the new settings and capacity."""
+        """A reload: the next poll uses the new settings (the tuner resizes the capacity)."""
         self._settings = settings
-        self._capacity.resize(settings.capacity)
+
+    def paused(self) -> bool:
+        """Receiving is paused now (a local failure: the disk is full, say; or held while
+        messages wait for disk space)."""
+        return self._held or self._paused_until > self._clock()
 
     def pause_until(self, when: float) -> None:
         """No receive before ``when`` (a local failure: the disk is full, say).
@@ -159,6 +180,9 @@ class Receivers:
         redrive_checked = index != 0
         while not self._stop.is_set():
             self._alive[index] = self._clock()
+            if index >= self._active:  # not needed at the current target: wait
+                self._stop.wait(MAX_LOOP_SLEEP_SECONDS)
+                continue
             pause = self._paused_until - self._clock()
             if pause > 0 or self._held:
                 self._stop.wait(min(pause, 1.0) if pause > 0 else HOLD_POLL_SECONDS)
@@ -257,9 +281,9 @@ class Receivers:
         (SQS bills per request) for one message each. Waiting costs no throughput: it only
         happens while all workers are busy and at least half the prefetch is still queued.
         """
-        settings = self._settings
-        share = max(1, settings.capacity // len(self._threads))
-        least = least_batch(settings, share=share)
+        limit = self._capacity.limit()
+        share = max(1, limit // self._active)
+        least = least_for(prefetch=limit - self._target, share=share)
         return self._capacity.reserve(least=least, most=min(10, share), timeout=timeout)
 
     def healthy(self, now: float) -> bool:
@@ -268,5 +292,7 @@ class Receivers:
             return True
         if not all(receiver.is_alive() for receiver in self._threads):
             return False
+        if not self._alive:
+            return True
         limit = self._settings.wait_time_seconds + 60.0
         return now - min(self._alive) < limit

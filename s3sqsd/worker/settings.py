@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from s3sqsd.config import Config
+from s3sqsd.config import AUTO, Config
 from s3sqsd.events import KeyDecodingPolicy
 
 # SQS error codes meaning the receipt handle no longer names a message in hand: retrying the
@@ -37,7 +37,12 @@ DLQ_ERROR_TEXT_LIMIT = 1000
 class WorkerSettings:
     """The settings the loop uses; a reload swaps the whole object."""
 
-    workers: int = 8
+    workers: int = 8  # fixed: the small lane's slots; auto: where the controller starts
+    auto: bool = False  # workers: auto (concurrency.py moves the target within the bounds)
+    min_workers: int = 4
+    max_workers: int = 64
+    # Messages with an object this large (from the event) run in the large lane; None: never.
+    large_threshold_bytes: int | None = None
     wait_time_seconds: int = 20
     visibility_timeout_seconds: int = 120
     shutdown_timeout_seconds: float = 30.0
@@ -53,7 +58,11 @@ class WorkerSettings:
     @classmethod
     def from_config(cls, config: Config) -> WorkerSettings:
         return cls(
-            workers=config.workers,
+            workers=config.start_workers,
+            auto=config.workers == AUTO,
+            min_workers=config.min_workers,
+            max_workers=config.max_workers,
+            large_threshold_bytes=config.large_objects.threshold_bytes,
             wait_time_seconds=config.wait_time_seconds,
             visibility_timeout_seconds=config.visibility_timeout_seconds,
             shutdown_timeout_seconds=config.shutdown_timeout_seconds,
@@ -75,5 +84,9 @@ class WorkerSettings:
 def least_batch(settings: WorkerSettings, *, share: int) -> int:
     """The fewest places a poll asks for while messages are in hand: half the prefetch
     (1 with 1-3 workers, 5 from 10 workers up), never more than a poller's ``share``."""
-    prefetch = settings.capacity - settings.workers
+    return least_for(prefetch=settings.capacity - settings.workers, share=share)
+
+
+def least_for(*, prefetch: int, share: int) -> int:
+    """``least_batch`` for a prefetch that follows the current target (``workers: auto``)."""
     return max(1, min(10, share, prefetch // 2))

@@ -1059,3 +1059,105 @@ def test_a_reload_during_a_poll_renews_by_what_the_poll_asked_for() -> None:
         stop.set()
         worker.wake()
         thread.join(10)
+
+
+class TestConcurrency:
+    """``workers: auto`` and the large objects' lane, applied by the real loop."""
+
+    def test_auto_grows_the_downloads_within_the_bounds_and_says_so(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Each download waits 40 ms (a round trip), so more slots finish more files: the
+        target climbs from 8, never past max_workers, and every message is deleted."""
+        caplog.set_level(logging.INFO, logger="s3sqsd.worker")
+        settings = replace(SETTINGS, workers=8, auto=True, min_workers=4, max_workers=24)
+
+        def round_trip(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            time.sleep(0.04)  # the workload's latency, not a measurement
+            return ok(obj)
+
+        queue = StubQueue()
+        for i in range(1500):
+            queue.put(s3_body(f"k{i}"))
+        fetcher = ScriptedFetcher(round_trip)
+        with running(queue, fetcher, settings=settings) as (worker, _stop):
+            wait_until(lambda: fetcher.max_running > 8, timeout=30, what="more than 8 at once")
+            wait_until(lambda: queue.remaining() == [], timeout=60, what="all deleted")
+            target = worker.metrics.get("workers_target")
+        assert 4 <= target <= 24
+        assert 8 < fetcher.max_running <= 24
+        assert sorted(queue.deleted) == sorted(f"m{i}" for i in range(1, 1501))
+        changes = [r for r in caplog.records if getattr(r, "event", "") == "concurrency.changed"]
+        assert changes
+        assert all(4 <= r.workers <= 24 for r in changes)  # type: ignore[attr-defined]
+        assert changes[0].previous == 8  # type: ignore[attr-defined]
+
+    def test_an_idle_auto_daemon_stays_where_it_starts(self) -> None:
+        settings = replace(SETTINGS, workers=8, auto=True, min_workers=4, max_workers=24)
+        queue = StubQueue()
+        for i in range(5):
+            queue.put(s3_body(f"k{i}"))
+        fetcher = ScriptedFetcher()
+        with running(queue, fetcher, settings=settings) as (worker, _stop):
+            wait_until(lambda: queue.remaining() == [], what="all deleted")
+            time.sleep(1.0)  # idle: samples without backlog, nothing should move
+            assert worker.metrics.get("workers_target") == 8
+
+    def test_large_objects_queued_first_do_not_starve_small_ones(self) -> None:
+        """Two large objects (their events announce the threshold) are received first and
+        never finish until released; with 2 workers, the 40 small ones behind them all
+        download meanwhile: the large ones run in their own lane (1 slot with 2 workers),
+        not in the small files' slots, and take no place of the small files' in hand."""
+        settings = replace(SETTINGS, workers=2, large_threshold_bytes=1000)
+        release = threading.Event()
+        large_running: list[str] = []
+
+        def behaviour(obj: ObjectCreated, cancel: threading.Event) -> FetchResult:
+            if obj.key.startswith("large"):
+                large_running.append(obj.key)
+                assert release.wait(20)
+            return ok(obj)
+
+        queue = StubQueue()
+        for i in range(2):
+            queue.put(s3_body(f"large{i}", size=5000))
+        for i in range(40):
+            queue.put(s3_body(f"small{i}"))
+        fetcher = ScriptedFetcher(behaviour)
+        with running(queue, fetcher, settings=settings):
+            wait_until(
+                lambda: sum(key.startswith("small") for key in fetcher.fetched) == 40,
+                timeout=30,
+                what="every small object while the large ones wait",
+            )
+            assert large_running == ["large0"]  # one lane slot: the second one waits
+            assert sorted(queue.remaining()) == ["m1", "m2"]
+            release.set()
+            wait_until(lambda: queue.remaining() == [], timeout=30, what="all deleted")
+        assert fetcher.max_running <= 2 + 1
+
+    def test_a_reload_from_auto_to_a_fixed_count_applies_it(self) -> None:
+        settings = replace(SETTINGS, workers=8, auto=True, min_workers=4, max_workers=24)
+        new = replace(SETTINGS, workers=3)
+        queue = StubQueue()
+        worker = Worker(
+            receive_queue=queue,
+            control_queue=queue,
+            dead_letter_queue=None,
+            fetcher=ScriptedFetcher(),
+            settings=settings,
+            notifier=Notifier(enabled=False),
+            reload=lambda: new,
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: worker.metrics.get("workers_target") == 8, what="started at 8")
+            worker.request_reload()
+            wait_until(lambda: worker.metrics.get("workers_target") == 3, what="reloaded to 3")
+        finally:
+            stop.set()
+            worker.wake()
+            thread.join(timeout=15)
+        assert not thread.is_alive()

@@ -239,3 +239,45 @@ def test_metrics_endpoint_and_status_share_the_counters(
         timeout=5,
         what="STATUS with the same count",
     )
+
+
+def test_workers_auto_downloads_a_backlog_and_moves_within_its_bounds(
+    emulator: Emulator,
+    make_config: Config,
+    spawn_daemon: Spawn,
+    notify_socket: NotifySocket,
+    download_folder: Path,
+) -> None:
+    """The default ``workers: auto`` on a backlog: every file arrives, the target moves (a
+    ``concurrency.changed`` line, the gauge, STATUS) and never leaves min/max_workers."""
+    pytest.importorskip("prometheus_client")
+    pipeline = emulator.pipeline(via="direct")
+    objects = {f"f/{i:04d}": b"x" * 512 for i in range(400)}
+    put_objects(emulator.client("s3"), pipeline.bucket, objects)
+    port = free_port()
+    config = make_config(
+        pipeline,
+        workers=None,  # the default: auto
+        min_workers=2,
+        max_workers=12,
+        metrics={"listen": f"127.0.0.1:{port}"},
+    )
+    daemon = spawn_daemon(config, notify=notify_socket)
+    wait_queue_empty(emulator, pipeline.queue_url, timeout=120)
+    wait_until(
+        lambda: sum(1 for p in (download_folder / "f").iterdir() if p.is_file()) == 400,
+        timeout=30,
+        what="every file in place",
+    )
+    changes = daemon.wait_for_event("concurrency.changed", timeout=10) and daemon.events(
+        "concurrency.changed"
+    )
+    assert changes[0]["previous"] == 8
+    assert all(2 <= change["workers"] <= 12 for change in changes)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    gauge = [line for line in text.splitlines() if line.startswith("s3sqsd_workers_target ")]
+    assert len(gauge) == 1
+    assert 2 <= float(gauge[0].split()[1]) <= 12
+    assert any(", workers " in value for value in notify_socket.values("STATUS"))
+    assert temp_files(download_folder) == []

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from s3sqsd.aws import endpoint_for, make_clients
-from s3sqsd.config import Config
+from s3sqsd.aws import endpoint_for, make_clients, s3_pool_size
+from s3sqsd.config import LARGE_SLOTS, Config, ReconcileConfig
 from s3sqsd.errors import ConfigError
 
 
@@ -52,7 +52,10 @@ def test_region_from_an_aws_queue_url_is_enough(monkeypatch: pytest.MonkeyPatch)
 def test_clients_fit_what_a_reload_may_set(monkeypatch: pytest.MonkeyPatch) -> None:
     """The clients are built once; a reload may raise wait_time_seconds to 20 and workers to
     256. The receive client's read timeout outlasts the longest long poll, and the S3 pool
-    keeps a connection for every download and range thread, whatever the start-up values."""
+    keeps a connection for every thread that may call S3 at once, whatever the start-up
+    values: the small lane (workers or max_workers, up to 256), the large objects' lane and
+    their part threads, a reconcile pass's threads and its lister (urllib3 closes what comes
+    back to a full pool: a smaller pool would mean new connections under load)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     config = Config(
@@ -61,10 +64,10 @@ def test_clients_fit_what_a_reload_may_set(monkeypatch: pytest.MonkeyPatch) -> N
         download_folder=Path("/x"),
         wait_time_seconds=1,
         workers=2,
+        reconcile=ReconcileConfig(workers=10),
     )
     clients = make_clients(config)
     assert clients.sqs_receive.meta.config.read_timeout > 20
-    assert (
-        clients.s3.for_bucket("any").meta.config.max_pool_connections
-        >= 256 + config.large_objects.concurrency
-    )
+    threads = 256 + LARGE_SLOTS + config.large_objects.concurrency + 10 + 1
+    assert clients.s3.for_bucket("any").meta.config.max_pool_connections >= threads
+    assert s3_pool_size(config) == threads

@@ -108,10 +108,11 @@ def test_only_the_queue_url_gives_the_documented_defaults() -> None:
     assert config.aws_region is None
     assert config.s3_bucket_name == ()
     assert (config.workers, config.wait_time_seconds, config.visibility_timeout_seconds) == (
-        8,
+        "auto",
         20,
         120,
     )
+    assert (config.min_workers, config.max_workers, config.start_workers) == (4, 64, 8)
     assert config.shutdown_timeout_seconds == 30.0
     assert config.retry == RetryConfig(5, 2.0, 300.0)
     assert config.key_decoding == KeyDecodingPolicy(KeyDecoding.URL, KeyDecoding.URL)
@@ -179,6 +180,10 @@ ACCEPTED = [
     ("aws_region: cn-north-1", "aws_region", "cn-north-1"),
     ("workers: 1", "workers", 1),
     ("workers: 256", "workers", 256),
+    ("workers: auto", "workers", "auto"),
+    ("workers: AUTO", "workers", "auto"),
+    ("min_workers: 1", "min_workers", 1),
+    ("max_workers: 256", "max_workers", 256),
     ("wait_time_seconds: 1", "wait_time_seconds", 1),
     ("wait_time_seconds: 20", "wait_time_seconds", 20),
     ("visibility_timeout_seconds: 5", "visibility_timeout_seconds", 5),
@@ -401,16 +406,24 @@ REFUSED = [
         "s3_bucket_name[1]: must be a bucket name only, without s3:// or a '/', got 'a/b'",
     ),
     # counts: integers only, never bool, never float, never a quoted number
-    ("workers: 0", "workers: must be an integer from 1 to 256, got 0"),
-    ("workers: 257", "workers: must be an integer from 1 to 256, got 257"),
-    ("workers: -1", "workers: must be an integer from 1 to 256, got -1"),
-    ("workers: true", "workers: must be an integer from 1 to 256, got true"),
-    ("workers: 2.0", "workers: must be an integer from 1 to 256, got 2.0"),
+    ("workers: 0", "workers: must be auto or an integer from 1 to 256, got 0"),
+    ("workers: 257", "workers: must be auto or an integer from 1 to 256, got 257"),
+    ("workers: -1", "workers: must be auto or an integer from 1 to 256, got -1"),
+    ("workers: true", "workers: must be auto or an integer from 1 to 256, got true"),
+    ("workers: 2.0", "workers: must be auto or an integer from 1 to 256, got 2.0"),
     (
         "workers: '8'",
-        "workers: must be an integer from 1 to 256, got '8' (a string; remove the quotes)",
+        "workers: must be auto or an integer from 1 to 256, got '8' (a string; remove the quotes)",
     ),
-    ("workers: eight", "workers: must be an integer from 1 to 256, got 'eight'"),
+    ("workers: eight", "workers: must be auto or an integer from 1 to 256, got 'eight'"),
+    ("min_workers: 0", "min_workers: must be an integer from 1 to 256, got 0"),
+    ("max_workers: 257", "max_workers: must be an integer from 1 to 256, got 257"),
+    ("min_workers: 65", "min_workers: must not be above max_workers (64), got 65"),
+    ("max_workers: 3", "max_workers: must be at least min_workers (4), got 3"),
+    (
+        "min_workers: 9\nmax_workers: 8",
+        "min_workers: must not be above max_workers (8), got 9",
+    ),
     (
         "wait_time_seconds: 0",
         "wait_time_seconds: must be an integer from 1 to 20 "
@@ -735,6 +748,23 @@ def test_unknown_key_is_refused_with_suggestion(snippet: str, problem: str) -> N
 # ---- many problems at once -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("data", "start"),
+    [
+        ({}, 8),
+        ({"workers": 3}, 3),
+        ({"workers": 3, "min_workers": 5}, 3),  # a fixed count ignores the bounds
+        ({"min_workers": 12}, 12),
+        ({"max_workers": 6, "min_workers": 2}, 6),
+    ],
+)
+def test_start_workers_is_the_fixed_count_or_the_auto_start_within_bounds(
+    data: dict[str, object], start: int
+) -> None:
+    """What the worker (and s3sqsd sync) starts with: the fixed workers, or 8 within bounds."""
+    assert parse_config({"sqs_queue_url": QUEUE, **data}).start_workers == start
+
+
 def test_every_problem_is_reported_together() -> None:
     problems = yaml_problems(
         """
@@ -756,7 +786,7 @@ log_level: loud
     assert problems == (
         "sqs_queue_url: required key is missing",
         "download_folder: must be an absolute path (starting with /), got 'relative/path'",
-        "workers: must be an integer from 1 to 256, got 0",
+        "workers: must be auto or an integer from 1 to 256, got 0",
         "wait_time_seconds: must be an integer from 1 to 20 "
         "(the SQS long-poll maximum; short polling is refused), got 0",
         "retry.max_attempts: must be an integer from 1 to 1000, got 0",
@@ -773,7 +803,8 @@ def test_error_text_joins_the_problems() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"workers": 0})
     assert str(info.value) == (
-        "sqs_queue_url: required key is missing; workers: must be an integer from 1 to 256, got 0"
+        "sqs_queue_url: required key is missing; "
+        "workers: must be auto or an integer from 1 to 256, got 0"
     )
 
 
