@@ -283,7 +283,7 @@ class _Collector:
             )
 
 
-parse_listen = split_listen  # the one parser of ``metrics.listen`` lives in config.py
+parse_listen = split_listen  # the one parser of ``metrics.listen`` lives in config/model.py
 
 
 def serve(metrics: Metrics, *, listen: str, importer: Callable[[], Any] | None = None) -> bool:

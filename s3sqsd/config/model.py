@@ -1,6 +1,8 @@
-"""Configuration: YAML file -> frozen dataclasses, strictly validated.
+"""The configuration's types: frozen dataclasses, their defaults, limits and choices.
 
-TYPES AND SIGNATURES ABOVE THE LINE BELOW ARE THE CONTRACT OTHER MODULES USE.
+TYPES AND SIGNATURES ABOVE THE LINE BELOW ARE THE CONTRACT OTHER MODULES USE, with
+``load_config`` (load.py) and ``parse_config`` (parse.py); they import all of them from
+``s3sqsd.config``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class RoleConfig:
 
 @dataclass(frozen=True, slots=True)
 class BucketGuards:
-    """What is sent with every S3 call to one bucket (aws.py and buckets.py add it).
+    """What is sent with every S3 call to one bucket (s3sqsd/aws.py and buckets.py add it).
 
     ``expected_bucket_owner``: the account id that must own the bucket (S3 answers 403 to a
     call on a bucket another account owns, so a deleted and re-created bucket is refused, not
@@ -86,10 +88,11 @@ class AwsConfig:
 
     ``role``: assumed for S3 (every bucket without a role of its own) and for SQS; ``sqs_role``
     (``aws.sqs``): the queue's own role, where the queue lives in another account. The network
-    keys map to botocore's own options (aws.py): ``ca_bundle`` (``verify``), ``proxy_url`` and
-    ``proxy_ca_bundle`` (``proxies``, ``proxies_config``), ``use_fips_endpoint``,
-    ``use_dualstack_endpoint``, and ``sts_regional_endpoints`` for the STS client that assumes
-    roles; ``sts_endpoint_url`` points STS elsewhere (a VPC endpoint, an emulator).
+    keys map to botocore's own options (s3sqsd/aws.py): ``ca_bundle`` (``verify``),
+    ``proxy_url`` and ``proxy_ca_bundle`` (``proxies``, ``proxies_config``),
+    ``use_fips_endpoint``, ``use_dualstack_endpoint``, and ``sts_regional_endpoints`` for the
+    STS client that assumes roles; ``sts_endpoint_url`` points STS elsewhere (a VPC endpoint,
+    an emulator).
     """
 
     role: RoleConfig | None = None
@@ -167,7 +170,7 @@ class MetricsConfig:
 
 def split_listen(listen: str) -> tuple[str, int]:
     """``host:port``, ``[v6]:port`` or ``name:port`` -> (host without brackets, port); the
-    value was validated when the config was read (``_listen_problem``)."""
+    value was validated when the config was read (``_listen_problem``, sections.py)."""
     host, _, port = listen.rpartition(":")
     return (host[1:-1] if host.startswith("[") else host), int(port)
 
@@ -232,7 +235,7 @@ FILE_MTIME_CHOICES = (FILE_MTIME_LAST_MODIFIED, "download_time")
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The validated configuration. Nothing past config.py sees the raw YAML."""
+    """The validated configuration. Nothing past s3sqsd/config/ sees the raw YAML."""
 
     sqs_queue_url: str
     download_folder: Path = DEFAULT_DOWNLOAD_FOLDER

@@ -273,6 +273,18 @@ class TestPackaging:
             assert name in debian, f"no Debian package known for {name}; add it to control"
             assert debian[name] in control
 
+    def test_setup_cfg_ships_every_package(self) -> None:
+        """setup.cfg lists the packages by hand (pybuild builds the .deb from it): a new
+        sub-package missing there would be left out of the .deb, and s3sqsd would not start."""
+        parser = configparser.ConfigParser()
+        parser.read(REPO / "setup.cfg")
+        listed = {name.strip() for name in parser["options"]["packages"].split(",")}
+        found = {
+            ".".join(init.parent.relative_to(REPO).parts)
+            for init in (REPO / "s3sqsd").rglob("__init__.py")
+        }
+        assert listed == found
+
 
 def config_keys() -> list[str]:
     keys = []

@@ -1,4 +1,4 @@
-"""config.py: the ``aws`` section, per-route identities and the bucket guards."""
+"""config/aws.py: the ``aws`` section, per-route identities and the bucket guards."""
 
 from __future__ import annotations
 
