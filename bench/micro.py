@@ -12,6 +12,11 @@ Variants, each on a fresh folder (the same files, the same order):
   CPU; its wall-clock cost is shown separately);
 - ``plain write``: open, write, close the final path (what ``bench/limit.py`` does locally);
 - ``log line``: one ``object.downloaded`` JSON log line as the worker writes it, to /dev/null;
+- ``GET, s3sqsd client`` and ``GET, boto3 client``: one GetObject of the object through the
+  daemon's own S3 client (``make_clients``) and through a plain boto3 client as
+  ``bench/limit.py`` makes it, body read, with the HTTP exchange answered in this process
+  (botocore's ``before-send`` event, the headers the emulator sends): what building, signing
+  and parsing one call costs each;
 - ``md5+crc32 1 MiB``: the digests of 1 MiB (per MiB of a large object).
 """
 
@@ -88,6 +93,65 @@ def _timed(count: int, work: Callable[[int], object]) -> tuple[float, float]:
     return cpu, wall
 
 
+def _gets(count: int, s3: FakeS3) -> list[tuple[str, float, float]]:
+    """GetObject through each client, the answer made here (see the module docstring)."""
+    import boto3
+    from botocore.awsrequest import AWSResponse
+    from botocore.compat import HTTPHeaders
+    from botocore.config import Config as BotoConfig
+
+    from s3sqsd.aws import make_clients
+    from s3sqsd.config import Config
+
+    endpoint = "http://127.0.0.1:9"  # never reached: every request is answered before sending
+    for name, value in (("AWS_ACCESS_KEY_ID", "micro"), ("AWS_SECRET_ACCESS_KEY", "micro")):
+        os.environ.setdefault(name, value)
+
+    class Raw(io.BytesIO):
+        def stream(self, amt: int = 1024, decode_content: bool | None = None) -> Iterator[bytes]:
+            while chunk := self.read(amt):
+                yield chunk
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        headers = HTTPHeaders()
+        headers["Date"] = headers["Last-Modified"] = "Sun, 06 Dec 2026 22:14:00 GMT"
+        headers["ETag"] = str(s3.headers["ETag"])
+        headers["Content-Length"] = str(len(s3.body))
+        headers["Content-Type"] = "binary/octet-stream"
+        headers["x-amz-checksum-crc32"] = str(s3.headers["ChecksumCRC32"])
+        headers["Accept-Ranges"] = "bytes"
+        return AWSResponse(request.url, 200, headers, Raw(s3.body))
+
+    config = Config(
+        sqs_queue_url=f"{endpoint}/123456789012/q",
+        aws_region="us-east-1",
+        endpoint_url=endpoint,
+        download_folder=Path("/nonexistent"),
+    )
+    ours = make_clients(config).s3.for_bucket("b")
+    try:  # as bench/limit.py: no response checksum validation where botocore has the option
+        options = BotoConfig(
+            s3={"addressing_style": "path"}, response_checksum_validation="when_required"
+        )
+    except TypeError:
+        options = BotoConfig(s3={"addressing_style": "path"})
+    plain = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=options)
+    rows = []
+    contestants: tuple[tuple[str, Any, dict[str, str]], ...] = (
+        ("GET, s3sqsd client", ours, {"ChecksumMode": "ENABLED"}),
+        ("GET, boto3 client", plain, {}),
+    )
+    for name, client, extra in contestants:
+        client.meta.events.register_first("before-send.s3.GetObject", answer)
+
+        def get(i: int, client: Any = client, extra: dict[str, str] = extra) -> None:
+            client.get_object(Bucket="b", Key=f"micro-{i:05d}.bin", **extra)["Body"].read()
+
+        get(0)  # the first call builds botocore's caches
+        rows.append((name, *_timed(count, get)))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=2000)
@@ -161,6 +225,8 @@ def main() -> int:
             )
 
         rows.append(("log line", *_timed(args.files, log)))
+
+    rows.extend(_gets(args.files, s3))
 
     mib = os.urandom(1 << 20)
 

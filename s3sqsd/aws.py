@@ -71,6 +71,7 @@ from s3sqsd.config import (
 )
 from s3sqsd.errors import ConfigError
 from s3sqsd.logs import add_secrets
+from s3sqsd.timestamps import parse_timestamp
 
 USER_AGENT = "s3sqsd"
 SSE_C_KEY_BYTES = 32  # AES-256
@@ -158,6 +159,11 @@ class Aws:
         # STS: the regional endpoint (what AWS recommends and recent botocore does anyway), or
         # the global one a network's allow-list may still name.
         session.set_config_variable("sts_regional_endpoints", self._network.sts_regional_endpoints)
+        # S3's two timestamp forms without dateutil (timestamps.py): a GET's Last-Modified,
+        # a listing's LastModified per key. Clients made from this session parse with it.
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp
+        )
         return session
 
     def _assumed(self, role: RoleConfig) -> Any:
