@@ -350,6 +350,9 @@ class Contestant:
                     endpoint,
                     "--workers",
                     str(workers),
+                    # the floor gets s3sqsd's pollers too (``--s3sqsd-config pollers=N``)
+                    "--pollers",
+                    str((extra_config or {}).get("pollers", 1)),
                 ],
             )
         else:

@@ -3,6 +3,8 @@
     python -m bench.run                      # everything (about 21 minutes on 2 cores)
     python -m bench.run --quick              # a smoke run of every workload (2-3 minutes)
     python -m bench.run --workloads a,d --networks loopback --repeat 3
+    python -m bench.run --workloads a --networks loopback,rtt20,rtt50,rtt100 \
+        --workers 8,16,32,64 --contestants limit,s3sqsd --repeat 2     # a concurrency sweep
 
 Run from the repository root. Side by side, in one run, on this machine: the emulator (moto's
 server with the fixes in ``tests/support/emulator_server.py``) in its own process on 127.0.0.1,
@@ -15,10 +17,13 @@ and the contestants as processes:
 - ``download_file``: ``bench/transfer.py``, boto3's s3transfer (large-object workloads only).
 
 Workloads: (a) N small objects queued up front, (b) 8 objects of 256 MiB, (c) one 1 GiB object,
-(d) a steady trickle of PUTs (latency from PUT to file), (e) idle. Each on two networks:
-``loopback`` and ``rtt20`` (every request of the contestant through ``bench/delay_proxy.py``,
-10 ms each way). Prints a Markdown table and the targets of issue #5, and writes everything
-measured as JSON (``--json``). Nothing here asserts on speed.
+(d) a steady trickle of PUTs (latency from PUT to file), (e) idle, (f) 4 objects of 1 GiB queued
+ahead of the N small ones (issue #17: do large downloads starve small files?), with (f0) the
+same small files alone right before or after, for the comparison. Networks: ``loopback``, and
+``rtt20``, ``rtt50``, ``rtt100`` (every request of the contestant through
+``bench/delay_proxy.py``, 10, 25 or 50 ms each way). ``--workers 8,16,32`` runs a and f at each
+concurrency, interleaved (a sweep). Prints a Markdown table and the targets of issues #5 and
+#17, and writes everything measured as JSON (``--json``). Nothing here asserts on speed.
 """
 
 from __future__ import annotations
@@ -414,6 +419,13 @@ def run_queued(
         record["latency_max_ms"] = small.get("latency_max_ms")
         if first is not None:
             large = latency_figures(seen, first.keys, contestant.ready_at, first.size)
+            # how many small files were in place by the time the last large one was
+            last_large = max((seen[k] for k in first.keys if k in seen), default=None)
+            large["small_files_by_then"] = (
+                sum(1 for k in objects.keys if k in seen and seen[k] <= last_large)
+                if last_large is not None
+                else None
+            )
             record["small"] = small
             record["large"] = large
             record["files_per_s"] = small.get("files_per_s")
@@ -1035,7 +1047,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, value = part.rpartition("=")
         repeats[name.strip() or "*"] = int(value)
     info = machine()
-    info["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    info["command"] = " ".join([Path(sys.executable).name, "-m", "bench.run", *sys.argv[1:]])
     workdir = Path(tempfile.mkdtemp(prefix="s3sqsd-bench-", dir=args.workdir))
     emulator = EmulatorProcess()
     proxies: dict[str, DelayProxy] = {}
