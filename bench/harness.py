@@ -350,6 +350,9 @@ class Contestant:
                     endpoint,
                     "--workers",
                     str(workers),
+                    # the floor gets s3sqsd's pollers too (``--s3sqsd-config pollers=N``)
+                    "--pollers",
+                    str((extra_config or {}).get("pollers", 1)),
                 ],
             )
         else:
@@ -448,6 +451,27 @@ class Contestant:
 
     def problems(self) -> list[str]:
         return self.process.problems() + [str(r.get("error")) for r in self.process.events("error")]
+
+    def said(self, text: str) -> int:
+        """How many lines of the process's output (JSON log records, other stdout lines,
+        stderr) contain ``text``: s3sqsd logs its libraries' warnings as JSON records, the
+        other contestants leave them to Python's last-resort handler on stderr."""
+        return count_lines(
+            [json.dumps(r) for r in self.process.events()],
+            self.process.non_json,
+            self.process.stderr.splitlines(),
+            text=text,
+        )
+
+
+# What urllib3 logs (WARNING, ``urllib3.connectionpool``) when it closes a connection it could
+# have kept because its pool for that host already holds ``maxsize`` idle ones: the next request
+# pays a new TCP (and, on AWS, TLS) connection.
+POOL_FULL = "Connection pool is full, discarding connection"
+
+
+def count_lines(*sources: Iterable[str], text: str) -> int:
+    return sum(text in line for source in sources for line in source)
 
 
 def environment_for_tools() -> dict[str, str]:

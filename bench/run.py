@@ -3,6 +3,8 @@
     python -m bench.run                      # everything (about 21 minutes on 2 cores)
     python -m bench.run --quick              # a smoke run of every workload (2-3 minutes)
     python -m bench.run --workloads a,d --networks loopback --repeat 3
+    python -m bench.run --workloads a --networks loopback,rtt20,rtt50,rtt100 \
+        --workers 8,16,32,64 --contestants limit,s3sqsd --repeat 2     # a concurrency sweep
 
 Run from the repository root. Side by side, in one run, on this machine: the emulator (moto's
 server with the fixes in ``tests/support/emulator_server.py``) in its own process on 127.0.0.1,
@@ -15,10 +17,13 @@ and the contestants as processes:
 - ``download_file``: ``bench/transfer.py``, boto3's s3transfer (large-object workloads only).
 
 Workloads: (a) N small objects queued up front, (b) 8 objects of 256 MiB, (c) one 1 GiB object,
-(d) a steady trickle of PUTs (latency from PUT to file), (e) idle. Each on two networks:
-``loopback`` and ``rtt20`` (every request of the contestant through ``bench/delay_proxy.py``,
-10 ms each way). Prints a Markdown table and the targets of issue #5, and writes everything
-measured as JSON (``--json``). Nothing here asserts on speed.
+(d) a steady trickle of PUTs (latency from PUT to file), (e) idle, (f) 4 objects of 1 GiB queued
+ahead of the N small ones (issue #17: do large downloads starve small files?), with (f0) the
+same small files alone right before or after, for the comparison. Networks: ``loopback``, and
+``rtt20``, ``rtt50``, ``rtt100`` (every request of the contestant through
+``bench/delay_proxy.py``, 10, 25 or 50 ms each way). ``--workers 8,16,32`` runs a and f at each
+concurrency, interleaved (a sweep). Prints a Markdown table and the targets of issues #5 and
+#17, and writes everything measured as JSON (``--json``). Nothing here asserts on speed.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import botocore.config
 
 from bench.harness import (
     BENCH_DIR,
+    POOL_FULL,
     Contestant,
     DelayProxy,
     FileWatcher,
@@ -62,6 +68,10 @@ from tests.support.emulator_server import EmulatorProcess
 
 MIB = 1 << 20
 CONTESTANTS = ("original", "limit", "s3sqsd")
+# The delay the proxy adds in each direction, per network (the round trip is about twice it).
+# rtt20 is S3 in the same region, rtt50 and rtt100 another region or an on-premises host.
+NETWORK_DELAYS_MS = {"rtt20": 10.0, "rtt50": 25.0, "rtt100": 50.0}
+NETWORKS = ("loopback", *NETWORK_DELAYS_MS)
 
 
 @dataclass(frozen=True)
@@ -71,13 +81,13 @@ class Plan:
     large_count: int = 8
     large_size: int = 256 * MIB
     huge_size: int = 1024 * MIB
+    mixed_large_count: int = 4  # workload f: this many objects of huge_size ahead of the small
     trickle_rate: float = 20.0
     trickle_seconds: float = 30.0
     idle_seconds: float = 60.0
     cap_seconds: float = 300.0  # no run of one contestant lasts longer
     original_cap_seconds: float = 60.0  # the original on 2,000 files at 20 ms RTT: a sample
     workers: int = 8
-    delay_ms: float = 10.0  # each way: ~20 ms round trip
 
     @classmethod
     def quick(cls) -> Plan:
@@ -85,7 +95,8 @@ class Plan:
             small_count=200,
             large_count=2,
             large_size=16 * MIB,
-            huge_size=64 * MIB,
+            huge_size=64 * MIB,  # still ranged: s3sqsd's large_objects threshold is 64 MiB
+            mixed_large_count=2,
             trickle_seconds=5.0,
             idle_seconds=10.0,
             cap_seconds=60.0,
@@ -98,7 +109,7 @@ class Context:
     plan: Plan
     emulator: EmulatorProcess
     endpoints: dict[str, str]  # network name -> endpoint the contestants use
-    proxy: DelayProxy | None
+    proxies: dict[str, DelayProxy]  # network name -> its delay proxy (not loopback)
     workdir: Path
     contestants: Sequence[str]
     profile_dir: Path | None = None
@@ -106,6 +117,12 @@ class Context:
     results: list[dict[str, Any]] = field(default_factory=list)
     multipart_bytes: int = 0  # --multipart-mib: large objects as multipart uploads of this part
     multipart_checksum: str | None = None  # --multipart-checksum: the uploads' algorithm
+    # --workers 8,16,32: each round runs every contestant at each of these (the original, which
+    # has one thread whatever the setting, once per round)
+    workers_sweep: tuple[int, ...] = ()
+
+    def workers_list(self) -> tuple[int, ...]:
+        return self.workers_sweep or (self.plan.workers,)
 
     def profile_path(self, contestant: Contestant, *parts: str) -> None:
         """With ``--profile``: record s3sqsd and limit with py-spy into ``profile_dir``."""
@@ -231,11 +248,12 @@ def delete_bucket(ctx: Context, bucket: str) -> None:
     s3.delete_bucket(Bucket=bucket)
 
 
-def fill_queue(ctx: Context, objects: ObjectSet) -> str:
+def fill_queue(ctx: Context, *sets: ObjectSet) -> str:
+    """A fresh queue holding the events of ``sets``, in that order (each set's in its own)."""
     remote = ctx.emulator
-    queue_url, _ = remote.create_queue(remote.unique("bench"), dlq_arn=objects.dlq_arn)
+    queue_url, _ = remote.create_queue(remote.unique("bench"), dlq_arn=sets[0].dlq_arn)
     sqs = remote.client("sqs")
-    bodies = objects.bodies
+    bodies = [body for objects in sets for body in objects.bodies]
     for start in range(0, len(bodies), 10):
         entries = [
             {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
@@ -263,16 +281,51 @@ def _cpu(a: ProcSample, b: ProcSample) -> float:
     return b.cpu_seconds - a.cpu_seconds
 
 
-def run_queued(ctx: Context, kind: str, network: str, objects: ObjectSet, workload: str) -> None:
-    """Queue every event up front, start ``kind``, time it until every message is deleted."""
+def latency_figures(
+    seen: dict[str, float], keys: Sequence[str], since: float, size: int
+) -> dict[str, Any]:
+    """For the files of ``keys`` that appeared (``seen``: inotify times), their latency from
+    ``since`` (ms; p50, p99, max), and the rate of the set from ``since`` to the last of them."""
+    latencies = sorted((seen[k] - since) * 1000 for k in keys if k in seen)
+    if not latencies:
+        return {"files_seen": 0}
+    last = latencies[-1] / 1000
+    return {
+        "files_seen": len(latencies),
+        "latency_p50_ms": _percentile(latencies, 50),
+        "latency_p99_ms": _percentile(latencies, 99),
+        "latency_max_ms": latencies[-1],
+        "files_per_s": len(latencies) / last if last > 0 else None,
+        "mb_per_s": len(latencies) * size / MIB / last if last > 0 else None,
+    }
+
+
+def run_queued(
+    ctx: Context,
+    kind: str,
+    network: str,
+    objects: ObjectSet,
+    workload: str,
+    *,
+    workers: int | None = None,
+    first: ObjectSet | None = None,
+) -> None:
+    """Queue every event up front, start ``kind``, time it until every message is deleted.
+
+    With ``first`` (workload f), that set's events are queued ahead of ``objects``'; the row's
+    files/s and latency are then ``objects``' (the small files), its MB/s ``first``'s."""
     plan = ctx.plan
+    workers = workers or plan.workers
     cap = plan.original_cap_seconds if kind == "original" and network != "loopback" else 0
     cap = cap or plan.cap_seconds
-    queue_url = fill_queue(ctx, objects)
-    count = len(objects.keys)
+    sets = [first, objects] if first is not None else [objects]
+    queue_url = fill_queue(ctx, *sets)
+    count = sum(len(s.keys) for s in sets)
+    largest = max(s.size for s in sets)
+    proxy = ctx.proxies.get(network)
     load = loadavg()
     with scratch_folder(ctx, f"{workload}-{kind}") as folder:
-        watcher = FileWatcher(folder, objects.keys)
+        watcher = FileWatcher(folder, [k for s in sets for k in s.keys])
         contestant = Contestant(
             kind,
             endpoint=ctx.endpoints[network],
@@ -280,17 +333,18 @@ def run_queued(ctx: Context, kind: str, network: str, objects: ObjectSet, worklo
             bucket=objects.bucket,
             folder=folder,
             workdir=ctx.workdir,
-            workers=plan.workers,
+            workers=workers,
             extra_config=ctx.s3sqsd_config,
         )
         ctx.profile_path(contestant, workload, network)
+        connected = ctx.emulator.requests().get("connections", 0)
         try:
             s0 = contestant.start()
             e0 = proc_sample(ctx.emulator.pid)
             r0 = ctx.emulator.requests()
-            p0 = proc_sample(ctx.proxy.pid) if ctx.proxy and network != "loopback" else None
+            p0 = proc_sample(proxy.pid) if proxy else None
             peak = s0.hwm_kib
-            interval = 0.02 if objects.size <= MIB else 0.1
+            interval = 0.02 if largest <= MIB else 0.1
             deleted = 0
             while True:
                 deleted = ctx.emulator.queue_stats(queue_url)["delete"]
@@ -299,12 +353,12 @@ def run_queued(ctx: Context, kind: str, network: str, objects: ObjectSet, worklo
                     break
                 if contestant.process.proc and contestant.process.proc.poll() is not None:
                     break
-                if objects.size > MIB:
+                if largest > MIB:
                     peak = max(peak, proc_sample(contestant.pid).hwm_kib)
                 time.sleep(interval)
             s1 = proc_sample(contestant.pid)
             e1 = proc_sample(ctx.emulator.pid)
-            p1 = proc_sample(ctx.proxy.pid) if p0 is not None and ctx.proxy else None
+            p1 = proc_sample(proxy.pid) if proxy else None
             stats = ctx.emulator.queue_stats(queue_url)
             r1 = ctx.emulator.requests()
             contestant.stop()
@@ -314,14 +368,21 @@ def run_queued(ctx: Context, kind: str, network: str, objects: ObjectSet, worklo
         elapsed = s1.at - contestant.ready_at
         complete = [
             k
-            for k in objects.keys
-            if (folder / k).is_file() and (folder / k).stat().st_size == objects.size
+            for s in sets
+            for k in s.keys
+            if (folder / k).is_file() and (folder / k).stat().st_size == s.size
         ]
+        seen = dict(watcher.seen)
+        if first is not None:  # the large files go now (disk space), the small ones stay
+            for key in first.keys:
+                (folder / key).unlink(missing_ok=True)
         done = min(deleted, len(complete))
+        requests = {k: v - r0.get(k, 0) for k, v in r1.items() if v - r0.get(k, 0)}
         record: dict[str, Any] = {
             "workload": workload,
             "network": network,
             "contestant": kind,
+            "workers": None if kind == "original" else workers,
             "load_average": load,
             "files": count,
             "files_done": done,
@@ -339,12 +400,36 @@ def run_queued(ctx: Context, kind: str, network: str, objects: ObjectSet, worklo
             "emulator_cpu_ms_per_file": _cpu(e0, e1) * 1000 / done if done else None,
             "proxy_cpu_ms_per_file": _cpu(p0, p1) * 1000 / done if p0 and p1 and done else None,
             "receive_calls": stats["receive"],
-            "requests": {k: v - r0.get(k, 0) for k, v in r1.items() if v - r0.get(k, 0)},
+            "requests": requests,
+            # TCP connections the emulator accepted from the contestant's start to the end of
+            # the run (through a proxy: one per client connection); with keep-alive and pools
+            # big enough, the most connections it had in use at once
+            "connections": r1.get("connections", 0) - connected,
+            "pool_discards": contestant.said(POOL_FULL),
             "ready_s": contestant.ready_seconds,
             "term_exit_s": contestant.exit_seconds,
             "exit_status": contestant.exit_status,
             "problems": contestant.problems()[:5],
         }
+        # Every event was queued before the contestant started: a file's latency is from the
+        # contestant's readiness (READY=1) to the file at its final path.
+        small = latency_figures(seen, objects.keys, contestant.ready_at, objects.size)
+        record["latency_p50_ms"] = small.get("latency_p50_ms")
+        record["latency_p99_ms"] = small.get("latency_p99_ms")
+        record["latency_max_ms"] = small.get("latency_max_ms")
+        if first is not None:
+            large = latency_figures(seen, first.keys, contestant.ready_at, first.size)
+            # how many small files were in place by the time the last large one was
+            last_large = max((seen[k] for k in first.keys if k in seen), default=None)
+            large["small_files_by_then"] = (
+                sum(1 for k in objects.keys if k in seen and seen[k] <= last_large)
+                if last_large is not None
+                else None
+            )
+            record["small"] = small
+            record["large"] = large
+            record["files_per_s"] = small.get("files_per_s")
+            record["mb_per_s"] = large.get("mb_per_s")
     ctx.emulator.client("sqs").delete_queue(QueueUrl=queue_url)
     ctx.results.append(record)
     ctx.log(_summary(record))
@@ -380,6 +465,7 @@ def run_transfer(ctx: Context, network: str, objects: ObjectSet, workload: str) 
         "workload": workload,
         "network": network,
         "contestant": "download_file",
+        "workers": None,
         "load_average": load,
         "files": count,
         "files_done": count,
@@ -446,6 +532,7 @@ def run_trickle(ctx: Context, kind: str, network: str) -> None:
         "workload": "d",
         "network": network,
         "contestant": kind,
+        "workers": None if kind == "original" else plan.workers,
         "load_average": load,
         "files": count,
         "files_done": len(latencies),
@@ -518,6 +605,7 @@ def run_idle(ctx: Context, network: str) -> None:
             "workload": "e",
             "network": network,
             "contestant": contestant.kind,
+            "workers": None if contestant.kind == "original" else plan.workers,
             "load_average": load,
             "seconds": t1 - t0,
             "idle_cpu_pct": (c1 - c0) / (t1 - t0) * 100,
@@ -582,52 +670,87 @@ WORKLOAD_NAMES = {
     "c": "c: one huge object",
     "d": "d: trickle, latency",
     "e": "e: idle",
+    "f0": "f0: the small files of f alone",
+    "f": "f: small files behind large ones",
 }
 
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (workload, network, contestant): the median of each figure over repeats."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    """One row per (workload, network, contestant, workers): the median of each figure over
+    repeats."""
+    groups: dict[tuple[str, str, str, int | None], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["workload"], r["network"], r["contestant"]), []).append(r)
+        group = (r["workload"], r["network"], r["contestant"], r.get("workers"))
+        groups.setdefault(group, []).append(r)
     rows = []
-    for (workload, network, contestant), runs in groups.items():
+    for (workload, network, contestant, workers), runs in groups.items():
         row: dict[str, Any] = {
             "workload": workload,
             "network": network,
             "contestant": contestant,
+            "workers": workers,
             "runs": len(runs),
             "capped": any(r.get("capped") for r in runs),
         }
-        for _, key, _ in COLUMNS:
+        for _, key, _ in [*COLUMNS, *EXTRA_MEDIANS]:
             values = [r[key] for r in runs if r.get(key) is not None]
             row[key] = statistics.median(values) if values else None
         rows.append(row)
     return rows
 
 
+# Medians kept in the JSON's rows besides the table's columns.
+EXTRA_MEDIANS: list[tuple[str, str, int]] = [
+    ("proxy CPU ms/file", "proxy_cpu_ms_per_file", 2),
+    ("connections", "connections", 0),
+    ("pool discards", "pool_discards", 0),
+]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    header = ["workload", "network", "contestant", *[c[0] for c in COLUMNS]]
+    """The Markdown table; with more than one ``workers`` value among the rows (a sweep), a
+    workers column and the connections and pool discards of each row."""
+    sweep = len({row.get("workers") for row in rows if row.get("workers") is not None}) > 1
+    columns = [*COLUMNS, *(EXTRA_MEDIANS[1:] if sweep else [])]
+    header = ["workload", "network", "contestant", *(["workers"] if sweep else [])]
+    header += [c[0] for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         name = row["contestant"] + (" (capped)" if row.get("capped") else "")
         if row["runs"] > 1:
             name += f" x{row['runs']}"
         cells = [WORKLOAD_NAMES.get(row["workload"], row["workload"]), row["network"], name]
-        cells += [fmt(row.get(key), digits) for _, key, digits in COLUMNS]
+        if sweep:
+            cells.append(fmt(row.get("workers")))
+        cells += [fmt(row.get(key), digits) for _, key, digits in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _get(rows: list[dict[str, Any]], workload: str, network: str, who: str, key: str) -> Any:
+def _get(
+    rows: list[dict[str, Any]],
+    workload: str,
+    network: str,
+    who: str,
+    key: str,
+    workers: int | None = None,
+) -> Any:
+    """The row's figure; with ``workers``, only a row at that concurrency (or one that has
+    none: the original, download_file)."""
     for row in rows:
-        if (row["workload"], row["network"], row["contestant"]) == (workload, network, who):
-            return row.get(key)
+        if (row["workload"], row["network"], row["contestant"]) != (workload, network, who):
+            continue
+        if workers is not None and row.get("workers") not in (None, workers):
+            continue
+        return row.get(key)
     return None
 
 
-def targets(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue #5's targets, each with the figures it was judged on (None: not measured)."""
+def targets(
+    rows: list[dict[str, Any]], results: list[dict[str, Any]], workers: int | None = None
+) -> list[dict[str, Any]]:
+    """Issues #5's and #17's targets, each with the figures it was judged on (None: not
+    measured). With ``workers`` (a sweep), judged on the rows at that concurrency."""
     out: list[dict[str, Any]] = []
 
     def ratio(name: str, value: Any, reference: Any, bound: float, at_least: bool) -> None:
@@ -650,7 +773,9 @@ def targets(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[d
             return
         out.append({"target": name, "met": value <= bound, "detail": f"{value:,.3f} ≤ {bound}"})
 
-    g = _get
+    def g(rows: list[dict[str, Any]], workload: str, network: str, who: str, key: str) -> Any:
+        return _get(rows, workload, network, who, key, workers)
+
     ratio(
         "a loopback: files/s ≥ 0.9 x limit",
         g(rows, "a", "loopback", "s3sqsd", "files_per_s"),
@@ -672,6 +797,30 @@ def targets(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[d
         25,
         True,
     )
+    measured = {row["network"] for row in rows}
+    for network in [n for n in NETWORK_DELAYS_MS if n in measured]:
+        ratio(
+            f"a {network}: files/s ≥ 0.9 x limit (same workers)",
+            g(rows, "a", network, "s3sqsd", "files_per_s"),
+            g(rows, "a", network, "limit", "files_per_s"),
+            0.9,
+            True,
+        )
+    for network in [n for n in NETWORKS if n in measured]:
+        ratio(
+            f"f {network}: small files' p99 ≤ 2 x their p99 alone (f0)",
+            g(rows, "f", network, "s3sqsd", "latency_p99_ms"),
+            g(rows, "f0", network, "s3sqsd", "latency_p99_ms"),
+            2.0,
+            False,
+        )
+        ratio(
+            f"f {network}: small files/s ≥ 0.5 x alone (f0)",
+            g(rows, "f", network, "s3sqsd", "files_per_s"),
+            g(rows, "f0", network, "s3sqsd", "files_per_s"),
+            0.5,
+            True,
+        )
     for workload in ("b", "c"):
         for network in ("loopback", "rtt20"):
             ratio(
@@ -715,6 +864,22 @@ def _median(values: list[float]) -> float | None:
 # ---- main -----------------------------------------------------------------------------------
 
 
+def sweep_order(
+    kinds: Sequence[str], workers: Sequence[int], round_: int
+) -> list[tuple[str, int | None]]:
+    """The runs of one round: every contestant at every ``workers`` value (the original once:
+    it has one thread whatever the setting), interleaved, in reverse order every other round."""
+    order: list[tuple[str, int | None]] = []
+    for count in workers:
+        for kind in kinds:
+            if kind == "original":
+                if count == workers[0]:
+                    order.append((kind, None))
+            else:
+                order.append((kind, count))
+    return order if round_ % 2 == 0 else order[::-1]
+
+
 def run_workloads(
     ctx: Context, workloads: Sequence[str], networks: Sequence[str], repeats: dict[str, int]
 ) -> None:
@@ -735,9 +900,8 @@ def run_workloads(
             try:
 
                 def small(network: str, i: int, objects: ObjectSet = objects) -> None:
-                    order = kinds if i % 2 == 0 else kinds[::-1]
-                    for kind in order:
-                        run_queued(ctx, kind, network, objects, "a")
+                    for kind, workers in sweep_order(kinds, ctx.workers_list(), i):
+                        run_queued(ctx, kind, network, objects, "a", workers=workers)
 
                 rounds(small)
             finally:
@@ -762,6 +926,33 @@ def run_workloads(
                 rounds(large)
             finally:
                 delete_bucket(ctx, objects.bucket)
+        elif workload == "f":
+            # The large objects' events first in the queue: the question is whether a few large
+            # downloads starve the small files queued behind them.
+            ahead = make_objects(ctx, "f-large", plan.mixed_large_count, plan.huge_size)
+            behind = make_objects(ctx, "f-small", plan.small_count, plan.small_size)
+            try:
+
+                def mixed(
+                    network: str, i: int, ahead: ObjectSet = ahead, behind: ObjectSet = behind
+                ) -> None:
+                    # Each contestant on the small files alone (f0), then behind the large ones
+                    # (f), so the two latencies compared come from the same minutes.
+                    runs = [
+                        (kind, workers, label)
+                        for kind, workers in sweep_order(
+                            [k for k in kinds if k != "original"], ctx.workers_list(), 0
+                        )
+                        for label in ("f0", "f")
+                    ]
+                    for kind, workers, label in runs if i % 2 == 0 else runs[::-1]:
+                        first = ahead if label == "f" else None
+                        run_queued(ctx, kind, network, behind, label, workers=workers, first=first)
+
+                rounds(mixed)
+            finally:
+                delete_bucket(ctx, ahead.bucket)
+                delete_bucket(ctx, behind.bucket)
         elif workload == "d":
             rounds(lambda network, i: [run_trickle(ctx, kind, network) for kind in kinds])
         elif workload == "e":
@@ -776,8 +967,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Workloads: " + "; ".join(WORKLOAD_NAMES.values()),
     )
-    parser.add_argument("--workloads", default="a,b,c,d,e", help="comma-separated: a,b,c,d,e")
-    parser.add_argument("--networks", default="loopback,rtt20", help="loopback,rtt20")
+    parser.add_argument("--workloads", default="a,b,c,d,e,f", help="comma-separated: a,b,c,d,e,f")
+    parser.add_argument(
+        "--networks", default="loopback,rtt20", help="comma-separated: " + ",".join(NETWORKS)
+    )
     parser.add_argument("--contestants", default=",".join(CONTESTANTS))
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, 2-3 min")
     parser.add_argument(
@@ -785,7 +978,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="1",
         help="runs of each workload, the table shows medians: N for all, or a=3,b=1,*=1",
     )
-    parser.add_argument("--workers", type=int, default=None, help="download threads (8)")
+    parser.add_argument(
+        "--workers",
+        default=None,
+        help="download threads (8); a comma-separated list (8,16,32,64) runs workloads a and f "
+        "at each, interleaved: a sweep",
+    )
     parser.add_argument(
         "--json", type=Path, default=BENCH_DIR / "results" / "latest.json", help="output file"
     )
@@ -822,13 +1020,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
+    sweep: tuple[int, ...] = ()
     if args.workers:
-        plan = Plan(**{**plan.__dict__, "workers": args.workers})
+        try:
+            sweep = tuple(int(w) for w in args.workers.split(",") if w.strip())
+        except ValueError:
+            parser.error(f"--workers {args.workers!r}: expected N or N,N,...")
+        if not sweep or min(sweep) < 1:
+            parser.error(f"--workers {args.workers!r}: expected N or N,N,...")
+        plan = Plan(**{**plan.__dict__, "workers": sweep[0]})
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
     contestants = [c.strip() for c in args.contestants.split(",") if c.strip()]
     for name in networks:
-        if name not in ("loopback", "rtt20"):
+        if name not in NETWORKS:
             parser.error(f"unknown network {name!r}")
     for name in contestants:
         if name not in CONTESTANTS:
@@ -842,21 +1047,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, value = part.rpartition("=")
         repeats[name.strip() or "*"] = int(value)
     info = machine()
-    info["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    info["command"] = " ".join([Path(sys.executable).name, "-m", "bench.run", *sys.argv[1:]])
     workdir = Path(tempfile.mkdtemp(prefix="s3sqsd-bench-", dir=args.workdir))
     emulator = EmulatorProcess()
-    proxy = None
+    proxies: dict[str, DelayProxy] = {}
     started = time.monotonic()
     try:
         endpoints = {"loopback": emulator.endpoint}
-        if "rtt20" in networks:
-            proxy = DelayProxy(emulator.endpoint, plan.delay_ms)
-            endpoints["rtt20"] = proxy.url
+        for name in networks:
+            if name in NETWORK_DELAYS_MS:
+                proxies[name] = DelayProxy(emulator.endpoint, NETWORK_DELAYS_MS[name])
+                endpoints[name] = proxies[name].url
         ctx = Context(
             plan=plan,
             emulator=emulator,
             endpoints=endpoints,
-            proxy=proxy,
+            proxies=proxies,
             workdir=workdir,
             contestants=contestants,
             profile_dir=args.profile,
@@ -865,6 +1071,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             multipart_checksum=None
             if args.multipart_checksum == "none"
             else args.multipart_checksum,
+            workers_sweep=sweep if len(sweep) > 1 else (),
         )
         ctx.log(f"emulator {emulator.endpoint} (pid {emulator.pid}); workdir {workdir}")
         try:
@@ -872,17 +1079,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             ctx.log("interrupted: reporting what was measured")
     finally:
-        if proxy is not None:
+        for proxy in proxies.values():
             proxy.stop()
         emulator.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     info["load_average_end"] = loadavg()
     info["duration_s"] = round(time.monotonic() - started, 1)
     rows = summarise(ctx.results)
-    checks = targets(rows, ctx.results)
+    checks = targets(rows, ctx.results, plan.workers if sweep else None)
     report = {
         "machine": info,
         "plan": plan.__dict__,
+        "network_delays_ms": {n: NETWORK_DELAYS_MS[n] for n in networks if n in NETWORK_DELAYS_MS},
+        "workers_sweep": list(sweep),
         "s3sqsd_config": extra_config,
         "multipart_mib": args.multipart_mib,
         "multipart_checksum": args.multipart_checksum,
