@@ -71,10 +71,14 @@ from s3sqsd.config import (
 )
 from s3sqsd.errors import ConfigError
 from s3sqsd.logs import add_secrets
+from s3sqsd.sqs import MAX_DELETE_BATCHES
 from s3sqsd.timestamps import parse_timestamp
 
 USER_AGENT = "s3sqsd"
 SSE_C_KEY_BYTES = 32  # AES-256
+# The SQS control client's connections besides the delete batches: the loop thread's calls
+# (visibility changes and renewals, dead-letter sends, the queue depth), one at a time, and room.
+CONTROL_CALLS = 4
 _STS_OPTIONS: dict[str, Any] = {
     "connect_timeout": 3,
     "read_timeout": 10,
@@ -493,7 +497,8 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         # 5 s read, well inside the unit's WatchdogSec=30s) and let the loop retry next pass.
         read_timeout=5,
         retries={"mode": "standard", "total_max_attempts": 2},
-        max_pool_connections=4,
+        # The delete batches in flight at once, and the loop's own calls besides them.
+        max_pool_connections=MAX_DELETE_BATCHES + CONTROL_CALLS,
     )
     return Clients(
         s3=s3,

@@ -16,6 +16,9 @@ from botocore.exceptions import ClientError
 from s3sqsd.errors import QueueError
 
 BATCH_LIMIT = 10  # SQS batch APIs take at most 10 entries (the emulator accepts 11; AWS does not)
+# The most DeleteMessageBatch calls the worker has in flight at once (``concurrency.deletes_for``);
+# the SQS control client's connection pool covers them besides the loop's own calls.
+MAX_DELETE_BATCHES = 8
 
 # Every failure of a call becomes QueueError: besides ClientError and BotoCoreError, botocore
 # raises ResponseParserError or UnicodeDecodeError for a garbled or cut-off answer, and those

@@ -65,6 +65,7 @@ import math
 from dataclasses import dataclass
 
 from s3sqsd.config import AUTO_START_WORKERS
+from s3sqsd.sqs import MAX_DELETE_BATCHES
 
 # The target a daemon with ``workers: auto`` starts from (also what ``s3sqsd sync`` uses):
 # the fixed default before ``auto`` existed. The large lane's slots: ``config.LARGE_SLOTS``.
@@ -73,6 +74,9 @@ START = AUTO_START_WORKERS
 # up to 10 messages per round trip to SQS, a slot finishes a small file in one or two, so one
 # poller keeps about 10-20 slots fed whatever the round trip.
 SLOTS_PER_POLLER = 16
+# One DeleteMessageBatch in flight per this many slots: a batch deletes 10 messages per round
+# trip, a slot finishes a small file in one or two, so one batch keeps up with about 10 slots.
+SLOTS_PER_DELETE = 10
 
 SAMPLE_SECONDS = 0.1  # how often the adapter samples (the loop's sweep interval)
 MIN_WINDOW_SECONDS = 0.25
@@ -350,3 +354,9 @@ def prefetch_for(target: int, pollers: int) -> int:
     """Messages in hand beyond the slots: up to 10 per active poller (one receive's worth
     each), never more than the slots themselves."""
     return min(target, 10 * pollers)
+
+
+def deletes_for(target: int) -> int:
+    """DeleteMessageBatch calls in flight at once for ``target`` slots: one per 10 of them,
+    at least 1, at most ``MAX_DELETE_BATCHES`` (the control client's pool covers them)."""
+    return max(1, min(MAX_DELETE_BATCHES, math.ceil(target / SLOTS_PER_DELETE)))

@@ -35,7 +35,7 @@ class Stage(enum.Enum):
     KEPT = "kept"  # a local failure (disk full): held, submitted again at ``retry_at``
     DEAD_LETTERING = "dead_lettering"  # its copy to the dead-letter queue is pending
     DELETE_QUEUED = "delete_queued"  # work over: its delete waits for a batch to fill
-    DELETING = "deleting"  # in the DeleteMessageBatch the settler thread is making
+    DELETING = "deleting"  # in a DeleteMessageBatch a settler thread is making
     RETURNING = "returning"  # its visibility change (a retry delay, a release) is pending
     SETTLED = "settled"  # deleted, returned, released or given up: no longer in hand
 
@@ -113,7 +113,7 @@ class Lease:
         self.delete_queued_at = now
 
     def send_delete(self) -> None:
-        """In the batch the settler thread is deleting now."""
+        """In a batch a settler thread is deleting now."""
         self._move("send_delete")
 
     def return_to_queue(self) -> None:

@@ -13,11 +13,13 @@ Design (read this before changing anything here):
   download thread waiting on them cannot deadlock.
   The *loop* thread (the caller of ``Worker.run``, the process's main thread) makes every
   decision and every other SQS call (visibility, dead-letter send) but one: the deletes, which
-  one *settler* thread makes, a batch at a time, handing each answer back to the loop (at
-  20 ms of round trip the loop spent half its time waiting on deletes while received messages
-  waited for it). Threads talk only through one inbox queue of typed events (``inbox``), so
-  leases and counters have a single owner and need no locks; the one exception is
-  ``lease.Capacity``, under its own condition.
+  the *settler* threads make, handing each answer back to the loop (at 20 ms of round trip the
+  loop spent half its time waiting on deletes while received messages waited for it). A batch
+  deletes ten messages per round trip, so one per 10 download slots is in flight at once
+  (``concurrency.deletes_for``, 1 to 8): with one at a time, at 100 ms the deletes fell behind
+  the downloads (docs/performance.md, "Concurrency at real RTT"). Threads talk only through
+  one inbox queue of typed events (``inbox``), so leases and counters have a single owner and
+  need no locks; the one exception is ``lease.Capacity``, under its own condition.
 - **Why the long poll has its own thread.** A 20 s long poll cannot be interrupted. If the loop
   made it, a SIGTERM would wait up to 20 s and watchdog pings would stall. With the poll apart,
   the loop wakes at least once a second: an idle daemon stops within a second or two, and the
@@ -74,6 +76,7 @@ from s3sqsd.notify import Notifier
 from s3sqsd.routing import Placement
 from s3sqsd.sqs import Message
 from s3sqsd.worker.admission import admit
+from s3sqsd.worker.concurrency import deletes_for
 from s3sqsd.worker.failures import Action, FailurePolicy
 from s3sqsd.worker.heartbeat import Heartbeat
 from s3sqsd.worker.inbox import (
@@ -161,6 +164,7 @@ class Worker:
             stopped=self._receiving.stopped,
             give_back=self._capacity.give_back,
             forget=self._leases.forget,
+            deletes_in_flight=lambda: deletes_for(self._tuner.target),
         )
         self._renewer = Renewer(queue=control_queue, metrics=self.metrics, settings=settings)
         self._failures = FailurePolicy(
@@ -235,8 +239,8 @@ class Worker:
         return len(self._leases) == 0
 
     def busy_threads(self) -> int:
-        """Download threads still running a task (a stuck read, say), and a busy settler."""
-        return self._downloads.running() + (1 if self._settler.busy() else 0)
+        """Download threads still running a task (a stuck read, say), and delete batches out."""
+        return self._downloads.running() + self._settler.in_flight()
 
     # ---- dispatch (loop thread) --------------------------------------------------------------
 
@@ -244,8 +248,8 @@ class Worker:
         timeout = MAX_LOOP_SLEEP_SECONDS
         if self._notifier.watchdog_interval:
             timeout = min(timeout, self._notifier.watchdog_interval / 4)
-        if not self._settler.busy():  # wake when a lingering delete is due
-            timeout = max(0.0, min(timeout, self._settler.delete_due_in()))
+        # Wake when a lingering delete is due (inf while every batch's place is taken).
+        timeout = max(0.0, min(timeout, self._settler.delete_due_in()))
         try:
             event = self._inbox.get(timeout=timeout)
         except queue_module.Empty:

@@ -1,10 +1,13 @@
 """Settling: what happens to a message once the loop has decided (delete, return, release,
 dead-letter), and the calls that do it.
 
-Every method runs on the loop thread except the DeleteMessageBatch call itself, which the one
-*settler* thread makes, a batch at a time (at 20 ms of round trip the loop spent half its time
-waiting on deletes); its answer comes back through the loop's inbox (``Deleted``). Deletes wait
-up to ``delete_linger_seconds`` to fill a batch of ten (see the design notes in ``loop``).
+Every method runs on the loop thread except the DeleteMessageBatch calls themselves, which the
+*settler* threads make (at 20 ms of round trip the loop spent half its time waiting on deletes);
+each answer comes back through the loop's inbox (``Deleted``). Deletes wait up to
+``delete_linger_seconds`` to fill a batch of ten (see the design notes in ``loop``). One batch
+deletes ten messages per round trip, so several are in flight at once, as many as
+``deletes_in_flight`` says (``concurrency.deletes_for``: one per 10 download slots, 1 to
+``MAX_DELETE_BATCHES``); each batch is its own: its answer settles its leases and no other's.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from s3sqsd.backoff import visibility_seconds
 from s3sqsd.errors import MessageError, QueueError
 from s3sqsd.metrics import Metrics
 from s3sqsd.redact import redact
-from s3sqsd.sqs import BATCH_LIMIT, BatchFailure, BatchResult
+from s3sqsd.sqs import BATCH_LIMIT, MAX_DELETE_BATCHES, BatchFailure, BatchResult
 from s3sqsd.worker.inbox import Deleted, Inbox
 from s3sqsd.worker.lease import Lease
 from s3sqsd.worker.ports import QueueLike
@@ -34,12 +37,14 @@ logger = logging.getLogger("s3sqsd.worker")
 
 
 class Settler:
-    """The pending deletes, visibility changes and dead letters, and the settler thread.
+    """The pending deletes, visibility changes and dead letters, and the settler threads.
 
     Owned by the loop thread, which calls every method; the leases stay the worker's, so the
     settler gives them back through what it is handed: ``give_back`` (a lease's capacity, once)
     and ``forget`` (the lease is settled; the worker drops it). ``stopped`` says whether
     receiving has stopped: then deletes go at once, a drain does not wait for a batch to fill.
+    ``deletes_in_flight`` says how many batches may be out at once now (it follows the
+    concurrency; a lower value sends nothing until enough answers are back).
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class Settler:
         stopped: Callable[[], bool],
         give_back: Callable[[Lease], None],
         forget: Callable[[Iterable[Lease]], None],
+        deletes_in_flight: Callable[[], int],
     ) -> None:
         self._queue = queue
         self._dlq = dead_letter_queue
@@ -64,10 +70,15 @@ class Settler:
         self._stopped = stopped
         self._give_back = give_back
         self._forget = forget
-        # Deletes are made here, one call at a time, so the loop never waits a round trip on
-        # them; the loop hands a batch over and decides on the answer when it comes back.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3sqsd-settler")
-        self._deleting: list[Lease] = []  # the batch the settler is deleting now
+        self._deletes_in_flight = deletes_in_flight
+        # Deletes are made here, so the loop never waits a round trip on them; the loop hands
+        # batches over and decides on each answer when it comes back. Sized for the most that
+        # may ever be out; ``settle`` hands out no more than ``deletes_in_flight`` at a time.
+        self._pool = ThreadPoolExecutor(
+            max_workers=MAX_DELETE_BATCHES, thread_name_prefix="s3sqsd-settler"
+        )
+        # The batches out (their answers not yet handled), by the future that answers each.
+        self._deleting: dict[Future[BatchResult], list[Lease]] = {}
         self._pending_deletes: list[Lease] = []
         self._pending_visibility: list[tuple[Lease, int]] = []
         self._pending_dlq: list[tuple[Lease, MessageError]] = []
@@ -76,9 +87,9 @@ class Settler:
         """A reload: delays and the delete linger follow the new settings."""
         self._settings = settings
 
-    def busy(self) -> bool:
-        """The settler thread has a delete out (its answer not yet handled)."""
-        return bool(self._deleting)
+    def in_flight(self) -> int:
+        """The delete batches out (their answers not yet handled)."""
+        return len(self._deleting)
 
     def deletes_outstanding(self) -> bool:
         """A delete is out or still pending."""
@@ -93,7 +104,7 @@ class Settler:
         visibility changes. The drain leaves them be when it releases the rest."""
         return [
             *self._pending_deletes,
-            *self._deleting,
+            *(lease for batch in self._deleting.values() for lease in batch),
             *self.returning(),
             *(lease for lease, _ in self._pending_dlq),
         ]
@@ -146,17 +157,19 @@ class Settler:
 
     def settle(self) -> None:
         if self._pending_dlq:
-            batch, self._pending_dlq = self._pending_dlq, []
-            for lease, exc in batch:
+            letters, self._pending_dlq = self._pending_dlq, []
+            for lease, exc in letters:
                 self._send_to_dlq(lease, exc)
-        sending = self._deletes_to_send()
-        if sending:
-            self._deleting = self._pending_deletes[:sending]
+        while len(self._deleting) < self._deletes_in_flight():
+            sending = self._deletes_to_send()
+            if not sending:
+                break
+            batch = self._pending_deletes[:sending]
             del self._pending_deletes[:sending]
-            for lease in self._deleting:
+            for lease in batch:
                 lease.send_delete()
-            messages = [lease.message for lease in self._deleting]
-            future = self._pool.submit(self._queue.delete, messages)
+            future = self._pool.submit(self._queue.delete, [lease.message for lease in batch])
+            self._deleting[future] = batch  # before its answer can be handled
             future.add_done_callback(lambda done: self._inbox.put(Deleted(answer=done)))
         if self._pending_visibility:
             changes, self._pending_visibility = self._pending_visibility, []
@@ -177,17 +190,24 @@ class Settler:
             self._forget([lease for lease, _ in changes])
 
     def _deletes_to_send(self) -> int:
-        """How many of the pending deletes go to the settler now: none while it is busy;
-        whole batches of ten; and all of them once the oldest has waited
-        ``delete_linger_seconds`` or receiving has stopped (a drain does not wait)."""
+        """How many of the pending deletes go out in the next batch (a free place for one is
+        the caller's to check): a whole batch of ten; fewer once the oldest has waited
+        ``delete_linger_seconds`` or receiving has stopped (a drain does not wait); else none."""
         pending = len(self._pending_deletes)
-        if not pending or self._deleting:
-            return 0
-        if self._stopped() or self.delete_due_in() <= 0:
+        if pending >= BATCH_LIMIT:
+            return BATCH_LIMIT
+        if pending and (self._stopped() or self._linger_left() <= 0):
             return pending
-        return pending - pending % BATCH_LIMIT
+        return 0
 
     def delete_due_in(self) -> float:
+        """Seconds until a lingering delete may be sent: its linger over and a batch's place
+        free (inf: none pending, or every place taken; an answer wakes the loop then)."""
+        if len(self._deleting) >= self._deletes_in_flight():
+            return math.inf
+        return self._linger_left()
+
+    def _linger_left(self) -> float:
         """Seconds until the oldest pending delete has waited its linger (inf: none pending)."""
         if not self._pending_deletes:
             return math.inf
@@ -242,9 +262,10 @@ class Settler:
         self.done(lease)  # its delete is queued like any other
 
     def deleted(self, future: Future[BatchResult]) -> None:
-        """The settler thread's answer for ``self._deleting`` (loop thread): forget what is deleted,
-        queue the retries; the next batch goes out when ``_deletes_to_send`` says so."""
-        leases, self._deleting = self._deleting, []
+        """A settler thread's answer for the batch ``future`` was handed (loop thread): forget
+        what is deleted, queue the retries (a failed entry goes back among the pending deletes,
+        the other batches out are not touched); more go out when ``settle`` says so."""
+        leases = self._deleting.pop(future)  # an answer for no batch out is a bug: KeyError
         try:
             result = future.result()
         except Exception as exc:  # noqa: BLE001 - Queue.delete reports failures; a last defence

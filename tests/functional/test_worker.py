@@ -102,6 +102,34 @@ SETTINGS = WorkerSettings(
 )
 
 
+def start(
+    queue: StubQueue,
+    fetcher: ScriptedFetcher,
+    *,
+    settings: WorkerSettings = SETTINGS,
+    dlq: StubQueue | None = None,
+    place: Place | None = None,
+    pollers: int = 1,
+    reload: Callable[[], WorkerSettings | None] | None = None,
+) -> tuple[Worker, threading.Event, threading.Thread]:
+    """A worker running its loop in a thread, stopped by setting the event (and a wake)."""
+    worker = Worker(
+        receive_queue=queue,
+        control_queue=queue,
+        dead_letter_queue=dlq,
+        fetcher=fetcher,
+        settings=settings,
+        notifier=Notifier(enabled=False),
+        place=place,
+        pollers=pollers,
+        reload=reload,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    return worker, stop, thread
+
+
 @contextmanager
 def running(
     queue: StubQueue,
@@ -112,19 +140,9 @@ def running(
     place: Place | None = None,
     pollers: int = 1,
 ) -> Iterator[tuple[Worker, threading.Event]]:
-    worker = Worker(
-        receive_queue=queue,
-        control_queue=queue,
-        dead_letter_queue=dlq,
-        fetcher=fetcher,
-        settings=settings,
-        notifier=Notifier(enabled=False),
-        place=place,
-        pollers=pollers,
+    worker, stop, thread = start(
+        queue, fetcher, settings=settings, dlq=dlq, place=place, pollers=pollers
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
-    thread.start()
     try:
         yield worker, stop
     finally:
@@ -338,6 +356,97 @@ class TestDeleteBatching:
         assert sorted(queue.deleted) == sorted(ids)
         assert len(queue.deletes_done) == 1
         assert queue.deletes_done[0][0] >= stopping_at
+
+
+class TestDeletesInFlight:
+    """Several DeleteMessageBatch calls at once, one per 10 download slots: with one at a time,
+    at 100 ms of round trip the deletes fell behind the downloads (issue 17). The stub's deletes
+    wait at a gate here, so the batches out at once can be counted."""
+
+    @staticmethod
+    def gated(queue: StubQueue, count: int) -> tuple[threading.Event, list[str]]:
+        gate = threading.Event()
+        queue.delete_gate = gate
+        return gate, [queue.put(s3_body(f"k{i}")) for i in range(count)]
+
+    def test_thirty_slots_keep_three_batches_in_flight(self) -> None:
+        queue = StubQueue()
+        gate, ids = self.gated(queue, 60)
+        with running(queue, ScriptedFetcher(), settings=replace(SETTINGS, workers=30)) as (
+            worker,
+            _stop,
+        ):
+            wait_until(lambda: queue.deleting == 3, what="three batches out")
+            wait_until(lambda: worker.metrics.get("objects_downloaded") == 60, what="downloads")
+            time.sleep(0.3)  # a fourth batch, if one were sent, would be out by now
+            assert (queue.deleting, worker.busy_threads()) == (3, 3)
+            gate.set()
+            wait_until(lambda: queue.remaining() == [], what="all deleted")
+        assert queue.max_deleting == 3
+        assert [len(batch) for _, batch in queue.deletes_done] == [10] * 6
+        assert sorted(queue.deleted) == sorted(ids)
+
+    def test_a_failed_batch_among_several_retries_only_its_own_entries(self) -> None:
+        queue = StubQueue()
+        queue.failing_delete_calls = {1}  # the second of the three batches out at once
+        gate, ids = self.gated(queue, 30)
+        with running(queue, ScriptedFetcher(), settings=replace(SETTINGS, workers=30)) as (
+            worker,
+            _stop,
+        ):
+            wait_until(lambda: queue.deleting == 3, what="three batches out")
+            gate.set()
+            wait_until(lambda: queue.remaining() == [], what="all deleted")
+            wait_until(lambda: worker.idle(), what="every lease settled")
+            assert worker.metrics.get("messages_deleted") == 30
+        [failed] = queue.failed_delete_calls
+        assert len(failed) == 10
+        calls = [batch for _, batch in queue.deletes_done]
+        tries = {message_id: sum(message_id in batch for batch in calls) for message_id in ids}
+        assert tries == {i: 2 if i in failed else 1 for i in ids}  # the failed ten tried again
+        assert sorted(queue.deleted) == sorted(ids)
+        assert set(queue.receive_counts.values()) == {1}  # none came back to the queue
+
+    @pytest.mark.parametrize("shutdown_timeout", [5.0, 0.2])
+    def test_the_drain_waits_for_every_batch_in_flight(self, shutdown_timeout: float) -> None:
+        """Within the drain's timeout, and past it (the abandon grace): the three batches'
+        leases are neither released nor forgotten before their answers come back."""
+        queue = StubQueue()
+        gate, ids = self.gated(queue, 30)
+        settings = replace(SETTINGS, workers=30, shutdown_timeout_seconds=shutdown_timeout)
+        worker, stop, thread = start(queue, ScriptedFetcher(), settings=settings)
+        try:
+            wait_until(lambda: queue.deleting == 3, what="three batches out")
+            stop.set()
+            worker.wake()
+            time.sleep(0.6)  # past the 0.2 s deadline too
+            assert thread.is_alive()
+            assert (queue.deleting, len(queue.deleted), queue.visibility_calls) == (3, 0, [])
+        finally:
+            gate.set()
+            thread.join(timeout=15)
+        assert not thread.is_alive()
+        assert sorted(queue.deleted) == sorted(ids)
+        assert worker.idle()
+        assert worker.metrics.get("messages_deleted") == 30
+
+    def test_eight_slots_keep_one_batch_of_ten_at_most_in_flight(self) -> None:
+        """As before with up to 10 slots: one batch at a time; deletes piled up behind it go
+        out ten at a time, one call each (no longer all of them in one call)."""
+        queue = StubQueue()
+        gate, ids = self.gated(queue, 40)
+        with running(queue, ScriptedFetcher(), settings=replace(SETTINGS, workers=8)) as (
+            worker,
+            _stop,
+        ):
+            wait_until(lambda: worker.metrics.get("objects_downloaded") == 40, what="downloads")
+            time.sleep(0.3)  # a second batch, if one were sent, would be out by now
+            assert queue.deleting == 1
+            gate.set()
+            wait_until(lambda: queue.remaining() == [], what="all deleted")
+        assert queue.max_deleting == 1
+        assert all(len(batch) <= 10 for _, batch in queue.deletes_done), queue.deletes_done
+        assert sorted(queue.deleted) == sorted(ids)
 
 
 class TestFailures:
@@ -1140,18 +1249,9 @@ class TestConcurrency:
         settings = replace(SETTINGS, workers=8, auto=True, min_workers=4, max_workers=24)
         new = replace(SETTINGS, workers=3)
         queue = StubQueue()
-        worker = Worker(
-            receive_queue=queue,
-            control_queue=queue,
-            dead_letter_queue=None,
-            fetcher=ScriptedFetcher(),
-            settings=settings,
-            notifier=Notifier(enabled=False),
-            reload=lambda: new,
+        worker, stop, thread = start(
+            queue, ScriptedFetcher(), settings=settings, reload=lambda: new
         )
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
-        thread.start()
         try:
             wait_until(lambda: worker.metrics.get("workers_target") == 8, what="started at 8")
             worker.request_reload()

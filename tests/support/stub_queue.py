@@ -48,6 +48,12 @@ class StubQueue:
         self.receive_counts: dict[str, int] = {}  # kept after a delete, for assertions
         self.delete_delay = 0.0  # seconds each delete call takes (a round trip), lock not held
         self.deletes_done: list[tuple[float, tuple[str, ...]]] = []  # (monotonic, ids) per call
+        self.delete_gate: threading.Event | None = None  # set: each delete call waits for it
+        self.deleting = 0  # delete calls open right now
+        self.max_deleting = 0  # the most delete calls ever open at once
+        self.delete_calls = 0  # delete calls begun
+        self.failing_delete_calls: set[int] = set()  # these calls (0 = the first) fail whole
+        self.failed_delete_calls: list[tuple[str, ...]] = []  # the ids each of them carried
         self.receiving = 0  # receive calls open right now
         self.max_receiving = 0  # the most receive calls ever open at once
         self.requested: list[tuple[int, int]] = []  # (max_messages, messages queued) per call
@@ -124,12 +130,31 @@ class StubQueue:
             return out
 
     def delete(self, messages: Sequence[Message]) -> BatchResult:
-        if self.delete_delay:
-            time.sleep(self.delete_delay)
-        result = self._batch(messages, self._delete_one)
+        ids = tuple(m.message_id for m in messages)
         with self._lock:
-            self.deletes_done.append((time.monotonic(), tuple(m.message_id for m in messages)))
-        return result
+            call = self.delete_calls
+            self.delete_calls += 1
+            self.deleting += 1
+            self.max_deleting = max(self.max_deleting, self.deleting)
+        try:
+            if self.delete_delay:
+                time.sleep(self.delete_delay)
+            if self.delete_gate is not None:
+                assert self.delete_gate.wait(30), "the delete gate was never opened"
+            if call in self.failing_delete_calls:  # as the adapter reports a failed call
+                with self._lock:
+                    self.failed_delete_calls.append(ids)
+                result = BatchResult(
+                    failed=tuple(BatchFailure(i, "InternalError", "") for i in ids)
+                )
+            else:
+                result = self._batch(messages, self._delete_one)
+            with self._lock:
+                self.deletes_done.append((time.monotonic(), ids))
+            return result
+        finally:
+            with self._lock:
+                self.deleting -= 1
 
     def change_visibility(self, items: Sequence[tuple[Message, int]]) -> BatchResult:
         seconds = {m.message_id: s for m, s in items}

@@ -9,6 +9,7 @@ import pytest
 from s3sqsd.aws import endpoint_for, make_clients, s3_pool_size
 from s3sqsd.config import LARGE_SLOTS, Config, ReconcileConfig
 from s3sqsd.errors import ConfigError
+from s3sqsd.sqs import MAX_DELETE_BATCHES
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,5 @@ def test_clients_fit_what_a_reload_may_set(monkeypatch: pytest.MonkeyPatch) -> N
     threads = 256 + LARGE_SLOTS + config.large_objects.concurrency + 10 + 1
     assert clients.s3.for_bucket("any").meta.config.max_pool_connections >= threads
     assert s3_pool_size(config) == threads
+    # Every delete batch in flight at once, and the loop's own calls besides.
+    assert clients.sqs_control.meta.config.max_pool_connections == MAX_DELETE_BATCHES + 4

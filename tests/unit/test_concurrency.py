@@ -21,6 +21,7 @@ from s3sqsd.worker.concurrency import (
     Change,
     Controller,
     Sample,
+    deletes_for,
     pollers_for,
     prefetch_for,
 )
@@ -244,6 +245,13 @@ def test_pollers_and_prefetch_follow_the_target() -> None:
     assert [pollers_for(t, 1) for t in (4, 8, 16, 17, 32, 64, 256)] == [1, 1, 1, 2, 2, 4, 16]
     assert pollers_for(8, 3) == 3  # never fewer than configured
     assert [prefetch_for(t, pollers_for(t, 1)) for t in (4, 8, 16, 32, 64)] == [4, 8, 10, 20, 40]
+
+
+def test_delete_batches_in_flight_follow_the_target() -> None:
+    """One DeleteMessageBatch in flight per 10 slots, at least 1, at most 8 (the SQS control
+    client's pool has room for them and the loop's own calls)."""
+    targets = (1, 8, 10, 11, 30, 64, 80, 81, 256)
+    assert [deletes_for(t) for t in targets] == [1, 1, 1, 2, 3, 7, 8, 8, 8]
 
 
 @pytest.mark.parametrize(

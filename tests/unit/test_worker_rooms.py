@@ -242,6 +242,7 @@ class TestSettlerDuplicates:
             stopped=lambda: True,
             give_back=capacity.give_back,
             forget=leases.forget,
+            deletes_in_flight=lambda: 1,
         )
         for message in (first, second):
             lease = lease_for(message)
