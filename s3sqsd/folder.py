@@ -100,6 +100,8 @@ class DownloadFolder:
         self._role = role
         self._lock_fd: int | None = None  # the folder lock (``_lock_folder``), kept open
         self._work_fd: int | None = None  # a sync's lock of its sub-folder, kept open
+        # Closes ``_work_fd`` once: at ``close``, or when a folder never closed is collected.
+        self._work_closer: weakref.finalize[[int], DownloadFolder] | None = None
         if role is FolderRole.SYNC:
             name = f"{SYNC_DIR_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
             self._work_dir = self._temp_dir / name
@@ -159,13 +161,17 @@ class DownloadFolder:
     def close(self) -> None:
         """A sync's end: remove its temp sub-folder (empty once every fetch is over) and let
         go of its lock. Nothing for the daemon, whose lock lasts as long as the process."""
-        fd, self._work_fd = self._work_fd, None
-        if fd is None:
+        closer, self._work_closer = self._work_closer, None
+        self._work_fd = None
+        if closer is None:
             return
         try:
             shutil.rmtree(self._work_dir, ignore_errors=True)
         finally:
-            os.close(fd)
+            # Through the finalizer, which then never runs again: closing the number here and
+            # leaving it armed closed it a second time when the folder was collected, by then
+            # another object's descriptor (a socket, a pipe) in this process.
+            closer()
 
     def _take_work_dir(self) -> None:
         """Make the sync's temp sub-folder and ``flock`` it for the process's life.
@@ -192,7 +198,7 @@ class DownloadFolder:
                 now = os.stat(path, follow_symlinks=False)
                 if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
                     self._work_fd = fd
-                    weakref.finalize(self, _close_quietly, fd)
+                    self._work_closer = weakref.finalize(self, _close_quietly, fd)
                     return
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.ENOENT):
