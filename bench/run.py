@@ -300,6 +300,45 @@ def latency_figures(
     }
 
 
+def workers_figures(changes: Sequence[dict[str, Any]], ready_at: float) -> dict[str, Any]:
+    """Where a ``workers: auto`` contestant's controller went, from its ``concurrency.changed``
+    log records (``_t``: when the bench read the line, monotonic): ``workers_path`` as
+    ``[seconds since READY, workers, reason]`` per change, the target it started from, the one
+    it ended at and the highest it reached. Without changes (fixed workers, the floor, or a
+    target that never moved) the path is empty and the figures None."""
+    path = [
+        [round(float(r.get("_t", ready_at)) - ready_at, 2), int(r["workers"]), r.get("reason")]
+        for r in changes
+        if isinstance(r.get("workers"), int)
+    ]
+    if not path:
+        return {
+            "workers_path": [],
+            "workers_first": None,
+            "workers_final": None,
+            "workers_max": None,
+        }
+    first = next((r.get("previous") for r in changes if isinstance(r.get("workers"), int)), None)
+    first = first if isinstance(first, int) else None
+    return {
+        "workers_path": path,
+        "workers_first": first,
+        "workers_final": path[-1][1],
+        "workers_max": max([w for _, w, _ in path] + ([first] if first is not None else [])),
+    }
+
+
+def workers_trail(record: dict[str, Any]) -> str | None:
+    """The targets a run's controller went through, for its progress line (``8>16>32``):
+    the first change's previous target, then each new one."""
+    path = record.get("workers_path") or []
+    if not path:
+        return None
+    first = record.get("workers_first")
+    steps = [str(first)] if first is not None else []
+    return ">".join(steps + [str(w) for _, w, _ in path])
+
+
 def run_queued(
     ctx: Context,
     kind: str,
@@ -361,6 +400,12 @@ def run_queued(
             p1 = proc_sample(proxy.pid) if proxy else None
             stats = ctx.emulator.queue_stats(queue_url)
             r1 = ctx.emulator.requests()
+            # only the changes up to the end of the measured run (not those of the drain)
+            changes = [
+                r
+                for r in contestant.process.events("concurrency.changed")
+                if float(r.get("_t", 0.0)) <= s1.at
+            ]
             contestant.stop()
         finally:
             contestant.cleanup()
@@ -410,6 +455,7 @@ def run_queued(
             "term_exit_s": contestant.exit_seconds,
             "exit_status": contestant.exit_status,
             "problems": contestant.problems()[:5],
+            **workers_figures(changes, contestant.ready_at),
         }
         # Every event was queued before the contestant started: a file's latency is from the
         # contestant's readiness (READY=1) to the file at its final path.
@@ -645,6 +691,9 @@ def _summary(r: dict[str, Any]) -> str:
         "term_exit_s",
     )
     shown = ", ".join(f"{k}={fmt(r[k], 3)}" for k in keys if r.get(k) is not None)
+    trail = workers_trail(r)
+    if trail:
+        shown += f", workers={trail}"
     extra = " CAPPED" if r.get("capped") else ""
     problems = f" PROBLEMS {r['problems']}" if r.get("problems") else ""
     return f"{r['workload']}/{r['network']}/{r['contestant']}: {shown}{extra}{problems}"
@@ -704,6 +753,9 @@ EXTRA_MEDIANS: list[tuple[str, str, int]] = [
     ("proxy CPU ms/file", "proxy_cpu_ms_per_file", 2),
     ("connections", "connections", 0),
     ("pool discards", "pool_discards", 0),
+    # where ``workers: auto`` ended and the most it reached (None with fixed workers)
+    ("workers at the end", "workers_final", 0),
+    ("most workers", "workers_max", 0),
 ]
 
 

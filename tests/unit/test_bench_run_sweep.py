@@ -22,6 +22,8 @@ from bench.run import (
     sweep_order,
     table,
     targets,
+    workers_figures,
+    workers_trail,
 )
 
 
@@ -166,3 +168,65 @@ def test_the_floor_gets_the_pollers_s3sqsd_is_given(
     command = floor.process.argv
     assert command[command.index("--pollers") + 1] == pollers
     assert command[command.index("--workers") + 1] == "32"
+
+
+def _change(t: float, workers: int, previous: int, reason: str) -> dict[str, Any]:
+    return {
+        "event": "concurrency.changed",
+        "_t": t,
+        "workers": workers,
+        "previous": previous,
+        "reason": reason,
+        "pollers": max(1, workers // 16),
+        "files_per_second": 100.0,
+    }
+
+
+def test_the_workers_path_is_kept_from_ready_with_its_reasons() -> None:
+    changes = [
+        _change(101.0, 16, 8, "16 slots brought 90 % more"),
+        _change(102.5, 32, 16, "32 slots brought 60 % more"),
+        _change(104.25, 24, 32, "undone"),
+    ]
+    figures = workers_figures(changes, ready_at=100.0)
+    assert figures == {
+        "workers_path": [
+            [1.0, 16, "16 slots brought 90 % more"],
+            [2.5, 32, "32 slots brought 60 % more"],
+            [4.25, 24, "undone"],
+        ],
+        "workers_first": 8,
+        "workers_final": 24,
+        "workers_max": 32,
+    }
+    assert workers_trail(figures) == "8>16>32>24"
+
+
+def test_fixed_workers_leave_no_path_and_no_trail_on_the_progress_line() -> None:
+    figures = workers_figures([], ready_at=5.0)
+    assert figures == {
+        "workers_path": [],
+        "workers_first": None,
+        "workers_final": None,
+        "workers_max": None,
+    }
+    assert workers_trail(figures) is None
+    assert workers_trail({}) is None  # a row of another contestant, or of an older JSON
+
+
+def test_the_highest_target_counts_the_one_it_started_from() -> None:
+    figures = workers_figures([_change(1.0, 6, 8, "no backlog")], ready_at=0.0)
+    assert (figures["workers_final"], figures["workers_max"]) == (6, 8)
+    assert workers_trail(figures) == "8>6"
+
+
+def test_the_settle_point_is_a_median_over_repeats_and_none_without_auto() -> None:
+    runs = [
+        _run("a", "s3sqsd", 64, files_per_s=100.0, workers_final=32, workers_max=64),
+        _run("a", "s3sqsd", 64, files_per_s=110.0, workers_final=64, workers_max=64),
+        _run("a", "limit", 64, files_per_s=120.0),
+    ]
+    rows = {row["contestant"]: row for row in summarise(runs)}
+    assert rows["s3sqsd"]["workers_final"] == 48
+    assert rows["s3sqsd"]["workers_max"] == 64
+    assert rows["limit"]["workers_final"] is None
