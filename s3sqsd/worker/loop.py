@@ -282,16 +282,7 @@ class Worker:
         self._leases.add(lease)
         self._renewer.track(lease, granted=granted)
         self.metrics.inc("messages_received")
-        logger.debug(
-            "received message %s (receive count %d)",
-            message.message_id,
-            message.receive_count,
-            extra={
-                "event": "message.received",
-                "message_id": message.message_id,
-                "receive_count": message.receive_count,
-            },
-        )
+        _log_received(message)
         if draining:
             self._settler.release([lease], why="received while stopping")
             return
@@ -409,3 +400,17 @@ class Worker:
         self._receiving.stop()
         self._downloads.shutdown()
         self._settler.shutdown()  # idle by now, or given its grace by _abandon
+
+
+def _log_received(message: Message) -> None:
+    """The debug line of one received message (kept out of the loop's class for its size)."""
+    logger.debug(
+        "received message %s (receive count %d)",
+        message.message_id,
+        message.receive_count,
+        extra={
+            "event": "message.received",
+            "message_id": message.message_id,
+            "receive_count": message.receive_count,
+        },
+    )
