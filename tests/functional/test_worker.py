@@ -1239,8 +1239,13 @@ class TestConcurrency:
                 timeout=30,
                 what="every small object while the large ones wait",
             )
+            # Fetched is recorded before the settler deletes: wait for the deletes to land.
+            wait_until(
+                lambda: sorted(queue.remaining()) == ["m1", "m2"],
+                timeout=30,
+                what="every small message deleted, the two large ones still in hand",
+            )
             assert large_running == ["large0"]  # one lane slot: the second one waits
-            assert sorted(queue.remaining()) == ["m1", "m2"]
             release.set()
             wait_until(lambda: queue.remaining() == [], timeout=30, what="all deleted")
         assert fetcher.max_running <= 2 + 1
