@@ -62,6 +62,7 @@ from s3sqsd.access import AccessPlan, BucketAccess, plan_access
 from s3sqsd.buckets import BucketClients
 from s3sqsd.config import (
     LARGE_SLOTS,
+    MAX_POLLERS,
     MAX_WAIT_TIME_SECONDS,
     MAX_WORKERS,
     AwsConfig,
@@ -488,6 +489,9 @@ def make_clients(config: Config, *, environ: Mapping[str, str] | None = None) ->
         read_timeout=MAX_WAIT_TIME_SECONDS + 10,
         # The receive loop has its own backoff and logs state changes itself: one attempt.
         retries={"mode": "standard", "total_max_attempts": 1},
+        # One connection per receiver thread (``workers: auto`` adds pollers as it grows, and
+        # a reload may raise them): a smaller pool would discard a connection per receive.
+        max_pool_connections=MAX_POLLERS,
     )
     sqs_control = aws.client(
         "sqs",

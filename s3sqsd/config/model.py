@@ -312,4 +312,7 @@ class Config:
 _MAX_WAIT_TIME_SECONDS = 20  # ReceiveMessage long-poll maximum
 MAX_WAIT_TIME_SECONDS = _MAX_WAIT_TIME_SECONDS  # what a reload may raise wait_time_seconds to
 MAX_WORKERS = 256  # what a reload may raise workers (and max_workers) to
+# The most receiver threads: the ``pollers`` key's bound, and what ``workers: auto`` reaches at
+# ``MAX_WORKERS`` (one per 8 slots, ``worker.concurrency.SLOTS_PER_POLLER``).
+MAX_POLLERS = 32
 _MAX_VISIBILITY_SECONDS = SQS_MAX_VISIBILITY_SECONDS  # ChangeMessageVisibility maximum: 12 hours

@@ -21,6 +21,7 @@ from s3sqsd.config.model import (
     DEFAULT_MIN_WORKERS,
     FILE_MTIME_CHOICES,
     INTEGRITY_CHOICES,
+    MAX_POLLERS,
     MAX_WORKERS,
     MIN_BANDWIDTH_BYTES_PER_SECOND,
     ON_REMOVE_CHOICES,
@@ -86,7 +87,7 @@ def _parse_config(data: object, *, source: str, default_download_folder: Path) -
         "workers": _workers,
         "min_workers": _int_range(1, MAX_WORKERS),
         "max_workers": _int_range(1, MAX_WORKERS),
-        "pollers": _int_range(1, 32),
+        "pollers": _int_range(1, MAX_POLLERS),
         "wait_time_seconds": _int_range(
             1, _MAX_WAIT_TIME_SECONDS, note="the SQS long-poll maximum; short polling is refused"
         ),

@@ -115,6 +115,7 @@ class Receivers:
         self._active = pollers  # how many poll; the others (workers: auto) wait their turn
         self._target = settings.workers  # the small lane's slots: the prefetch is the rest
         self._started = False
+        self._ahead = False  # the last receive brought all it asked for (see ``ahead``)
 
     def start(self) -> None:
         self._started = True
@@ -141,6 +142,15 @@ class Receivers:
             )
             self._threads.append(thread)
             thread.start()
+
+    def ahead(self) -> bool:
+        """The last receive brought every message it asked for: the queue most likely holds
+        more than is in hand. The tuner counts this as backlog even while the slots are not
+        all busy: then receiving, not downloading, is the limit (one poller at 100 ms of round
+        trip brings 10 messages per round trip, and 8 slots finish about as many), and more
+        slots bring more pollers. A receive that came back short or empty, or failed, says
+        the queue is drained (or unknown)."""
+        return self._ahead
 
     def stop(self) -> None:
         """No new receives (a poll already open finishes; its messages are released)."""
@@ -213,6 +223,7 @@ class Receivers:
                         exc_info=not isinstance(exc, QueueError),
                         extra={"event": "sqs.receive.failed", "error": str(exc), "code": code},
                     )
+                self._ahead = False
                 self._inbox.put(ReceiveFailed(error=str(exc)))
                 self._stop.wait(backoff.next_delay())
                 continue
@@ -232,6 +243,7 @@ class Receivers:
                 )
             backoff.reset()
             self._capacity.unreserve(wanted - len(messages))
+            self._ahead = len(messages) >= wanted
             if messages:
                 self._inbox.put(
                     Received(

@@ -127,7 +127,7 @@ class Tuner:
                 now=now,
                 completed=completed,
                 bytes=size,
-                saturated=self.downloads.full(SMALL),
+                saturated=self._backlog(),
                 cpu=self._cpu(now),
                 hold=hold,
                 shrink=shrink,
@@ -137,6 +137,13 @@ class Tuner:
             self._changed(change)
 
     # ---- signals ---------------------------------------------------------------------------
+
+    def _backlog(self) -> bool:
+        """More work than the small lane takes: its slots are all busy, or the last receive
+        brought all it asked for (receiving is the limit: ``Receivers.ahead``)."""
+        if self.downloads.full(SMALL):
+            return True
+        return self._receivers is not None and self._receivers.ahead()
 
     def _cpu(self, now: float) -> float | None:
         """The process's CPU since the last sample, as a share of the CPUs it may use."""

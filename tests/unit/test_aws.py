@@ -10,6 +10,7 @@ from s3sqsd.aws import endpoint_for, make_clients, s3_pool_size
 from s3sqsd.config import LARGE_SLOTS, Config, ReconcileConfig
 from s3sqsd.errors import ConfigError
 from s3sqsd.sqs import MAX_DELETE_BATCHES
+from s3sqsd.worker.concurrency import pollers_for
 
 
 @pytest.mark.parametrize(
@@ -74,3 +75,6 @@ def test_clients_fit_what_a_reload_may_set(monkeypatch: pytest.MonkeyPatch) -> N
     assert s3_pool_size(config) == threads
     # Every delete batch in flight at once, and the loop's own calls besides.
     assert clients.sqs_control.meta.config.max_pool_connections == MAX_DELETE_BATCHES + 4
+    # A connection per receiver thread, as many as workers: auto starts at 256 slots.
+    most_pollers = pollers_for(256, config.pollers)
+    assert clients.sqs_receive.meta.config.max_pool_connections == most_pollers == 32

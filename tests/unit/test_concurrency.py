@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import pytest
 
@@ -105,6 +106,22 @@ def test_it_ramps_fast_while_every_slot_pays() -> None:
     assert [c.target for c in run.changes] == [16, 32, 64]
 
 
+def test_sublinear_gains_keep_it_climbing() -> None:
+    """Cores shared with other work: each doubling brings a third more, not twice as much
+    (as measured at 20 ms on the 2-core benchmark machine). Worth climbing: it doubles to the
+    bound, where a rule asking half again of each doubling held at 16."""
+    run = Run(lambda t, _now: 40.0 * t**0.4).until(20)
+    assert [c.target for c in run.changes] == [16, 32, 64]
+    assert all(c.reason == "ramp" for c in run.changes)
+
+
+def test_a_doubling_that_brings_little_is_kept_and_held() -> None:
+    """A doubling that brings 10 %: more than nothing, less than the climb asks; kept, held."""
+    run = Run(lambda t, _now: 200.0 * (1.1 if t > 8 else 1.0)).until(20)
+    assert [c.target for c in run.changes] == [16]
+    assert run.target == 16
+
+
 def test_flat_throughput_goes_back_to_where_it_was() -> None:
     """The CPU was already the bound at 8 (loopback): 16 brings nothing and is undone."""
     run = Run(lambda _t, _now: 190.0).until(20)
@@ -190,7 +207,7 @@ def test_a_loss_below_is_undone() -> None:
     """Probing down from the knee loses throughput: it goes back up and holds."""
 
     def curve(target: int, now: float) -> float:
-        dip = 0.5 if 30 <= now < 31 else 1.0  # a stall makes the rate fall for a second
+        dip = 0.5 if 30 <= now < 31.5 else 1.0  # a stall: the rate falls for a window or three
         return 25.0 * min(target, 32) * dip
 
     run = Run(curve).until(60)
@@ -210,8 +227,12 @@ def test_it_probes_again_after_holding_and_less_often_each_time() -> None:
     assert 3 <= len(probes) <= 3600 / HOLD_SECONDS / 4  # backed off: a few an hour
     assert run.target == 32
     assert [probe.target for probe in probes] == [40] * len(probes)
-    starts = [run.changes.index(probe) for probe in probes]
-    assert starts == sorted(starts)
+    # When each probe began (in samples): the waits between them double up to the cap (a
+    # sample's jitter allowed).
+    begun = [i for i in range(1, len(run.targets)) if run.targets[i - 1 : i + 1] == [32, 40]]
+    waits = [later - earlier for earlier, later in pairwise(begun)]
+    assert all(later >= earlier - 2 for earlier, later in pairwise(waits))
+    assert waits[-1] >= 8 * waits[0]
 
 
 def test_a_probe_finds_a_better_network() -> None:
@@ -242,9 +263,12 @@ def test_a_reload_rebounds_the_target() -> None:
 
 
 def test_pollers_and_prefetch_follow_the_target() -> None:
-    assert [pollers_for(t, 1) for t in (4, 8, 16, 17, 32, 64, 256)] == [1, 1, 1, 2, 2, 4, 16]
+    """One poller per 8 slots: a poller brings 10 messages per round trip, a slot takes about
+    one per round trip, so the receive stays ahead; the prefetch is then a round's worth."""
+    assert [pollers_for(t, 1) for t in (4, 8, 9, 16, 17, 32, 64, 256)] == [1, 1, 2, 2, 3, 4, 8, 32]
     assert pollers_for(8, 3) == 3  # never fewer than configured
-    assert [prefetch_for(t, pollers_for(t, 1)) for t in (4, 8, 16, 32, 64)] == [4, 8, 10, 20, 40]
+    assert [prefetch_for(t, pollers_for(t, 1)) for t in (4, 8, 16, 32, 64)] == [4, 8, 16, 32, 64]
+    assert prefetch_for(64, 3) == 30  # up to 10 per poller
 
 
 def test_delete_batches_in_flight_follow_the_target() -> None:

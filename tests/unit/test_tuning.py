@@ -134,7 +134,7 @@ def test_slow_large_downloads_do_not_stop_the_small_lane_growing(
     assert tuned.target == 64
     assert fake.caps == {SMALL: 64, LARGE: 4}
     assert metrics.get("workers_target") == 64
-    assert tuned.capacity.limit() == 64 + 40  # 4 pollers, 10 each
+    assert tuned.capacity.limit() == 64 + 64  # 8 pollers, 10 each, at most the slots
     changes = [r for r in caplog.records if getattr(r, "event", "") == "concurrency.changed"]
     assert [(r.previous, r.workers) for r in changes] == [(8, 16), (16, 32), (32, 64)]  # type: ignore[attr-defined]
     assert all(r.reason == "ramp" for r in changes)  # type: ignore[attr-defined]
@@ -150,6 +150,62 @@ def test_without_backlog_the_tuner_changes_nothing() -> None:
         fake.done[SMALL] = int(files)
         tuned.tick(clock.now)
     assert tuned.target == 8
+
+
+@dataclass
+class FakeReceivers:
+    """What the tuner reads of ``Receivers``: whether the last receive was full, and the
+    pollers it asked for."""
+
+    full: bool = True
+    followed: list[tuple[int, int]] = field(default_factory=list)
+
+    def start(self) -> None:
+        pass
+
+    def follow(self, *, target: int, pollers: int) -> None:
+        self.followed.append((target, pollers))
+
+    def paused(self) -> bool:
+        return False
+
+    def ahead(self) -> bool:
+        return self.full
+
+
+def receive_limited(*, ahead: bool) -> tuple[Tuner, FakeReceivers]:
+    """100 ms of round trip: a slot finishes 10 files a second, a poller brings 10 messages per
+    round trip, 8 of which arrive in time: the pollers are the limit, and the slots are never
+    all busy."""
+    tuned, fake, clock, _metrics = tuner()
+    fake.busy[SMALL] = False
+    receivers = FakeReceivers(full=ahead)
+    tuned.start(receivers)  # type: ignore[arg-type]
+    files = 0.0
+    while clock.now < 60:
+        clock.now = round(clock.now + 0.1, 6)
+        pollers = receivers.followed[-1][1]
+        files += min(10 * tuned.target, 80 * pollers) * 0.1
+        fake.done[SMALL] = int(files)
+        fake.size[SMALL] = int(files) * 4096
+        tuned.tick(clock.now)
+    return tuned, receivers
+
+
+def test_a_receive_limited_backlog_grows_the_target_and_the_pollers_with_it() -> None:
+    """The slots are never all busy, but every receive brings all it asked for: the queue
+    holds more, so that is backlog. The target climbs and brings a poller per 8 slots, which
+    is what lifts the limit (one per 16 would leave 16 slots fed by one poller: no gain)."""
+    tuned, receivers = receive_limited(ahead=True)
+    assert tuned.target == 64
+    assert receivers.followed[0] == (8, 1)
+    assert receivers.followed[-1] == (64, 8)
+
+
+def test_short_receives_and_idle_slots_are_no_backlog() -> None:
+    tuned, receivers = receive_limited(ahead=False)
+    assert tuned.target == 8
+    assert receivers.followed == [(8, 1)]
 
 
 def test_a_fixed_count_is_applied_and_never_moved() -> None:
