@@ -219,7 +219,7 @@ def run_checks(
         add(*_source_deletes(clients.s3, config, skip_reason=skip_reason))
     for folder in download_folders(config):  # one folder, or each route's
         add(check_folder(folder))
-        add(check_free_space(folder))
+        add(check_free_space(folder, floor=config.min_free_bytes))
     return Report(tuple(results))
 
 
@@ -791,8 +791,9 @@ def _is_dir(info: os.stat_result) -> bool:
     return (info.st_mode & 0o170000) == 0o040000
 
 
-def check_free_space(root: Path) -> CheckResult:
-    """Free blocks and inodes where the files will go (``statvfs``)."""
+def check_free_space(root: Path, *, floor: int | None = None) -> CheckResult:
+    """Free blocks and inodes where the files will go (``statvfs``), against the configured
+    ``min_free_bytes`` (``floor``) as well as the built-in thresholds."""
     where = nearest_existing(root)
     try:
         stats = os.statvfs(where)
@@ -806,18 +807,30 @@ def check_free_space(root: Path) -> CheckResult:
         total_bytes=stats.f_blocks * stats.f_frsize,
         free_inodes=stats.f_favail,
         total_inodes=stats.f_files,
+        floor=floor,
     )
 
 
 def evaluate_free_space(
-    where: Path, *, free_bytes: int, total_bytes: int, free_inodes: int, total_inodes: int
+    where: Path,
+    *,
+    free_bytes: int,
+    total_bytes: int,
+    free_inodes: int,
+    total_inodes: int,
+    floor: int | None = None,
 ) -> CheckResult:
-    """Warn below MIN_FREE_BYTES or MIN_FREE_FRACTION; inodes only where the file system
-    counts them (btrfs reports 0)."""
+    """Warn below ``min_free_bytes`` (``floor``: the daemon would hold every download until
+    space is freed), below MIN_FREE_BYTES or MIN_FREE_FRACTION; inodes only where the file
+    system counts them (btrfs reports 0)."""
     fraction = free_bytes / total_bytes if total_bytes > 0 else 0.0
     space = f"{format_bytes(free_bytes)} free ({fraction:.0%} of {format_bytes(total_bytes)})"
+    if floor is not None:
+        space += f", min_free_bytes {format_bytes(floor)}"
     problems = []
-    if free_bytes < MIN_FREE_BYTES:
+    if floor is not None and free_bytes < floor:
+        problems.append("below min_free_bytes: downloads wait until space is freed")
+    elif free_bytes < MIN_FREE_BYTES:
         problems.append(f"less than {format_bytes(MIN_FREE_BYTES)}")
     elif fraction < MIN_FREE_FRACTION:
         problems.append(f"less than {MIN_FREE_FRACTION:.0%}")

@@ -535,3 +535,16 @@ def test_every_route_folder_is_checked(
     assert folders[0].verdict == "ok"
     assert folders[1].detail == f"{read_only}: not writable (read-only file system)"
     assert len(run.named("free-space")) == 2
+
+
+def test_free_space_below_min_free_bytes_is_a_warning_naming_the_floor(
+    emulator: Emulator, make_config: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """A floor above what the disk has: the daemon would hold every download, so check says
+    so (a warning: nothing is lost, and space may be freed before the first event)."""
+    config = make_config(emulator.pipeline(), min_free_bytes=1 << 50)  # 1 PiB: the most
+    run = run_check(tmp_path, config)
+    line = run.one("free-space")
+    assert line.verdict == "warn"
+    assert "min_free_bytes 1024.0 TiB" in line.detail
+    assert "below min_free_bytes: downloads wait until space is freed" in line.detail

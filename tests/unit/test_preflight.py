@@ -270,6 +270,31 @@ def test_free_space(
 
 
 @pytest.mark.parametrize(
+    ("free", "floor", "verdict", "words"),
+    [
+        (4 * GiB, 5 * GiB, WARN, "below min_free_bytes: downloads wait until space is freed"),
+        (6 * GiB, 5 * GiB, OK, "min_free_bytes 5.0 GiB"),
+        (0, 5 * GiB, WARN, "below min_free_bytes"),
+    ],
+)
+def test_free_space_against_min_free_bytes(
+    free: int, floor: int, verdict: Verdict, words: str
+) -> None:
+    """The configured floor: below it the daemon holds every download (``disk.low_space``),
+    so check says so before the first message waits."""
+    result = evaluate_free_space(
+        Path("/srv"),
+        free_bytes=free,
+        total_bytes=100 * GiB,
+        free_inodes=900,
+        total_inodes=1000,
+        floor=floor,
+    )
+    assert result.verdict is verdict, result.detail
+    assert words in result.detail
+
+
+@pytest.mark.parametrize(
     ("seconds", "text"),
     [
         (6, "6 s"),
