@@ -192,6 +192,7 @@ class Daemon:
             metrics=metrics,
             queue_depth_every_seconds=QUEUE_DEPTH_EVERY_SECONDS if serving else None,
             pollers=config.pollers,
+            share=limits.parts,
         )
         self._worker = worker
         reconciler = Reconciler(

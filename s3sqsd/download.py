@@ -28,7 +28,7 @@ from s3sqsd.errors import (
     UnverifiableError,
 )
 from s3sqsd.events import ObjectCreated
-from s3sqsd.limits import Throttle
+from s3sqsd.limits import PartShare, Throttle
 from s3sqsd.objectmeta import NO_META, ObjectMeta
 from s3sqsd.parts import Layout, check_again, layout, pin
 from s3sqsd.ranged import fetch_ranged
@@ -80,9 +80,11 @@ class Downloader:
         checksums: HostChecksums,
         integrity_strict: bool,
         throttle: Throttle | None = None,
+        share: PartShare | None = None,
     ) -> None:
         """See ``Fetcher``; ``temp_dir`` is named in the text of a failed write; every body
-        is read through ``throttle`` when there is one (limits.py)."""
+        is read through ``throttle`` when there is one, and the ranges of a large object
+        take their turn in ``share`` (limits.py)."""
         if chunk_size <= 0 or part_size <= 0 or parts_window <= 0:
             raise ValueError("chunk_size, part_size and parts_window must be positive")
         self._s3 = s3
@@ -95,6 +97,7 @@ class Downloader:
         self._checksums = checksums
         self._strict = integrity_strict
         self._throttle = throttle
+        self._share = share
 
     @property
     def checksums(self) -> HostChecksums:
@@ -211,6 +214,7 @@ class Downloader:
             expect=self.expect,
             host=self._checksums,
             throttle=self._throttle,
+            share=self._share,
         )
         return Got(
             size=result.size,

@@ -152,6 +152,7 @@ class Fetcher:
             checksums=checksums if checksums is not None else HostChecksums.detect(),
             integrity_strict=integrity_strict,
             throttle=limits.throttle,
+            share=limits.parts,
         )
         self._labels = ProvenanceLabels()
         self._staging = Staging(

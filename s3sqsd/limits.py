@@ -1,5 +1,5 @@
-"""Bounds on what every download shares: the network (``max_bandwidth_bytes_per_second``) and
-the disk (``min_free_bytes``).
+"""Bounds on what every download shares: the network (``max_bandwidth_bytes_per_second``), the
+disk (``min_free_bytes``) and the part threads while small files wait (``PartShare``).
 
 One ``Limits`` per process, built from the config by the daemon (or ``s3sqsd sync``) and handed
 to every fetcher (fetchers.py), so one limit covers every folder, the GET of a whole object,
@@ -30,16 +30,28 @@ space (``statvfs``: ``f_bavail * f_frsize``, what an unprivileged service may us
 object's announced size must stay at or above the floor; otherwise ``LowSpaceError``, a
 ``LocalError``: the worker keeps the message in hand, as for a full disk, and waits (its
 failure policy and ``worker.spacewait``). The floor is a plain value, changed by a reload.
+
+**Small files first** (``PartShare``): the ranged GETs of large objects run on the shared
+part threads (``large_objects.concurrency``, 10), and on a host whose CPU or link is the bound
+they take it from the small files queued beside them (workload f: 4 x 1 GiB announced with
+2,000 x 4 KiB). While the small lane's slots are all busy (the concurrency tuner says so every
+0.1 s), at most ``YIELDING_RANGES`` ranges are read at once; when they are not, all of them.
+A range that waits holds its part thread, not a connection, and a cancelled download's
+ranges stop waiting at once. Large objects never stop: they slow while small files wait (the
+shortest jobs first, which is what lowers the small files' latency) and speed up again as
+soon as the small lane has a free slot. Only the daemon's tuner says "waiting": ``s3sqsd
+sync`` and a reconcile pass keep every part thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -57,6 +69,8 @@ from s3sqsd.verify import Readable, s3_url, unchecked_reader
 # threshold, so that every read is charged as it is made (a smaller read would be charged
 # with the next ones, a larger one would wait longer between reads of the connection).
 THROTTLED_READ_BYTES = 256 << 10
+# Ranges of large objects read at once while the small lane's slots are all busy (PartShare).
+YIELDING_RANGES = 2
 # A wait that two events may end looks at the second one this often.
 _POLL_SECONDS = 0.1
 
@@ -214,12 +228,60 @@ class SpaceFloor:
         )
 
 
+class PartShare:
+    """How many ranged GETs of large objects may read at once (see the module text): every
+    part thread, or ``yielding`` of them while small files wait. Thread-safe."""
+
+    def __init__(self, *, yielding: int = YIELDING_RANGES) -> None:
+        self._yielding = max(1, yielding)
+        self._waiting = False
+        self._running = 0
+        self._changed = threading.Condition()
+
+    def small_waiting(self, waiting: bool) -> None:
+        """The tuner, every sample: whether the small lane's slots are all busy."""
+        with self._changed:
+            if waiting != self._waiting:
+                self._waiting = waiting
+                self._changed.notify_all()
+
+    def waiting(self) -> bool:
+        """Whether small files wait (ranges take turns) now."""
+        with self._changed:
+            return self._waiting
+
+    def running(self) -> int:
+        """Ranges holding a place now."""
+        with self._changed:
+            return self._running
+
+    @contextlib.contextmanager
+    def place(self, interrupt: Sequence[threading.Event]) -> Iterator[None]:
+        """Hold a place for one range: wait while small files wait and ``yielding`` ranges
+        already read, unless one of ``interrupt`` is set (the range then sees it and ends)."""
+        with self._changed:
+            while (
+                self._waiting
+                and self._running >= self._yielding
+                and not any(event.is_set() for event in interrupt)
+            ):
+                self._changed.wait(_POLL_SECONDS)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The process's bounds, shared by every fetcher: ``throttle`` None means no limit."""
 
     throttle: Throttle | None
     floor: SpaceFloor
+    parts: PartShare = field(default_factory=PartShare)
 
     @classmethod
     def from_config(cls, config: Config, *, metrics: Metrics | None = None) -> Limits:

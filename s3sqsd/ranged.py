@@ -45,7 +45,7 @@ from typing import Any
 from s3sqsd.checksums import Hasher, HostChecksums
 from s3sqsd.errors import DownloadCancelledError, FetchError, IntegrityError, PartsMismatchError
 from s3sqsd.events import ObjectCreated
-from s3sqsd.limits import Throttle
+from s3sqsd.limits import PartShare, Throttle
 from s3sqsd.objectmeta import NO_META, ObjectMeta
 from s3sqsd.parts import check_again, layout, pin
 from s3sqsd.verify import (
@@ -132,6 +132,7 @@ def fetch_ranged(
     expect: Callable[[Any, ObjectCreated], Expected],
     host: HostChecksums,
     throttle: Throttle | None = None,
+    share: PartShare | None = None,
 ) -> RangedResult:
     """Download ``obj`` into ``fd`` (an empty temp file) and verify it; see the module text.
 
@@ -171,6 +172,7 @@ def fetch_ranged(
         cancel=cancel,
         write_error=write_error,
         throttle=throttle,
+        share=share,
     )
     digests = Digests(expected, host=host, layout=None if sizes is None else sizes.sizes)
     by_part = aligned(None if sizes is None else sizes.sizes, part_size)
@@ -253,6 +255,7 @@ class _Job:
     cancel: threading.Event
     write_error: Callable[[OSError], Exception]
     throttle: Throttle | None = None  # max_bandwidth_bytes_per_second (limits.py)
+    share: PartShare | None = None  # fewer ranges at once while small files wait (limits.py)
     stop: threading.Event = field(default_factory=threading.Event)  # set when it is over
 
     def _check_going(self) -> None:
@@ -263,7 +266,14 @@ class _Job:
 
     def fetch(self, part: _Range, hasher: Hasher | None = None) -> bytes | None:
         """GET one range into its place in the file; with ``hasher`` (the range is one whole
-        part), digest its bytes on the way and return the digest."""
+        part), digest its bytes on the way and return the digest. Waits for a place first
+        while small files wait (``share``)."""
+        if self.share is None:
+            return self._fetch(part, hasher)
+        with self.share.place((self.cancel, self.stop)):
+            return self._fetch(part, hasher)
+
+    def _fetch(self, part: _Range, hasher: Hasher | None) -> bytes | None:
         self._check_going()
         url = s3_url(self.obj)
         try:

@@ -71,6 +71,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 
 from s3sqsd.errors import DownloadCancelledError, FetchError, MessageError
+from s3sqsd.limits import PartShare
 from s3sqsd.metrics import Metrics
 from s3sqsd.notify import Notifier
 from s3sqsd.routing import Placement
@@ -128,6 +129,7 @@ class Worker:
         metrics: Metrics | None = None,
         queue_depth_every_seconds: float | None = None,
         pollers: int = 1,
+        share: PartShare | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -142,7 +144,9 @@ class Worker:
         self._reload_requested = threading.Event()
         self._sweep_at = 0.0  # next walk of the leases for local retries
         self.metrics = metrics or Metrics()
-        self._tuner = Tuner(settings=settings, pollers=pollers, metrics=self.metrics, clock=clock)
+        self._tuner = Tuner(
+            settings=settings, pollers=pollers, metrics=self.metrics, clock=clock, share=share
+        )
         self._capacity, self._downloads = self._tuner.capacity, self._tuner.downloads
         self._leases = Leases(capacity=self._capacity)
         self._receiving = Receivers(

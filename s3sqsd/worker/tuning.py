@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 
 from s3sqsd.config import LARGE_SLOTS
+from s3sqsd.limits import PartShare
 from s3sqsd.metrics import Metrics
 from s3sqsd.worker.concurrency import (
     SAMPLE_SECONDS,
@@ -65,12 +66,14 @@ class Tuner:
         metrics: Metrics,
         clock: Callable[[], float],
         resources: Resources | None = None,
+        share: PartShare | None = None,
     ) -> None:
         self._settings = settings
         self._pollers = pollers
         self._metrics = metrics
         self._clock = clock
         self._resources = resources if resources is not None else Resources()
+        self._share = share  # the large objects' ranges: fewer while small files wait
         self.target = settings.workers
         self._controller: Controller | None = None
         self.capacity = Capacity(limit=self._limit(), lane=self._large_slots())
@@ -115,11 +118,17 @@ class Tuner:
             self._changed(change)
 
     def tick(self, now: float) -> None:
-        """Once per loop pass: a sample every ``SAMPLE_SECONDS`` (``workers: auto`` only)."""
-        controller = self._controller
-        if controller is None or now < self._next_sample:
+        """Once per loop pass, every ``SAMPLE_SECONDS``: tells the large objects' ranges
+        whether small files wait (``limits.PartShare``), and (``workers: auto``) takes a
+        sample for the controller."""
+        if now < self._next_sample:
             return
         self._next_sample = now + SAMPLE_SECONDS
+        if self._share is not None:
+            self._share.small_waiting(self.downloads.full(SMALL))
+        controller = self._controller
+        if controller is None:
+            return
         completed, size = self.downloads.completed(SMALL)
         hold, shrink = self._limits(now)
         change = controller.observe(

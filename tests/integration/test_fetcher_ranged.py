@@ -6,10 +6,11 @@ the emulator reads a whole object for every ranged GET (see tests/support/emulat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from s3sqsd.errors import DownloadCancelledError, FetchError, IntegrityError, LocalError
 from s3sqsd.fetcher import FetchOutcome, read_provenance
+from s3sqsd.limits import Limits, PartShare, SpaceFloor
 from s3sqsd.ranged import plan_ranges
 from tests.support.emulator import Emulator, no_checksum_config
 from tests.support.faultproxy import FLIP_BYTE, RESET_MID_BODY, proxy_for
@@ -260,4 +262,59 @@ def test_executor_shut_down_is_a_cancelled_download(s3: Any, bucket: str, tmp_pa
     fetcher = make_fetcher(s3, tmp_path / "dl", pool)
     with pytest.raises(DownloadCancelledError, match=r"cancelled \(shutting down\)"):
         fetcher.fetch(event(bucket, "late.bin", size=SIZE), cancel=threading.Event())
+    assert leftovers(tmp_path / "dl") == []
+
+
+class PeakShare(PartShare):
+    """A ``PartShare`` that remembers the most ranges it ever let read at once."""
+
+    def __init__(self, *, yielding: int) -> None:
+        super().__init__(yielding=yielding)
+        self.peak = 0
+        self.entered = 0
+        self._seen = threading.Lock()
+
+    @contextlib.contextmanager
+    def place(self, interrupt: Sequence[threading.Event]) -> Iterator[None]:
+        with super().place(interrupt):
+            with self._seen:
+                self.entered += 1
+                self.peak = max(self.peak, self.running())
+            yield
+
+
+def test_while_small_files_wait_a_large_object_reads_fewer_ranges_at_once(
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
+) -> None:
+    """Small files wait (the tuner says so): the six ranges of the object take their turn,
+    one at a time with ``yielding=1``, on a pool of 4 threads with 3 submitted ahead; the
+    file is still whole. When they stop waiting, ranges read side by side again."""
+    data = content()
+    put(s3, bucket, "big/turns.bin", data)
+    share = PeakShare(yielding=1)
+    share.small_waiting(True)
+    limits = Limits(throttle=None, floor=SpaceFloor(None), parts=share)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts_pool, limits=limits)
+    result = fetcher.fetch(event(bucket, "big/turns.bin", size=SIZE), cancel=threading.Event())
+    assert result.outcome is FetchOutcome.DOWNLOADED
+    assert (tmp_path / "dl" / "big" / "turns.bin").read_bytes() == data
+    assert (share.entered, share.peak) == (6, 1)
+    assert share.running() == 0
+
+
+def test_a_cancelled_download_does_not_wait_for_its_turn(
+    s3: Any, bucket: str, tmp_path: Path, parts_pool: ThreadPoolExecutor
+) -> None:
+    """Small files wait and another download holds the only place: a cancel still ends this
+    download at once (its ranges stop waiting), leaving nothing behind."""
+    put(s3, bucket, "big/cancelled.bin", content())
+    share = PartShare(yielding=1)
+    share.small_waiting(True)
+    cancel = threading.Event()
+    limits = Limits(throttle=None, floor=SpaceFloor(None), parts=share)
+    fetcher = make_fetcher(s3, tmp_path / "dl", parts_pool, limits=limits)
+    with share.place(()):  # the one place is taken for the whole download
+        threading.Timer(0.3, cancel.set).start()
+        with pytest.raises(DownloadCancelledError, match="cancelled"):
+            fetcher.fetch(event(bucket, "big/cancelled.bin", size=SIZE), cancel=cancel)
     assert leftovers(tmp_path / "dl") == []

@@ -15,7 +15,7 @@ from botocore.response import StreamingBody
 
 from s3sqsd.errors import LocalError, LowSpaceError
 from s3sqsd.events import ObjectCreated
-from s3sqsd.limits import THROTTLED_READ_BYTES, Clock, SpaceFloor, Throttle
+from s3sqsd.limits import THROTTLED_READ_BYTES, Clock, PartShare, SpaceFloor, Throttle
 from s3sqsd.metrics import Metrics
 from tests.support.limits import CountingBucket, FakeClock
 
@@ -166,3 +166,54 @@ class TestSpaceFloor:
             raise FileNotFoundError(2, "No such file or directory")
 
         SpaceFloor(1 << 40, statvfs=gone).check(Path("/srv/in"), created(MiB))
+
+
+def test_part_share_lets_every_range_read_unless_small_files_wait() -> None:
+    """Not waiting: any number of places at once. Waiting: ``yielding`` of them; a third
+    waits until one leaves, or until the small files stop waiting, whichever comes first."""
+    share = PartShare(yielding=2)
+    with share.place(()), share.place(()), share.place(()):
+        assert share.running() == 3
+    share.small_waiting(True)
+    entered = threading.Event()
+
+    def third() -> None:
+        with share.place(()):
+            entered.set()
+
+    with share.place(()), share.place(()):
+        waiter = threading.Thread(target=third)
+        waiter.start()
+        assert not entered.wait(0.3)  # two read: the third waits its turn
+    assert entered.wait(5)  # a place came free
+    waiter.join(5)
+    with share.place(()), share.place(()):
+        waiter = threading.Thread(target=third)
+        entered.clear()
+        waiter.start()
+        assert not entered.wait(0.3)
+        share.small_waiting(False)  # the small lane has a free slot again: no more turns
+        assert entered.wait(5)
+        waiter.join(5)
+    assert share.running() == 0
+
+
+def test_a_range_waiting_its_turn_goes_on_when_interrupted() -> None:
+    """A cancel (or another range's failure) ends the wait: the range runs, sees the event
+    at its first chunk and ends; the place it took is given back."""
+    share = PartShare(yielding=1)
+    share.small_waiting(True)
+    cancel, entered = threading.Event(), threading.Event()
+
+    def waiting() -> None:
+        with share.place((cancel,)):
+            entered.set()
+
+    with share.place(()):
+        waiter = threading.Thread(target=waiting)
+        waiter.start()
+        assert not entered.wait(0.3)
+        cancel.set()
+        assert entered.wait(5)
+        waiter.join(5)
+    assert share.running() == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from s3sqsd.events import ObjectCreated
+from s3sqsd.limits import PartShare
 from s3sqsd.metrics import Metrics
 from s3sqsd.routing import Placement
 from s3sqsd.sqs import Message
@@ -206,6 +207,30 @@ def test_short_receives_and_idle_slots_are_no_backlog() -> None:
     tuned, receivers = receive_limited(ahead=False)
     assert tuned.target == 8
     assert receivers.followed == [(8, 1)]
+
+
+@pytest.mark.parametrize("settings", [AUTO, WorkerSettings(workers=8)], ids=["auto", "fixed"])
+def test_the_large_objects_are_told_when_small_files_wait(settings: WorkerSettings) -> None:
+    """Every sample, with auto or a fixed count: the small lane's slots all busy means small
+    files wait, and the large objects' ranges take turns (limits.PartShare)."""
+    clock, fake = Clock(), FakeDownloads()
+    share = PartShare()
+    tuned = Tuner(
+        settings=settings,
+        pollers=1,
+        metrics=Metrics(),
+        clock=clock,
+        resources=FakeResources(),  # type: ignore[arg-type]
+        share=share,
+    )
+    tuned.downloads = fake  # type: ignore[assignment]
+    seen = []
+    for busy in (True, True, False, True, False):
+        fake.busy[SMALL] = busy
+        clock.now = round(clock.now + 0.15, 6)  # a sample each time (every 0.1 s)
+        tuned.tick(clock.now)
+        seen.append(share.waiting())
+    assert seen == [True, True, False, True, False]
 
 
 def test_a_fixed_count_is_applied_and_never_moved() -> None:
