@@ -42,8 +42,11 @@ poller).
   level below.
 - *Holding*, the window's rate is compared with the level's (a slow average): if it falls by
   ``FALL`` (30 %) or more, the target steps down (x 3/4) to see whether fewer slots do as
-  well (contention: a disk, the CPU, a throttled bucket). A step down that loses less than
-  ``MIN_GAIN`` is kept and the next goes further down; one that loses more is undone.
+  well (contention: a disk, the CPU, a throttled bucket). Not while large objects download
+  (``Sample.large``): their ranges take the CPU and the link from the small lane, and fewer
+  small slots would only make the small files wait longer; the fall becomes the level. A
+  step down that loses less than ``MIN_GAIN`` is kept and the next goes further down; one
+  that loses more is undone.
 - After ``HOLD_SECONDS`` of holding, a small step up (x 5/4) probes again: the network or the
   load may have changed. Each probe undone doubles the wait for the next (up to 10 minutes),
   so a settled daemon logs a ``concurrency.changed`` pair a few times an hour at most.
@@ -135,6 +138,7 @@ class Sample:
     cpu: float | None = None
     hold: str | None = None
     shrink: str | None = None
+    large: bool = False  # downloads of the large lane are running (see ``_judge``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,13 @@ class Controller:
             self._level = rate
             return self._up(rate, sample, RAMP_FACTOR if self._ramping else PROBE_FACTOR)
         level = self._level or rate
+        if _ratio(rate, level) <= 1 - FALL and sample.large:
+            # Large objects share the CPU and the link with the small lane: its rate falls
+            # while they download, and fewer small slots would only make the small files wait
+            # longer (workload f walked 16 > 8 > 6 > 4 that way). Not contention among the
+            # small slots: the level is this rate until the large downloads end.
+            self._level = rate
+            return None
         if _ratio(rate, level) <= 1 - FALL:
             self._last = rate
             self._holding_since = None

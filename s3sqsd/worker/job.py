@@ -230,6 +230,10 @@ class Downloads:
         with self._lock:
             return sum(1 for future in self._unfinished if future.running())
 
+    def active(self, lane: str) -> bool:
+        """A download of ``lane`` is running."""
+        return self._slots.running(lane) > 0
+
     def full(self, lane: str = SMALL) -> bool:
         """Every slot of ``lane`` is busy."""
         return self._slots.full(lane)

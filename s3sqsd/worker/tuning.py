@@ -140,6 +140,7 @@ class Tuner:
                 cpu=self._cpu(now),
                 hold=hold,
                 shrink=shrink,
+                large=self.downloads.active(LARGE),
             )
         )
         if change is not None:

@@ -42,6 +42,7 @@ class Run:
     cpu: Callable[[int], float | None] = lambda _target: 0.2
     hold: Callable[[float], str | None] = lambda _now: None
     shrink: Callable[[float], str | None] = lambda _now: None
+    large: Callable[[float], bool] = lambda _now: False
     file_bytes: int = FILE
     now: float = 0.0
     changes: list[Change] = field(default_factory=list)
@@ -65,6 +66,7 @@ class Run:
                     cpu=self.cpu(target),
                     hold=self.hold(self.now),
                     shrink=self.shrink(self.now),
+                    large=self.large(self.now),
                 )
             )
             if change is not None:
@@ -201,6 +203,21 @@ def test_falling_throughput_shrinks() -> None:
     run.until(120)
     assert run.target < 16
     assert any(c.reason == "throughput fell" for c in run.changes)
+
+
+def test_a_fall_while_large_objects_download_is_not_contention() -> None:
+    """From 20 s large objects download and take half the small lane's rate, whatever its
+    slots (they share the CPU and the link). Stepping down would only make the small files
+    wait: the target stays where it was, and no step down is logged."""
+
+    def curve(target: int, now: float) -> float:
+        return 25.0 * min(target, 32) * (0.5 if 20 <= now < 50 else 1.0)
+
+    run = Run(curve, large=lambda now: 20 <= now < 50).until(60)
+    assert run.target == 32
+    assert "throughput fell" not in [c.reason for c in run.changes]
+    # Without large downloads the same fall is taken as contention, as before.
+    assert "throughput fell" in [c.reason for c in Run(curve).until(60).changes]
 
 
 def test_a_loss_below_is_undone() -> None:

@@ -80,6 +80,9 @@ class FakeDownloads:
     def full(self, lane: str = SMALL) -> bool:
         return self.busy[lane]
 
+    def active(self, lane: str) -> bool:
+        return self.busy[lane]
+
     def resize(self, lane: str, cap: int) -> None:
         self.caps[lane] = cap
 
