@@ -43,6 +43,7 @@ from s3sqsd.worker.slots import LARGE, SMALL
 logger = logging.getLogger("s3sqsd.worker")
 
 RESOURCES_EVERY_SECONDS = 1.0
+IDLE_SAMPLE_SECONDS = 1.0  # between samples while nothing runs (see ``Tuner.tick``)
 
 
 def lane_of(items: tuple[Item, ...], threshold: int | None) -> str:
@@ -80,6 +81,7 @@ class Tuner:
         self.downloads = Downloads(small=self.target, large=self._large_slots(), metrics=metrics)
         self._receivers: Receivers | None = None
         self._next_sample = 0.0
+        self._finished = 0  # downloads finished at the last sample (both lanes)
         self._next_reading = 0.0
         self._cpu_at: tuple[float, float] | None = None  # (wall, process CPU seconds)
         self._reading = Reading()
@@ -118,12 +120,17 @@ class Tuner:
             self._changed(change)
 
     def tick(self, now: float) -> None:
-        """Once per loop pass, every ``SAMPLE_SECONDS``: tells the large objects' ranges
-        whether small files wait (``limits.PartShare``), and (``workers: auto``) takes a
-        sample for the controller."""
+        """Once per loop pass, every ``SAMPLE_SECONDS`` (``IDLE_SAMPLE_SECONDS`` while no
+        download runs or finishes: an idle daemon's samples all say "no backlog", and ten a
+        second doubled its idle CPU): tells the large objects' ranges whether small files
+        wait (``limits.PartShare``), and (``workers: auto``) takes a sample for the
+        controller."""
         if now < self._next_sample:
             return
-        self._next_sample = now + SAMPLE_SECONDS
+        finished = sum(self.downloads.completed(lane)[0] for lane in (SMALL, LARGE))
+        idle = self.downloads.running() == 0 and finished == self._finished
+        self._finished = finished
+        self._next_sample = now + (IDLE_SAMPLE_SECONDS if idle else SAMPLE_SECONDS)
         if self._share is not None:
             self._share.small_waiting(self.downloads.full(SMALL))
         controller = self._controller

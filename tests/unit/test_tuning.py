@@ -83,6 +83,9 @@ class FakeDownloads:
     def active(self, lane: str) -> bool:
         return self.busy[lane]
 
+    def running(self) -> int:
+        return sum(1 for lane in (SMALL, LARGE) if self.busy[lane])  # a download per busy lane
+
     def resize(self, lane: str, cap: int) -> None:
         self.caps[lane] = cap
 
@@ -234,6 +237,35 @@ def test_the_large_objects_are_told_when_small_files_wait(settings: WorkerSettin
         tuned.tick(clock.now)
         seen.append(share.waiting())
     assert seen == [True, True, False, True, False]
+
+
+class CountingResources(FakeResources):
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def cpu_seconds(self) -> float:  # type: ignore[override]
+        self.samples += 1  # read once per sample
+        return 0.0
+
+
+@pytest.mark.parametrize(("busy", "samples"), [(False, 10), (True, 100)])
+def test_an_idle_daemon_samples_once_a_second(busy: bool, samples: int) -> None:
+    """Nothing runs and nothing finishes: one sample a second, not ten (an idle daemon's
+    CPU). Downloads running: ten a second."""
+    clock, fake, resources = Clock(), FakeDownloads(), CountingResources()
+    tuned = Tuner(
+        settings=AUTO,
+        pollers=1,
+        metrics=Metrics(),
+        clock=clock,
+        resources=resources,  # type: ignore[arg-type]
+    )
+    tuned.downloads = fake  # type: ignore[assignment]
+    fake.busy = {SMALL: busy, LARGE: False}
+    while clock.now < 10:
+        clock.now = round(clock.now + 0.05, 6)
+        tuned.tick(clock.now)
+    assert 0.9 * samples <= resources.samples <= samples + 1  # a tick may land just short
 
 
 def test_a_fixed_count_is_applied_and_never_moved() -> None:
