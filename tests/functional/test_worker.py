@@ -400,10 +400,11 @@ class TestDeletesInFlight:
             wait_until(lambda: worker.idle(), what="every lease settled")
             assert worker.metrics.get("messages_deleted") == 30
         [failed] = queue.failed_delete_calls
-        assert len(failed) == 10
+        # A batch holds what had settled when it left (at most ten): not always ten.
+        assert 0 < len(failed) <= 10
         calls = [batch for _, batch in queue.deletes_done]
         tries = {message_id: sum(message_id in batch for batch in calls) for message_id in ids}
-        assert tries == {i: 2 if i in failed else 1 for i in ids}  # the failed ten tried again
+        assert tries == {i: 2 if i in failed else 1 for i in ids}  # only the failed ones again
         assert sorted(queue.deleted) == sorted(ids)
         assert set(queue.receive_counts.values()) == {1}  # none came back to the queue
 
